@@ -1,0 +1,1 @@
+"""Benchmarks: speed targets are measured here (``ganforge bench ...``), not asserted in tests."""

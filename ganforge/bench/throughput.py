@@ -1,0 +1,328 @@
+"""``ganforge bench throughput``: images per second of ganforge's DCGAN step against the textbook step.
+
+Both train the same DCGAN (built once by ``build_models``, then deep-copied, so the weights start bit-identical)
+on one fixed random batch in [-1, 1] that already lies on the device: data loading is not what is timed.
+
+* **reference** -- the plain step of the seeds' SVHN notebook / the PyTorch DCGAN tutorial, written out below
+  with nothing optimised: default ``torch.optim.Adam``, contiguous (NCHW) tensors, ``opt.zero_grad()``, D's fake
+  batch made *with* gradients (the backward pass runs on through G for nothing), a fresh z for the G step with
+  D's weights still collecting gradients, and ``.item()`` on both losses every step.
+* **ganforge** -- the trainer's own ``gan_step`` with ``GanParts`` built as ``ganforge.train.loop`` builds them
+  (its optimizer factory, its memory format), and the per-step ``stats.cpu()`` the loop does. Rows:
+  ``fresh z`` (``reuse_fake=False``: the reference's algorithm, the headline comparison) and ``reuse fake``
+  (``reuse_fake=True``: the PyTorch tutorial's algorithm, one G forward fewer), each in NCHW and channels_last.
+
+Every configuration is warmed up, then timed ``repeats`` times, the configurations interleaved (and rotated) so
+that a busy machine slows them all alike; the median is reported. Images/s counts real images consumed
+(the batch size per step).
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganforge.config import ModelConfig, TrainConfig
+from ganforge.io_utils import atomic_write_text
+from ganforge.models import build_models, get_family
+from ganforge.sampling import pick_device
+from ganforge.train.loop import _make_optimizer
+from ganforge.train.steps import GanParts, gan_step
+
+MARK_START = "<!-- bench:throughput:start -->"
+MARK_END = "<!-- bench:throughput:end -->"
+WARMUP_STEPS = 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the two steps
+
+
+class ReferenceTrainer:
+    """The textbook DCGAN step (SVHN notebook / PyTorch tutorial), deliberately unoptimised."""
+
+    def __init__(self, G: nn.Module, D: nn.Module, real: torch.Tensor, z_dim: int, device: torch.device,
+                 lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)):
+        self.G = G.to(device)
+        self.D = D.to(device)
+        self.real = real.to(device)
+        self.z_dim = z_dim
+        self.device = device
+        self.criterion = nn.BCEWithLogitsLoss()
+        self.d_optimizer = torch.optim.Adam(self.D.parameters(), lr=lr, betas=betas)
+        self.g_optimizer = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
+        self.G.train()
+        self.D.train()
+
+    def step(self) -> tuple[float, float]:
+        G, D, criterion = self.G, self.D, self.criterion
+        real_images = self.real
+        batch_size = real_images.size(0)
+
+        # ---- train the discriminator
+        self.d_optimizer.zero_grad()
+        D_real = D(real_images)
+        d_real_loss = criterion(D_real, torch.ones(batch_size, device=self.device))
+        z = torch.randn(batch_size, self.z_dim, device=self.device)
+        fake_images = G(z)
+        D_fake = D(fake_images)
+        d_fake_loss = criterion(D_fake, torch.zeros(batch_size, device=self.device))
+        d_loss = d_real_loss + d_fake_loss
+        d_loss.backward()
+        self.d_optimizer.step()
+
+        # ---- train the generator (fresh z, flipped labels)
+        self.g_optimizer.zero_grad()
+        z = torch.randn(batch_size, self.z_dim, device=self.device)
+        fake_images = G(z)
+        D_fake = D(fake_images)
+        g_loss = criterion(D_fake, torch.ones(batch_size, device=self.device))
+        g_loss.backward()
+        self.g_optimizer.step()
+        return d_loss.item(), g_loss.item()
+
+
+def trainer_memory_format(train_cfg: TrainConfig, model_cfg: ModelConfig) -> torch.memory_format:
+    """The memory format ``ganforge.train.loop.train`` picks (keep in step with it)."""
+    convolutional = get_family(model_cfg.family).convolutional
+    return torch.channels_last if (train_cfg.channels_last and convolutional) else torch.contiguous_format
+
+
+def make_parts(G: nn.Module, D: nn.Module, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,
+               make_optimizer: Callable = _make_optimizer) -> GanParts:
+    """``GanParts`` exactly as the training loop assembles them (``make_optimizer`` is for tests)."""
+    memory_format = trainer_memory_format(train_cfg, model_cfg)
+    G.to(device, memory_format=memory_format)
+    D.to(device, memory_format=memory_format)
+    opt_g = make_optimizer(G.parameters(), train_cfg.lr_g, train_cfg, device)
+    opt_d = make_optimizer(D.parameters(), train_cfg.lr_d, train_cfg, device)
+    G.train()
+    D.train()
+    return GanParts(G, D, opt_g, opt_d, model_cfg, train_cfg, get_family(model_cfg.family).conditional, device,
+                    memory_format, None)
+
+
+class GanforgeTrainer:
+    """ganforge's ``gan_step`` on a fixed batch, with the loop's per-step ``stats.cpu()``."""
+
+    def __init__(self, parts: GanParts, real: torch.Tensor):
+        self.parts = parts
+        self.batches = [(real.to(parts.device), torch.zeros(real.shape[0], dtype=torch.long))]
+        self.n = 0
+
+    def step(self) -> torch.Tensor:
+        stats = gan_step(self.parts, self.batches, self.n).cpu()
+        self.n += 1
+        return stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# timing
+
+
+@dataclass
+class Config:
+    size: int
+    variant: str  # "reference" | "fresh_z" | "reuse_fake"
+    channels_last: bool
+    step: Callable[[], object]
+    default_format: bool = False  # the memory format the trainer would use
+    times: Optional[list[float]] = None
+
+
+VARIANT_LABEL = {
+    "reference": "reference (textbook)",
+    "fresh_z": "ganforge, fresh z (same algorithm)",
+    "reuse_fake": "ganforge, reuse fake (tutorial)",
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step: Callable[[], object], n: int, device: torch.device) -> float:
+    """Seconds for ``n`` calls of ``step``, the device drained before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def machine_info(device: torch.device) -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _configs_for_size(size: int, device: torch.device, batch: int, width: int, seed: int,
+                      formats: Sequence[bool]) -> list[Config]:
+    mc = ModelConfig(family="dcgan", image_size=size, channels=3, g_width=width, d_width=width)
+    torch.manual_seed(seed)
+    G0, D0 = build_models(mc)
+    real = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed + 1)) * 2 - 1
+    real = real.to(device)
+    default_cl = trainer_memory_format(TrainConfig(), mc) == torch.channels_last
+    ref = ReferenceTrainer(copy.deepcopy(G0), copy.deepcopy(D0), real, mc.z_dim, device)
+    configs = [Config(size, "reference", False, ref.step)]
+    for variant in ("fresh_z", "reuse_fake"):
+        for cl in formats:
+            tc = TrainConfig(batch_size=batch, reuse_fake=variant == "reuse_fake", channels_last=cl, steps=1)
+            parts = make_parts(copy.deepcopy(G0), copy.deepcopy(D0), mc, tc, device)
+            configs.append(Config(size, variant, cl, GanforgeTrainer(parts, real).step, default_format=cl == default_cl))
+    return configs
+
+
+def run(sizes: Sequence[int], steps: int, device: torch.device, repeats: int = 3, batch: int = 64, width: int = 64,
+        seed: int = 0, formats: Sequence[bool] = (False, True),
+        log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[dict[str, object]]:
+    """Time every configuration; one dict per (size, variant, memory format), reference first per size."""
+    rows: list[dict[str, object]] = []
+    for size in sizes:
+        configs = _configs_for_size(size, device, batch, width, seed, formats)
+        for c in configs:
+            c.times = []
+            time_steps(c.step, WARMUP_STEPS, device)
+        for r in range(repeats):
+            k = r % len(configs)
+            for c in configs[k:] + configs[:k]:  # interleaved, the order rotated each round
+                c.times.append(time_steps(c.step, steps, device))
+            log(f"bench: {size}x{size} round {r + 1}/{repeats}: " + ", ".join(
+                f"{c.variant}{'/cl' if c.channels_last else ''} {steps * batch / c.times[-1]:.1f}" for c in configs))
+        ref_ips = steps * batch / statistics.median(configs[0].times)
+        for c in configs:
+            ips = [steps * batch / t for t in c.times]
+            med = statistics.median(ips)
+            rows.append({
+                "size": size, "batch": batch, "width": width, "variant": c.variant, "channels_last": c.channels_last,
+                "default_format": c.default_format or c.variant == "reference", "img_s": med,
+                "img_s_all": ips, "speedup": med / ref_ips, "steps": steps, "repeats": repeats,
+            })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report
+
+
+def render_table(rows: Sequence[dict[str, object]]) -> str:
+    lines = [
+        "| config | step | memory format | img/s (median) | min-max | vs reference |",
+        "|---|---|---|---:|---|---:|",
+    ]
+    for r in rows:
+        fmt = "channels_last" if r["channels_last"] else "contiguous"
+        if r["variant"] != "reference" and r["default_format"]:
+            fmt += " (trainer default)"
+        config = f"DCGAN {r['size']}x{r['size']}, ngf=ndf={r['width']}, batch {r['batch']}"
+        lo, hi = min(r["img_s_all"]), max(r["img_s_all"])
+        speed = f"{r['speedup']:.2f}x"
+        if r["variant"] == "fresh_z" and r["default_format"]:
+            speed = f"**{speed}**"
+        lines.append(f"| {config} | {VARIANT_LABEL[r['variant']]} | {fmt} | {r['img_s']:.1f} | "
+                     f"{lo:.1f}-{hi:.1f} | {speed} |")
+    return "\n".join(lines)
+
+
+def headline(rows: Sequence[dict[str, object]]) -> list[str]:
+    out = []
+    for size in dict.fromkeys(r["size"] for r in rows):
+        sel = {(r["variant"], r["default_format"]): r for r in rows if r["size"] == size}
+        ref, a, b = sel.get(("reference", True)), sel.get(("fresh_z", True)), sel.get(("reuse_fake", True))
+        if ref and a:
+            text = (f"{size}x{size}: ganforge {a['img_s']:.1f} img/s vs reference {ref['img_s']:.1f} img/s: "
+                    f"**{a['speedup']:.2f}x** (same algorithm)")
+            if b:
+                text += f"; {b['speedup']:.2f}x reusing the fake batch"
+            out.append(text)
+    return out
+
+
+def command_line(steps: int, device: str, sizes: Sequence[int], repeats: int, batch: int, width: int) -> str:
+    if (repeats, batch, width) == (3, 64, 64):
+        return f"ganforge bench throughput --steps {steps} --device {device} --sizes {','.join(map(str, sizes))}"
+    return (f"python -c \"from ganforge.bench.throughput import main; main(steps={steps}, device={device!r}, "
+            f"sizes={list(sizes)}, write=None, repeats={repeats}, batch={batch}, width={width})\"")
+
+
+def render_block(rows: Sequence[dict[str, object]], info: dict[str, object], command: str, date: str) -> str:
+    machine = (f"{info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']} "
+               f"({info['torch_threads']} threads), device {info['device']}")
+    if "device_name" in info:
+        machine += f" ({info['device_name']})"
+    r0 = rows[0] if rows else {"steps": 0, "repeats": 0}
+    parts = [
+        MARK_START,
+        f"`{command}`  ",
+        f"{date}; {machine}  ",
+        f"{WARMUP_STEPS} warm-up steps, then {r0['steps']} timed steps, {r0['repeats']} interleaved repeats; "
+        "images/s = real images consumed per second.",
+        "",
+        render_table(rows),
+        "",
+        *[f"- {h}" for h in headline(rows)],
+        MARK_END,
+    ]
+    return "\n".join(parts)
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the marked block replaced by ``block`` (appended when there is none)."""
+    pattern = re.compile(re.escape(MARK_START) + r".*?" + re.escape(MARK_END), re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
+    sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+    return text + sep + block + "\n"
+
+
+def write_block(path: Path, block: str) -> None:
+    path = Path(path)
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, replace_block(old, block))
+
+
+def main(steps: int = 30, device: str = "auto", sizes: Sequence[int] = (64, 32), write: Optional[Path] = None,
+         repeats: int = 3, *, batch: int = 64, width: int = 64, formats: Sequence[bool] = (False, True),
+         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[dict[str, object]]:
+    """Run the benchmark, print the markdown table, optionally write it into ``write``; return the rows."""
+    dev = pick_device(device)
+    info = machine_info(dev)
+    rows = run(sizes, steps, dev, repeats=repeats, batch=batch, width=width, formats=formats, log=log)
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = render_block(rows, info, command_line(steps, device, sizes, repeats, batch, width), date)
+    print(block)
+    if write is not None:
+        write_block(Path(write), block)
+    for r in rows:
+        r["machine"] = info
+    return rows

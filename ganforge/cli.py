@@ -1,0 +1,166 @@
+"""The ``ganforge`` command line. User mistakes print one line and exit 2; nothing is half-written."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ganforge.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Train, sample and compare GANs. Start with: ganforge train")
+bench_app = typer.Typer(help="Benchmarks (speed and quality targets live here, not in tests).")
+app.add_typer(bench_app, name="bench")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def presets(show: Optional[str] = typer.Option(None, "--show", help="Print the full YAML of one preset.")) -> None:
+    """List the shipped presets (one per system of the seed documents)."""
+    from ganforge.config import dump_config, load_config, preset_dict, preset_names
+
+    if show:
+        typer.echo(dump_config(load_config(show)), nl=False)
+        return
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        typer.echo(f"{name:<{width}}  {preset_dict(name).get('description', '')}")
+
+
+@app.command()
+def train(
+    preset: str = typer.Argument("dcgan-mnist", help="Preset name (see 'ganforge presets') or a YAML config path."),
+    data: Optional[str] = typer.Option(None, "--data", help="mnist-embedded | mnist | fashion-mnist | cifar10 | svhn | celeba | folder:PATH | ring8 | grid25"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Where torchvision datasets live (default: data)."),
+    download: bool = typer.Option(False, "--download", help="Let torchvision download a missing dataset."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<preset>-<time>)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Number of G updates (overrides epochs)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    set_: List[str] = typer.Option([], "--set", help="Override any config key: --set train.lr_g=1e-4 (repeatable)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate config and data, build the models, print sizes, exit."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train a GAN. With no arguments: the dcgan-mnist preset on the embedded MNIST digits (no download)."""
+    from ganforge.config import apply_overrides, load_config, load_run_config, validate
+    from ganforge.train import train as run_training
+
+    flags = {
+        "data.spec": data, "data.root": data_root, "data.download": True if download else None,
+        "train.epochs": epochs, "train.steps": steps, "train.batch_size": batch_size, "train.seed": seed,
+        "train.device": device,
+    }
+    values = {k: v for k, v in flags.items() if v is not None}
+    if steps is not None and epochs is None:
+        values["train.epochs"] = None  # --steps alone sets the budget
+    if epochs is not None and steps is None:
+        values["train.steps"] = None
+
+    if resume is not None:
+        base = load_run_config(resume)
+        changed = sorted(set(values) - {"train.epochs", "train.steps", "train.device"}) + list(set_)
+        if changed:
+            _fail(f"--resume continues the saved config; only --epochs/--steps/--device may change (got {changed[0]})")
+        cfg = validate(apply_overrides(base.model_dump(mode="json"), [], values), source=f"{resume}/config.yaml")
+        run_dir = resume
+    else:
+        cfg = load_config(preset, list(set_), values)
+        run_dir = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = run_training(cfg, None if dry_run else run_dir, resume=resume is not None, dry_run=dry_run,
+                           strict_data=strict, progress=not quiet)
+    if dry_run:
+        typer.echo(f"dry run ok: {cfg.name}: G {summary.params_g:,} / D {summary.params_d:,} parameters")
+    else:
+        typer.echo(str(summary.run_dir))
+
+
+@app.command()
+def sample(
+    run_dir: Path = typer.Argument(..., help="A run directory made by 'ganforge train'."),
+    n: int = typer.Option(64, "--n", min=1, help="How many images."),
+    out: Path = typer.Option(Path("samples.png"), "--out", help="FILE.png (grid), FILE.npz (uint8 N,H,W,C as arr_0) or a folder."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Conditional models: comma-separated classes, cycled, e.g. 0,1,2."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A specific checkpoint directory."),
+) -> None:
+    """Draw images from a trained generator."""
+    from ganforge import viz
+    from ganforge.sampling import load_generator
+
+    lab = None
+    if labels is not None:
+        try:
+            lab = [int(t) for t in labels.split(",") if t.strip()]
+        except ValueError:
+            _fail(f"bad --labels {labels!r}: write comma-separated integers, e.g. --labels 0,1,2")
+    g = load_generator(run_dir, device=device, checkpoint=checkpoint)
+    if g.config.model.point_dim is not None:
+        _fail("this run generates 2D points, not images: use the Python API (load_generator(...).sample)")
+    images = g.sample(n, seed=seed, labels=lab)
+    suffix = out.suffix.lower()
+    if suffix == ".npz":
+        viz.save_npz(images, out)
+    elif suffix in (".png", ".jpg", ".jpeg"):
+        nrow = None
+        if g.conditional and lab is None:
+            nrow = g.num_classes
+        viz.save_grid(images, out, nrow=nrow)
+    elif suffix == "":
+        viz.save_image_folder(images, out)
+    else:
+        _fail(f"--out {out}: use a .png grid, an .npz file, or a folder name without extension")
+    typer.echo(str(out))
+
+
+@bench_app.command("throughput")
+def bench_throughput(
+    steps: int = typer.Option(30, "--steps", min=2, help="Timed steps per configuration (after warm-up)."),
+    device: str = typer.Option("auto", "--device"),
+    sizes: str = typer.Option("64,32", "--sizes", help="Image sizes to time."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Append the result table to this markdown file."),
+) -> None:
+    """ganforge's DCGAN step vs the seeds' plain textbook step, identical models: images per second."""
+    from ganforge.bench import throughput
+
+    throughput.main(steps=steps, device=device, sizes=[int(s) for s in sizes.split(",")], write=write)
+
+
+def main() -> None:
+    """Entry point: turn user errors into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

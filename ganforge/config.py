@@ -1,0 +1,233 @@
+"""Run configuration: pydantic models, preset loading and ``--set`` overrides.
+
+Every knob of a run lives here, validated up front (``extra="forbid"`` everywhere), so that a typo in a preset or
+in ``--set`` fails before any model is built, with the key's full path in the message.
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ganforge.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Architecture of the generator and discriminator."""
+
+    family: Literal["mlp", "dcgan", "cdcgan"] = "dcgan"
+    image_size: int = 32  # side of the square images; a power of two from 16 to 256 (mlp: any size)
+    channels: Literal[1, 3] = 1
+    z_dim: int = Field(100, ge=1)
+    z_dist: Literal["normal", "uniform"] = "normal"  # uniform is in [-1, 1], as in the seeds' notebooks
+    g_width: int = Field(64, ge=1)  # ngf / conv_dim; mlp: hidden_dim of G's first layer
+    d_width: int = Field(64, ge=1)  # ndf / conv_dim; mlp: hidden_dim of D's last hidden layer
+    g_input: Literal["convt", "linear"] = "convt"  # z -> 4x4 by a 4x4 transposed conv (PyTorch DCGAN) or a Linear (SVHN notebook)
+    d_output: Literal["conv", "linear"] = "conv"  # 4x4 -> logit by a 4x4 conv (PyTorch DCGAN) or a Linear (SVHN notebook)
+    batch_norm: bool = True  # BatchNorm in G and D (never on G's output nor D's input); the seeds' BN comparison switch
+    bias: bool = False  # conv biases (redundant before BatchNorm, the seeds switch them off)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)  # mlp only
+    num_classes: int = Field(10, ge=2)  # cdcgan only
+    init_std: float = Field(0.02, gt=0.0)  # weights ~ N(0, init_std); BatchNorm gamma ~ N(1, init_std)
+    point_dim: Optional[int] = Field(None, ge=1)  # mlp on vectors (2D synthetic sets) instead of images
+
+    @model_validator(mode="after")
+    def _check_size(self) -> "ModelConfig":
+        if self.point_dim is not None and self.family != "mlp":
+            raise ValueError(f"point_dim is for family 'mlp' only, not {self.family!r}")
+        if self.family != "mlp":
+            s = self.image_size
+            if s < 16 or s > 256 or s & (s - 1):
+                raise ValueError(f"image_size={s} must be a power of two from 16 to 256 for {self.family}")
+        elif self.point_dim is None and self.image_size < 4:
+            raise ValueError(f"image_size={self.image_size} is too small")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the training images come from. See ``ganforge.data`` for the spec syntax."""
+
+    spec: str = "mnist-embedded"  # mnist-embedded | mnist | fashion-mnist | cifar10 | svhn | celeba | folder:PATH | ring8 | grid25
+    root: str = "data"  # where torchvision sets live (--data-root)
+    download: bool = False  # allow torchvision to download a missing set (--download)
+    num_workers: int = Field(0, ge=0)
+    limit: Optional[int] = Field(None, ge=1)  # use only the first N images (quick experiments)
+
+
+class EmaConfig(_Strict):
+    """Exponential moving average of G's weights; samples and checkpoints' ``generator`` use it when enabled."""
+
+    enabled: bool = False
+    decay: float = Field(0.999, gt=0.0, lt=1.0)
+    start_step: int = Field(0, ge=0)  # copy G's weights verbatim until this step
+
+
+class TrainConfig(_Strict):
+    """The optimisation recipe. Defaults are the DCGAN paper's."""
+
+    epochs: Optional[int] = Field(10, ge=1)
+    steps: Optional[int] = Field(None, ge=1)  # overrides epochs when set: number of D+G updates
+    batch_size: int = Field(64, ge=1)
+    loss: Literal["bce", "lsgan", "hinge"] = "bce"
+    lr_g: float = Field(2e-4, gt=0.0)
+    lr_d: float = Field(2e-4, gt=0.0)
+    beta1: float = Field(0.5, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    real_label: float = Field(1.0, gt=0.0, le=1.0)  # one-sided label smoothing: 0.9 in the seeds' MLP GAN
+    d_steps: int = Field(1, ge=1)  # k discriminator steps per generator step (Goodfellow et al., Algorithm 1)
+    reuse_fake: bool = False  # G step reuses D-step fakes (PyTorch tutorial) instead of drawing new z (seeds' notebooks)
+    ema: EmaConfig = EmaConfig()
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    channels_last: bool = True  # NHWC memory format for conv models (faster on CPU and tensor cores)
+    log_every: int = Field(25, ge=1)  # steps between lines of metrics.jsonl
+    n_fixed: int = Field(64, ge=1)  # fixed latent vectors drawn into samples/ every epoch
+    sample_every: int = Field(1, ge=1)  # epochs between sample grids (the last epoch is always drawn)
+    checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (the last epoch is always saved)
+    keep_checkpoints: int = Field(3, ge=1)  # how many epoch checkpoints to keep besides 'latest'
+    threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
+
+    @model_validator(mode="after")
+    def _need_budget(self) -> "TrainConfig":
+        if self.epochs is None and self.steps is None:
+            raise ValueError("set train.epochs or train.steps")
+        return self
+
+
+class RunConfig(_Strict):
+    """A whole run: what ``config.yaml`` in a run directory holds."""
+
+    name: str = "custom"
+    description: str = ""
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError(f"name={v!r} must be a plain word (it names the run directory)")
+        return v
+
+    @property
+    def conditional(self) -> bool:
+        return self.model.family == "cdcgan"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# presets
+
+
+def _preset_dir():
+    return resources.files("ganforge") / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw YAML of a shipped preset, or of a YAML file when ``name`` is a path."""
+    path = Path(name)
+    if name.endswith((".yaml", ".yml")) and path.is_file():
+        text = path.read_text()
+    else:
+        ref = _preset_dir() / f"{name}.yaml"
+        if not ref.is_file():
+            raise UserError(
+                f"unknown preset {name!r}: choose one of {', '.join(preset_names())} (see 'ganforge presets') "
+                "or pass a path to a .yaml config"
+            )
+        text = ref.read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise UserError(f"preset {name!r} is not a YAML mapping")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``train.lr_g=1e-4`` -> (["train", "lr_g"], 1e-4); the value is read as YAML (numbers, bools, null)."""
+    if "=" not in item:
+        raise UserError(f"bad --set {item!r}: write key.path=value, e.g. --set train.lr_g=1e-4")
+    key, _, raw = item.partition("=")
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise UserError(f"bad --set {item!r}: the key {key!r} has an empty part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads 1e-4 as a string; people mean a number
+        except ValueError:
+            pass
+    return parts, value
+
+
+def set_path(data: dict[str, Any], parts: list[str], value: Any, item: str = "") -> None:
+    """data[a][b][c] = value for parts [a, b, c], creating sections as needed (in place)."""
+    node = data
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise UserError(f"bad --set {item or '.'.join(parts)!r}: {'.'.join(parts[: i + 1])} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], values: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """A copy of ``data`` with ``--set key.path=value`` strings and already-typed ``values`` applied."""
+    data = copy.deepcopy(data)
+    for key, value in (values or {}).items():
+        set_path(data, key.split("."), value)
+    for item in overrides:
+        parts, value = parse_override(item)
+        set_path(data, parts, value, item)
+    return data
+
+
+def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Build a RunConfig, turning pydantic's report into one line per bad key, each with its full path."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; 'ganforge presets --show NAME' prints every key)"
+            bad = err.get("input")
+            shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(bad, dict) else f" (got {bad!r})"
+            lines.append(f"{loc}: {msg}{shown}")
+        raise UserError(f"invalid {source}: " + "; ".join(lines)) from None
+
+
+def load_config(preset: str, overrides: Optional[list[str]] = None, values: Optional[dict[str, Any]] = None) -> RunConfig:
+    """Preset (name or YAML path) + typed ``values`` (from CLI flags) + ``--set`` overrides -> validated RunConfig."""
+    data = preset_dict(preset)
+    data = apply_overrides(data, list(overrides or []), values)
+    return validate(data, source=f"config (preset {preset!r})")
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a ganforge run directory: {path} is missing")
+    return validate(yaml.safe_load(path.read_text()) or {}, source=str(path))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,72 @@
+"""The seeds' conditional DCGAN on MNIST (Mirza & Osindero 2014, after znxlwm's cDCGAN).
+
+G: z and the one-hot label each go through a 4x4 transposed conv (half the base channels each), are joined,
+then upsampled as in DCGAN. D: the image and the label maps (one-hot planes at full size) each go through a
+strided conv (half of ndf each), are joined after that first layer, then downsampled as in DCGAN.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganforge.config import ModelConfig
+from ganforge.models import Family, register
+from ganforge.models.dcgan import down_block, n_resamples, up_block
+
+
+def _stem(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.ConvTranspose2d(c_in, c_out, 4, 1, 0, bias=bias or not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class ConditionalGenerator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        n = n_resamples(cfg.image_size)
+        c = cfg.g_width * 2 ** (n - 1)
+        self.z_stem = _stem(cfg.z_dim, c // 2, cfg.batch_norm, cfg.bias)
+        self.y_stem = _stem(cfg.num_classes, c // 2, cfg.batch_norm, cfg.bias)
+        body: list[nn.Module] = []
+        for _ in range(n - 1):
+            body += up_block(c, c // 2, cfg.batch_norm, cfg.bias)
+            c //= 2
+        body += [nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1, bias=cfg.bias), nn.Tanh()]
+        self.body = nn.Sequential(*body)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None:
+            raise ValueError("a conditional generator needs class labels y")
+        onehot = F.one_hot(y, self.num_classes).to(z.dtype).view(-1, self.num_classes, 1, 1)
+        h = torch.cat([self.z_stem(z.view(z.shape[0], -1, 1, 1)), self.y_stem(onehot)], dim=1)
+        return self.body(h)
+
+
+class ConditionalDiscriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        n = n_resamples(cfg.image_size)
+        c = cfg.d_width
+        self.x_stem = nn.Sequential(*down_block(cfg.channels, c // 2, batch_norm=False, bias=cfg.bias))
+        self.y_stem = nn.Sequential(*down_block(cfg.num_classes, c // 2, batch_norm=False, bias=cfg.bias))
+        layers: list[nn.Module] = []
+        for _ in range(n - 1):
+            layers += down_block(c, c * 2, cfg.batch_norm, cfg.bias or not cfg.batch_norm)
+            c *= 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Conv2d(c, 1, 4, 1, 0, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None:
+            raise ValueError("a conditional discriminator needs class labels y")
+        planes = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+        h = torch.cat([self.x_stem(x), self.y_stem(planes)], dim=1)
+        return self.head(self.features(h)).reshape(-1)
+
+
+register(Family("cdcgan", ConditionalGenerator, ConditionalDiscriminator, conditional=True))

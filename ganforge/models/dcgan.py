@@ -1,0 +1,92 @@
+"""DCGAN (Radford et al. 2016) for any power-of-two size from 16 to 256.
+
+Sizes follow the seeds: with ``g_input='convt'`` and ``d_output='conv'`` it is the PyTorch/CelebA tutorial
+network (64x64: ngf*8 at 4x4 ... ngf at 32x32); with ``'linear'`` it is the SVHN notebook (a Linear layer to and
+from the 4x4 map, conv_dim=32 at 32x32). Each upsampling halves the channels, each downsampling doubles them.
+D returns logits: the sigmoid lives in the loss (BCE-with-logits, the stable form the seeds recommend).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ganforge.config import ModelConfig
+from ganforge.models import Family, register
+
+
+def n_resamples(image_size: int) -> int:
+    """Number of 2x steps between the 4x4 base map and the image."""
+    return int(math.log2(image_size)) - 2
+
+
+def up_block(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias or not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+def down_block(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> list[nn.Module]:
+    """Strided 4x4 conv (halves the size) [+ BatchNorm] + LeakyReLU(0.2); ``bias`` is taken as given."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return layers
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        n = n_resamples(cfg.image_size)
+        c = cfg.g_width * 2 ** (n - 1)
+        self.base_channels = c
+        if cfg.g_input == "linear":
+            # SVHN notebook: fc -> view(4x4), no norm or activation before the first transposed conv
+            self.project = nn.Linear(cfg.z_dim, c * 16)
+            self.stem = nn.Identity()
+        else:
+            self.project = None
+            stem: list[nn.Module] = [nn.ConvTranspose2d(cfg.z_dim, c, 4, 1, 0, bias=cfg.bias or not cfg.batch_norm)]
+            if cfg.batch_norm:
+                stem.append(nn.BatchNorm2d(c))
+            stem.append(nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(*stem)
+        body: list[nn.Module] = []
+        for _ in range(n - 1):
+            body += up_block(c, c // 2, cfg.batch_norm, cfg.bias)
+            c //= 2
+        body += [nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1, bias=cfg.bias), nn.Tanh()]
+        self.body = nn.Sequential(*body)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.project is not None:
+            x = self.project(z).view(z.shape[0], self.base_channels, 4, 4)
+        else:
+            x = self.stem(z.view(z.shape[0], -1, 1, 1))
+        return self.body(x)
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        n = n_resamples(cfg.image_size)
+        c = cfg.d_width
+        layers = down_block(cfg.channels, c, batch_norm=False, bias=cfg.bias)  # no BatchNorm on D's input layer
+        for _ in range(n - 1):
+            layers += down_block(c, c * 2, cfg.batch_norm, cfg.bias or not cfg.batch_norm)
+            c *= 2
+        self.features = nn.Sequential(*layers)
+        if cfg.d_output == "linear":
+            self.head: nn.Module = nn.Sequential(nn.Flatten(), nn.Linear(c * 16, 1))
+        else:
+            self.head = nn.Conv2d(c, 1, 4, 1, 0, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(x)).reshape(-1)
+
+
+register(Family("dcgan", DCGANGenerator, DCGANDiscriminator))

@@ -1,0 +1,62 @@
+"""Deterministic, resumable batch order.
+
+Epoch ``e`` visits the dataset in ``randperm(N)`` drawn from a generator seeded by (seed, e), so the order does
+not depend on the number of workers, and a run resumed at batch ``b`` of epoch ``e`` sees exactly the batches it
+would have seen. Small in-memory sets are sliced directly (no DataLoader, no per-item Python overhead).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from ganforge.errors import UserError
+
+
+class BatchSource:
+    def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0, group: int = 1):
+        """``group`` real batches are handed out together (one per discriminator step)."""
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.group = group
+        n = len(dataset)
+        if n < batch_size * group:
+            raise UserError(
+                f"the dataset has {n} images, fewer than batch_size*d_steps={batch_size * group}: "
+                "lower --batch-size (or train.d_steps), or add images"
+            )
+        self.batches_per_epoch = n // batch_size  # drop the last incomplete batch (BatchNorm dislikes tiny ones)
+        self.steps_per_epoch = self.batches_per_epoch // group
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.dataset), generator=g)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Yield, for each step from ``start_step`` to the end of the epoch, a list of ``group`` (x, y) batches."""
+        perm = self.permutation(epoch)
+        bs = self.batch_size
+        first = start_step * self.group
+        last = self.steps_per_epoch * self.group
+        index_lists = [perm[b * bs:(b + 1) * bs] for b in range(first, last)]
+        tensor = getattr(self.dataset, "tensor", None)
+        if tensor is not None:
+            labels = self.dataset.labels
+            batches = ((tensor[idx], labels[idx]) for idx in index_lists)
+        else:
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=[idx.tolist() for idx in index_lists],
+                num_workers=self.num_workers,
+                persistent_workers=False,
+            )
+            batches = ((x, torch.as_tensor(y)) for x, y in loader)
+        group: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for item in batches:
+            group.append(item)
+            if len(group) == self.group:
+                yield group
+                group = []

@@ -1,0 +1,309 @@
+"""The training loop: one plain function, every knob in the RunConfig.
+
+``train(cfg, run_dir)`` builds data and models (failing before anything is written when the input is bad),
+then alternates D and G updates, logging to ``metrics.jsonl``, drawing the fixed latent vectors into
+``samples/`` every epoch, and checkpointing atomically. ``resume=True`` continues a run exactly where its
+newest good checkpoint stopped: weights, optimizers, EMA, RNG states and the position inside the epoch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from ganforge import viz
+from ganforge.checkpoint import capture_rng, flatten_modules, flatten_optimizer, load_latest, restore_rng, save_checkpoint
+from ganforge.config import RunConfig, dump_config
+from ganforge.data import build_dataset, describe
+from ganforge.errors import UserError
+from ganforge.io_utils import atomic_write_text
+from ganforge.models import build_models, count_parameters, get_family, sample_z
+from ganforge.sampling import pick_device
+from ganforge.train.batches import BatchSource
+from ganforge.train.ema import EMA
+from ganforge.train.steps import STAT_KEYS, GanParts, gan_step
+
+
+@dataclass
+class RunSummary:
+    run_dir: Optional[Path]
+    steps: int
+    epochs: int
+    seconds: float
+    params_g: int
+    params_d: int
+    last: dict[str, float]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fixed_latents(cfg: RunConfig, conditional: bool) -> tuple[torch.Tensor, Optional[torch.Tensor], int]:
+    """The latent vectors drawn every epoch (and their labels), and the grid's row length.
+
+    Conditional runs follow the seeds' cDCGAN: row k shows class k, the same z in every row.
+    """
+    gen = torch.Generator().manual_seed(cfg.train.seed + 12345)
+    n = cfg.train.n_fixed
+    if conditional:
+        k = cfg.model.num_classes
+        per_class = max(1, n // k)
+        z = sample_z(per_class, cfg.model, generator=gen).repeat(k, 1)
+        y = torch.arange(k).repeat_interleave(per_class)
+        return z, y, per_class
+    z = sample_z(n, cfg.model, generator=gen)
+    return z, None, max(1, math.ceil(math.sqrt(n)))
+
+
+def _make_optimizer(params, lr: float, tc, device: torch.device) -> torch.optim.Optimizer:
+    # fused Adam: one kernel for all parameters on CUDA and CPU alike
+    return torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), fused=device.type in ("cuda", "cpu"))
+
+
+def _match_param_layout(opt: torch.optim.Optimizer) -> None:
+    """Give loaded moment tensors their parameter's strides (checkpoints store them contiguous).
+
+    Fused/foreach Adam walks parameter and state storage in lockstep, so a channels_last weight with an NCHW
+    ``exp_avg`` would pair the wrong elements: resume would silently diverge.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, val in opt.state.get(p, {}).items():
+                if torch.is_tensor(val) and val.shape == p.shape and val.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p, dtype=val.dtype).copy_(val)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop lines logged after the checkpoint so the history has no duplicates."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("step", 0) <= step:
+            keep.append(line)
+    atomic_write_text(path, "".join(l + "\n" for l in keep))
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"output directory {run_dir} already exists and is not empty: "
+                        f"continue it with --resume {run_dir}, or choose another --out")
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: Optional[Path],
+    *,
+    resume: bool = False,
+    dry_run: bool = False,
+    strict_data: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    stop_after_steps: Optional[int] = None,  # for tests: stop early as if killed, after saving a checkpoint
+) -> RunSummary:
+    tc, mc = cfg.train, cfg.model
+    family = get_family(mc.family)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = pick_device(tc.device)
+    if run_dir is not None and not resume and not dry_run:
+        _check_new_run_dir(Path(run_dir))
+
+    # --- validate everything up front: data, models; nothing is written before this passes
+    dataset = build_dataset(cfg.data, mc, strict=strict_data)
+    if family.conditional and getattr(dataset, "num_classes", None) is None:
+        raise UserError(f"family {mc.family!r} needs class labels but {cfg.data.spec!r} has none: "
+                        "use a labelled set (mnist-embedded, mnist, cifar10, ...)")
+    if family.conditional and dataset.num_classes > mc.num_classes:
+        raise UserError(f"{cfg.data.spec!r} has {dataset.num_classes} classes but model.num_classes="
+                        f"{mc.num_classes}: --set model.num_classes={dataset.num_classes}")
+    source = BatchSource(dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps)
+    seed_everything(tc.seed)
+    G, D = build_models(mc)
+    pg, pd = count_parameters(G), count_parameters(D)
+    total_steps = tc.steps if tc.steps is not None else tc.epochs * source.steps_per_epoch
+    log(f"data: {describe(dataset)}")
+    log(f"models: G {pg:,} parameters, D {pd:,} parameters ({mc.family}, {mc.image_size}px, device {device})")
+    log(f"budget: {total_steps:,} steps of batch {tc.batch_size} ({source.steps_per_epoch} steps per epoch)")
+    if dry_run:
+        return RunSummary(None, 0, 0, 0.0, pg, pd, {})
+    assert run_dir is not None
+    run_dir = Path(run_dir)
+
+    memory_format = torch.channels_last if (tc.channels_last and family.convolutional) else torch.contiguous_format
+    G.to(device, memory_format=memory_format)
+    D.to(device, memory_format=memory_format)
+    opt_g = _make_optimizer(G.parameters(), tc.lr_g, tc, device)
+    opt_d = _make_optimizer(D.parameters(), tc.lr_d, tc, device)
+    ema = EMA(G, tc.ema.decay, tc.ema.start_step) if tc.ema.enabled else None
+    fixed_z, fixed_y, grid_row = fixed_latents(cfg, family.conditional)
+    parts = GanParts(G, D, opt_g, opt_d, mc, tc, family.conditional, device, memory_format, ema)
+
+    step, epoch, pos = 0, 0, 0
+    ckpt_root = run_dir / "checkpoints"
+    if resume:
+        ckpt = load_latest(ckpt_root, map_location=device, warn=log)
+        G.load_state_dict(ckpt.module_state("G"))
+        D.load_state_dict(ckpt.module_state("D"))
+        if ema is not None:
+            ema.model.load_state_dict(ckpt.module_state("G_ema") or ckpt.module_state("G"))
+        opt_g.load_state_dict(ckpt.optimizer_state("opt_g"))
+        opt_d.load_state_dict(ckpt.optimizer_state("opt_d"))
+        _match_param_layout(opt_g)
+        _match_param_layout(opt_d)
+        step, epoch, pos = ckpt.state["step"], ckpt.state["epoch"], ckpt.state["position"]
+        restore_rng(ckpt.optim, ckpt.state["rng"])
+        _truncate_metrics(run_dir / "metrics.jsonl", step)
+        log(f"resumed {run_dir} from {ckpt.path.name}: step {step}, epoch {epoch}, batch {pos}")
+    else:
+        _check_new_run_dir(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    (run_dir / "samples").mkdir(exist_ok=True)
+
+    def refresh_ema() -> None:
+        if ema is not None:
+            ema.refresh_batchnorm(mc, family.conditional, device, step)
+
+    def save(reason: str) -> Path:
+        refresh_ema()
+        rng_tensors, rng_meta = capture_rng()
+        modules = {"G": G.state_dict(), "D": D.state_dict()}
+        if ema is not None:
+            modules["G_ema"] = ema.model.state_dict()
+        weights = flatten_modules(modules)
+        weights["fixed.z"] = fixed_z.contiguous()
+        if fixed_y is not None:
+            weights["fixed.y"] = fixed_y.contiguous()
+        optim: dict[str, torch.Tensor] = dict(rng_tensors)
+        meta: dict[str, Any] = {}
+        for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
+            tensors, meta[name] = flatten_optimizer(name, opt.state_dict())
+            optim.update(tensors)
+        state = {"position": pos, "config": cfg.model_dump(mode="json"), "optimizers": meta, "rng": rng_meta,
+                 "log_window": {"sum": acc.tolist(), "n": acc_n}, "reason": reason, "time": time.time()}
+        return save_checkpoint(ckpt_root, epoch=epoch, step=step, weights=weights, optim=optim, state=state,
+                               keep=tc.keep_checkpoints)
+
+    def draw_fixed() -> Path:
+        refresh_ema()
+        sampler = ema.model if ema is not None else G
+        was_training = sampler.training
+        sampler.eval()
+        with torch.inference_mode():
+            y = fixed_y.to(device) if fixed_y is not None else None
+            fake = sampler(fixed_z.to(device), y).float().cpu()
+        sampler.train(was_training)
+        path = run_dir / "samples" / f"e{epoch:04d}-s{step:08d}.png"
+        if mc.point_dim is not None:
+            viz.save_points_plot(dataset.tensor[:2000], fake, path, title=f"step {step}")
+        else:
+            viz.save_grid(fake, path, nrow=grid_row)
+        return path
+
+    if step == 0:
+        draw_fixed()  # the untrained generator: the first frame of the progression
+    metrics_file = open(run_dir / "metrics.jsonl", "a", buffering=1)
+    acc = torch.zeros(len(STAT_KEYS))  # running sums of the stats since the last metrics line
+    acc_n, window_start, window_images = 0, time.perf_counter(), 0
+    if resume and "log_window" in ckpt.state:  # so a resumed run logs exactly what a straight one would
+        acc = torch.tensor(ckpt.state["log_window"]["sum"], dtype=torch.float32)
+        acc_n = ckpt.state["log_window"]["n"]
+    t0 = time.perf_counter()
+    last: dict[str, float] = {}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, disable=None if progress else True, unit="step",
+               dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+    G.train()
+    D.train()
+    stopped_early = False
+    try:
+        while step < total_steps:
+            for real_batches in source.epoch(epoch, start_step=pos):
+                stats = gan_step(parts, real_batches, step)
+                step += 1
+                pos += 1
+                acc += stats.cpu()
+                acc_n += 1
+                window_images += sum(b[0].shape[0] for b in real_batches)
+                if step % tc.log_every == 0 or step == total_steps:
+                    dt = time.perf_counter() - window_start
+                    last = {k: round(v / acc_n, 5) for k, v in zip(STAT_KEYS, acc.tolist())}
+                    rec = {"step": step, "epoch": epoch, **last, "lr_g": opt_g.param_groups[0]["lr"],
+                           "lr_d": opt_d.param_groups[0]["lr"], "img_s": round(window_images / max(dt, 1e-9), 1),
+                           "time": round(time.time(), 3)}
+                    metrics_file.write(json.dumps(rec) + "\n")
+                    bar.set_postfix(D=f"{last['loss_d']:.3f}", G=f"{last['loss_g']:.3f}",
+                                    Dx=f"{last['d_real']:.2f}", DGz=f"{last['d_fake']:.2f}", refresh=False)
+                    acc.zero_()
+                    acc_n, window_start, window_images = 0, time.perf_counter(), 0
+                bar.update(1)
+                if step >= total_steps:
+                    break
+                if stop_after_steps is not None and step >= stop_after_steps:
+                    save("interrupted")
+                    stopped_early = True
+                    return RunSummary(run_dir, step, epoch, time.perf_counter() - t0, pg, pd, last)
+            if pos >= source.steps_per_epoch:  # a full epoch is done
+                epoch += 1
+                pos = 0
+                if epoch % tc.sample_every == 0:
+                    draw_fixed()
+                if epoch % tc.checkpoint_every == 0 and step < total_steps:
+                    save("epoch")
+        draw_fixed()
+        save("final")
+    finally:
+        bar.close()
+        metrics_file.close()
+        if not stopped_early and step > 0:
+            _write_pictures(run_dir, dataset, parts, fixed_z, fixed_y, mc, log)
+    seconds = time.perf_counter() - t0
+    log(f"done: {step} steps in {seconds:.0f}s; run directory {run_dir}")
+    return RunSummary(run_dir, step, epoch, seconds, pg, pd, last)
+
+
+def _write_pictures(run_dir: Path, dataset, parts: GanParts, fixed_z, fixed_y, mc, log) -> None:
+    """progress.gif, losses.png and real_vs_fake.png: what people look at first."""
+    try:
+        frames = sorted((run_dir / "samples").glob("e*-s*.png"))
+        if frames:
+            viz.save_progress_gif(frames, run_dir / "progress.gif")
+        if (run_dir / "metrics.jsonl").is_file():
+            try:
+                viz.plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
+            except ValueError:
+                pass  # nothing logged yet
+        sampler = parts.ema.model if parts.ema is not None else parts.G
+        n = min(64, len(dataset))
+        sampler.eval()
+        with torch.inference_mode():
+            y = fixed_y[:n].to(parts.device) if fixed_y is not None else None
+            fake = sampler(fixed_z[:n].to(parts.device), y).float().cpu()
+        parts.G.train()
+        if mc.point_dim is not None:
+            with torch.inference_mode():
+                many = sampler(sample_z(2000, mc, parts.device)).float().cpu()
+            viz.save_points_plot(dataset.tensor[:2000], many, run_dir / "real_vs_fake.png")
+        else:
+            idx = torch.arange(n)
+            real = torch.stack([dataset[int(i)][0] for i in idx])
+            viz.save_real_vs_fake(real, fake, run_dir / "real_vs_fake.png")
+    except Exception as exc:  # pictures must never cost the user a finished run
+        log(f"warning: could not draw the run's pictures: {exc}")

@@ -1,0 +1,137 @@
+"""The command line end to end, as a user runs it: real processes, real exit codes, files on disk."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY = ["--set", "model.image_size=16", "--set", "model.g_width=8", "--set", "model.d_width=8",
+        "--set", "model.z_dim=16", "--set", "data.limit=128", "--set", "train.threads=1", "--batch-size", "32",
+        "--quiet"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "ganforge", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    res = run("train", "dcgan-mnist", "--steps", "8", "--out", str(out), "--seed", "5", *TINY)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_train_writes_every_file_of_the_run_directory(trained):
+    for name in ("config.yaml", "metrics.jsonl", "progress.gif", "losses.png", "real_vs_fake.png", "checkpoints/latest"):
+        assert (trained / name).is_file(), name
+    assert len(list((trained / "samples").glob("*.png"))) >= 2
+    assert "seed: 5" in (trained / "config.yaml").read_text()
+
+
+def test_sample_png_npz_and_folder(trained, tmp_path):
+    res = run("sample", str(trained), "--n", "10", "--out", str(tmp_path / "g.png"))
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "g.png").size[0] > 16
+    assert run("sample", str(trained), "--n", "10", "--out", str(tmp_path / "s.npz"), "--seed", "1").returncode == 0
+    arr = np.load(tmp_path / "s.npz")["arr_0"]
+    assert arr.shape == (10, 16, 16, 1) and arr.dtype == np.uint8
+    assert run("sample", str(trained), "--n", "10", "--out", str(tmp_path / "s2.npz"), "--seed", "1").returncode == 0
+    assert np.array_equal(arr, np.load(tmp_path / "s2.npz")["arr_0"])  # --seed fixes the images
+    assert run("sample", str(trained), "--n", "3", "--out", str(tmp_path / "pngs")).returncode == 0
+    assert len(list((tmp_path / "pngs").glob("*.png"))) == 3
+
+
+def test_resume_extends_a_run(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    res = run("train", "--resume", str(copy), "--steps", "12", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "resumed" in res.stderr
+    assert '"step": 12' in (copy / "metrics.jsonl").read_text().splitlines()[-1]
+
+
+def test_conditional_sampling_by_label(tmp_path):
+    out = tmp_path / "c"
+    assert run("train", "cdcgan-mnist", "--steps", "2", "--out", str(out), *TINY).returncode == 0
+    res = run("sample", str(out), "--n", "4", "--labels", "3,7", "--out", str(tmp_path / "c.npz"))
+    assert res.returncode == 0, res.stderr
+    assert np.load(tmp_path / "c.npz")["arr_0"].shape == (4, 16, 16, 1)
+
+
+def test_presets_lists_every_preset():
+    res = run("presets")
+    assert res.returncode == 0
+    for name in ("mnist-mlp", "dcgan-mnist", "dcgan-svhn", "dcgan-celeba", "dcgan-cifar10", "cdcgan-mnist"):
+        assert name in res.stdout
+
+
+def test_dry_run_validates_and_writes_nothing(tmp_path):
+    res = run("train", "dcgan-celeba", "--data", "mnist-embedded", "--set", "model.channels=3", "--dry-run",
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "3,576,704" in res.stderr + res.stdout  # G's parameter count, the seeds' CelebA DCGAN
+    assert list(tmp_path.iterdir()) == []
+
+
+def _assert_user_error(res, *needles):
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for n in needles:
+        assert n in lines[0]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["train", "no-such-preset"], ["no-such-preset", "ganforge presets"]),
+    (["train", "--set", "train.lr_g"], ["train.lr_g", "key.path=value"]),
+    (["train", "--set", "train.nope=1"], ["train.nope", "unknown key"]),
+    (["train", "--set", "model.image_size=30"], ["image_size"]),
+    (["train", "--data", "folder:/definitely/not/here"], ["/definitely/not/here"]),
+    (["train", "--data", "cifar10"], ["cifar10", "--download"]),
+    (["train", "--data", "imagenet"], ["imagenet"]),
+    (["sample", "/no/such/run"], ["/no/such/run"]),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, needles):
+    res = run(*args, "--out", str(tmp_path / "out"), cwd=tmp_path) if args[0] == "train" else run(*args, cwd=tmp_path)
+    _assert_user_error(res, *needles)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_folder_is_rejected_before_anything_is_written(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    res = run("train", "--data", f"folder:{empty}", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    _assert_user_error(res, str(empty))
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_of_images_trains(tmp_path):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        mode = "RGB" if i % 2 else "L"
+        shape = (20, 24, 3) if mode == "RGB" else (30, 22)
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(folder / ("sub" if i % 3 else "") / f"{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    res = run("train", "dcgan-mnist", "--data", f"folder:{folder}", "--steps", "2", "--out", str(tmp_path / "r"), *TINY,
+              "--set", "model.channels=3")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "r" / "checkpoints" / "latest").is_file()
+
+
+def test_existing_output_is_refused(trained):
+    res = run("train", "--out", str(trained), *TINY)
+    _assert_user_error(res, "--resume")

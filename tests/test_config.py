@@ -1,0 +1,90 @@
+"""Config validation: presets load, typos and wrong types fail with the key's path, --set works."""
+from __future__ import annotations
+
+import pytest
+
+from ganforge.config import RunConfig, apply_overrides, load_config, parse_override, preset_dict, preset_names, validate
+from ganforge.errors import UserError
+
+SEED_PRESETS = {"mnist-mlp", "dcgan-mnist", "dcgan-svhn", "dcgan-celeba", "dcgan-cifar10", "cdcgan-mnist"}
+
+
+def test_every_seed_system_has_a_preset():
+    assert SEED_PRESETS <= set(preset_names())
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_presets_validate_and_describe_themselves(name):
+    cfg = load_config(name)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.name == name
+    assert preset_dict(name).get("description"), "every preset needs a one-line description for 'ganforge presets'"
+
+
+def test_seed_hyperparameters_are_kept():
+    mlp = load_config("mnist-mlp")
+    assert (mlp.train.lr_g, mlp.train.real_label, mlp.model.z_dim, mlp.model.z_dist, mlp.model.dropout) == (0.002, 0.9, 100, "uniform", 0.3)
+    assert mlp.train.n_fixed == 16
+    svhn = load_config("dcgan-svhn")
+    assert (svhn.model.g_width, svhn.model.image_size, svhn.model.channels, svhn.train.batch_size) == (32, 32, 3, 128)
+    celeba = load_config("dcgan-celeba")
+    assert (celeba.model.g_width, celeba.model.d_width, celeba.model.image_size, celeba.train.beta1, celeba.train.lr_d) == (64, 64, 64, 0.5, 2e-4)
+    cd = load_config("cdcgan-mnist")
+    assert (cd.model.family, cd.model.image_size, cd.model.g_width) == ("cdcgan", 32, 128)
+
+
+def test_unknown_key_is_rejected_with_its_path():
+    with pytest.raises(UserError, match=r"train\.lr_gg: unknown key"):
+        load_config("dcgan-mnist", ["train.lr_gg=0.1"])
+
+
+def test_wrong_type_is_rejected_with_its_path_and_value():
+    with pytest.raises(UserError, match=r"train\.batch_size.*'many'"):
+        load_config("dcgan-mnist", ["train.batch_size=many"])
+
+
+@pytest.mark.parametrize("size", [8, 24, 30, 512])
+def test_image_size_must_be_power_of_two_in_range(size):
+    with pytest.raises(UserError, match="image_size"):
+        load_config("dcgan-mnist", [f"model.image_size={size}"])
+
+
+@pytest.mark.parametrize("size", [16, 64, 128, 256])
+def test_image_size_accepts_powers_of_two(size):
+    assert load_config("dcgan-mnist", [f"model.image_size={size}"]).model.image_size == size
+
+
+def test_set_parses_yaml_scalars():
+    assert parse_override("train.lr_g=1e-4") == (["train", "lr_g"], 1e-4)
+    assert parse_override("train.ema.enabled=false") == (["train", "ema", "enabled"], False)
+    assert parse_override("train.steps=null") == (["train", "steps"], None)
+    cfg = load_config("dcgan-mnist", ["train.ema.decay=0.99", "model.channels=3"])
+    assert cfg.train.ema.decay == 0.99 and cfg.model.channels == 3
+
+
+@pytest.mark.parametrize("bad", ["train.lr_g", "=3", "train..lr=1"])
+def test_bad_set_syntax(bad):
+    with pytest.raises(UserError, match="--set"):
+        load_config("dcgan-mnist", [bad])
+
+
+def test_set_into_a_scalar_is_rejected():
+    with pytest.raises(UserError, match="not a section"):
+        apply_overrides({"train": {"seed": 1}}, ["train.seed.x=1"])
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(UserError, match="unknown preset 'nope'.*dcgan-mnist"):
+        load_config("nope")
+
+
+def test_preset_from_yaml_path(tmp_path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("name: mine\nmodel: {family: dcgan, image_size: 16}\ntrain: {steps: 3, epochs: null}\n")
+    cfg = load_config(str(p))
+    assert cfg.name == "mine" and cfg.model.image_size == 16 and cfg.train.steps == 3
+
+
+def test_budget_is_required():
+    with pytest.raises(UserError, match="train.epochs or train.steps"):
+        validate({"train": {"epochs": None, "steps": None}})

@@ -1,0 +1,140 @@
+"""Training really learns, writes its run directory, round-trips through checkpoints and resumes exactly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ganforge.checkpoint import flatten_modules, list_checkpoints, load_latest, save_checkpoint
+from ganforge.config import validate
+from ganforge.data import mode_centers
+from ganforge.errors import UserError
+from ganforge.models import build_models
+from ganforge.sampling import load_generator
+from ganforge.train import train
+
+quiet = dict(progress=False, log=lambda s: None)
+
+
+def ring_config(seed: int):
+    return validate({
+        "name": "ring",
+        "model": {"family": "mlp", "point_dim": 2, "z_dim": 8, "g_width": 64, "d_width": 32, "dropout": 0.0,
+                  "batch_norm": False},
+        "data": {"spec": "ring8"},
+        "train": {"steps": 1500, "epochs": None, "batch_size": 256, "lr_g": 1e-3, "lr_d": 1e-3, "beta1": 0.5,
+                  "seed": seed, "log_every": 100, "sample_every": 100, "threads": 1},
+    })
+
+
+def test_mlp_gan_covers_the_modes_of_a_ring_of_8_gaussians(tmp_path):
+    train(ring_config(seed=1), tmp_path / "ring", **quiet)
+    x = load_generator(tmp_path / "ring").sample(2000, seed=0)
+    assert x.shape == (2000, 2)
+    dist = torch.cdist(x, mode_centers("ring8"))
+    nearest, near = dist.argmin(1), dist.min(1).values
+    # a mode is covered when >= 2% of samples sit within 0.25 of it (neighbouring modes are 1.53 apart)
+    covered = [k for k in range(8) if ((nearest == k) & (near < 0.25)).float().mean() >= 0.02]
+    assert len(covered) >= 6, f"covered modes {covered}"
+
+
+RUN_FILES = ["config.yaml", "metrics.jsonl", "progress.gif", "losses.png", "real_vs_fake.png", "checkpoints/latest"]
+
+
+def test_run_directory_holds_every_artifact(tmp_path, tiny):
+    run = tmp_path / "run"
+    summary = train(tiny("dcgan", steps=16), run, **quiet)  # 256 images / 32 = 8 steps per epoch: 2 epochs
+    assert summary.steps == 16
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    grids = sorted((run / "samples").glob("*.png"))
+    assert len(grids) >= 3  # untrained, epoch 1, epoch 2
+    records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8, 10, 12, 14, 16]
+    for key in ("loss_d", "loss_g", "d_real", "d_fake", "lr_g", "lr_d", "img_s"):
+        assert all(isinstance(r[key], float) for r in records), key
+    assert all(0 <= r["d_real"] <= 1 and 0 <= r["d_fake"] <= 1 for r in records)
+    saved = validate(__import__("yaml").safe_load((run / "config.yaml").read_text()))
+    assert saved == tiny("dcgan", steps=16)
+
+
+def test_fixed_latents_give_the_same_grid_as_sampling_them(tmp_path, tiny):
+    run = tmp_path / "run"
+    train(tiny("dcgan", steps=8), run, **quiet)
+    ckpt = load_latest(run / "checkpoints")
+    g = load_generator(run)
+    a = g.sample(16, z=ckpt.weights["fixed.z"])
+    b = g.sample(16, z=ckpt.weights["fixed.z"])
+    assert torch.equal(a, b)
+
+
+def test_save_load_sample_round_trip_is_identical(tmp_path, tiny):
+    cfg = tiny("dcgan")
+    G, _ = build_models(cfg.model)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # not the init: prove the weights themselves travel
+    path = save_checkpoint(tmp_path / "ck", epoch=0, step=1, weights=flatten_modules({"G": G.state_dict()}), optim={},
+                           state={"config": cfg.model_dump(mode="json"), "optimizers": {}, "rng": {}, "position": 0})
+    z = torch.randn(5, cfg.model.z_dim)
+    expected = G.eval()(z)
+    loaded = load_generator(tmp_path, checkpoint=path)
+    assert torch.equal(loaded.sample(5, z=z), expected.clamp(-1, 1))
+    assert torch.equal(loaded.sample(5, seed=7), loaded.sample(5, seed=7))
+    assert not torch.equal(loaded.sample(5, seed=7), loaded.sample(5, seed=8))
+
+
+def _weights(run):
+    return load_latest(run / "checkpoints").weights
+
+
+@pytest.mark.parametrize("stop_at", [5, 8])  # mid-epoch and exactly at an epoch boundary
+def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny, stop_at):
+    cfg = tiny("dcgan", steps=12, ema={"enabled": True, "decay": 0.9})
+    train(cfg, tmp_path / "straight", **quiet)
+    train(cfg, tmp_path / "resumed", stop_after_steps=stop_at, **quiet)
+    stopped = load_latest(tmp_path / "resumed" / "checkpoints")
+    assert stopped.state["step"] == stop_at
+    summary = train(cfg, tmp_path / "resumed", resume=True, **quiet)
+    assert summary.steps == 12
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    lb = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k not in ("img_s", "time")} for l in lines]
+    assert strip(la) == strip(lb)
+
+
+def test_conditional_run_samples_by_label(tmp_path, tiny):
+    run = tmp_path / "cond"
+    train(tiny("cdcgan", steps=4), run, **quiet)
+    g = load_generator(run)
+    assert g.num_classes == 10
+    x = g.sample(6, labels=[3, 4])
+    assert x.shape == (6, 1, 16, 16)
+    with pytest.raises(UserError, match="out of range"):
+        g.sample(2, labels=[10])
+
+
+def test_mlp_images_train(tmp_path, tiny):
+    run = tmp_path / "mlp"
+    train(tiny("mlp", steps=4), run, **quiet)
+    assert load_generator(run).sample(3).shape == (3, 1, 16, 16)
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, tiny):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="--resume"):
+        train(tiny("dcgan"), run, **quiet)
+    assert sorted(p.name for p in run.iterdir()) == ["keep.txt"]
+
+
+def test_checkpoints_are_pruned_to_keep(tmp_path, tiny):
+    run = tmp_path / "run"
+    train(tiny("dcgan", steps=40, keep_checkpoints=2), run, **quiet)  # 5 epochs -> 5 checkpoints written
+    assert len(list_checkpoints(run / "checkpoints")) == 2
