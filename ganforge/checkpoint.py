@@ -172,8 +172,9 @@ def save_checkpoint(
     optim: dict[str, torch.Tensor],
     state: dict[str, Any],
     keep: int = 3,
+    best: bool = False,
 ) -> Path:
-    """Write one checkpoint atomically, point ``latest`` at it, prune to the newest ``keep``."""
+    """Write one checkpoint atomically, point ``latest`` (and ``best`` when asked) at it, prune to ``keep``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(epoch, step)
@@ -197,6 +198,8 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(root / "latest", final.name + "\n")
+    if best:
+        atomic_write_text(root / "best", final.name + "\n")
     prune(root, keep)
     return final
 
@@ -211,9 +214,12 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def prune(root: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, and temp dirs left by a crash mid-save."""
+    """Delete all but the newest ``keep`` checkpoints (and the ``best`` one), and temp dirs left by a crash."""
+    best = root / "best"
+    keep_best = best.read_text().strip() if best.is_file() else None
     for p in list_checkpoints(root)[keep:]:
-        shutil.rmtree(p, ignore_errors=True)
+        if p.name != keep_best:
+            shutil.rmtree(p, ignore_errors=True)
     for p in Path(root).glob(".tmp-*"):
         shutil.rmtree(p, ignore_errors=True)
 

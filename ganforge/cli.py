@@ -50,6 +50,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate config and data, build the models, print sizes, exit."),
     strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
+    force: bool = typer.Option(False, "--force", help="With --resume: continue even if the config or data changed."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -70,20 +71,22 @@ def train(
 
     if resume is not None:
         base = load_run_config(resume)
-        changed = sorted(set(values) - {"train.epochs", "train.steps", "train.device"}) + list(set_)
-        if changed:
-            _fail(f"--resume continues the saved config; only --epochs/--steps/--device may change (got {changed[0]})")
-        cfg = validate(apply_overrides(base.model_dump(mode="json"), [], values), source=f"{resume}/config.yaml")
+        cfg = validate(apply_overrides(base.model_dump(mode="json"), list(set_), values), source=f"{resume}/config.yaml")
         run_dir = resume
     else:
         cfg = load_config(preset, list(set_), values)
         run_dir = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = run_training(cfg, None if dry_run else run_dir, resume=resume is not None, dry_run=dry_run,
-                           strict_data=strict, progress=not quiet)
+                           strict_data=strict, progress=not quiet, force=force)
     if dry_run:
         typer.echo(f"dry run ok: {cfg.name}: G {summary.params_g:,} / D {summary.params_d:,} parameters")
-    else:
-        typer.echo(str(summary.run_dir))
+        return
+    typer.echo(str(summary.run_dir))
+    if summary.stopped:
+        import signal
+
+        code = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}.get(summary.stopped, 1)
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -125,6 +128,37 @@ def sample(
     typer.echo(str(out))
 
 
+@app.command()
+def evaluate(
+    source: Path = typer.Argument(..., help="A run directory, a SAMPLES.npz (arr_0 uint8 N,H,W,C) or a folder of images."),
+    ref: str = typer.Option("mnist-embedded", "--ref", help="Reference data spec (same syntax as --data)."),
+    metrics: str = typer.Option("fid,kid,is,prc,coverage", "--metrics", help="Comma-separated: fid,kid,is,prc,coverage."),
+    n: int = typer.Option(10_000, "--n", min=2, help="Images to generate/compare (files: at most their count)."),
+    extractor: str = typer.Option("auto", "--extractor", help="auto | mnist-cnn | inception-v3 (auto: mnist-cnn for digit sets)."),
+    inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Path to torch-fidelity's pt_inception-2015-12-05 weights."),
+    data_root: str = typer.Option("data", "--data-root"),
+    download: bool = typer.Option(False, "--download"),
+    batch_size: int = typer.Option(250, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the JSON (default: eval.json beside the run)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the reference statistics."),
+) -> None:
+    """Score generated images against a reference set: FID, KID, IS, precision/recall, mode coverage."""
+    import json
+
+    from ganforge.io_utils import atomic_write_text
+    from ganforge.metrics.evaluate import eval_json_path, evaluate as run_eval, format_table
+
+    result = run_eval(source, ref, metrics.split(","), n=n, extractor=extractor, batch_size=batch_size, seed=seed,
+                      device=device, data_root=data_root, download=download, inception_weights=inception_weights,
+                      use_cache=not no_cache, log=lambda s: typer.echo(s, err=True))
+    dest = out or eval_json_path(source)
+    atomic_write_text(dest, json.dumps(result, indent=2) + "\n")
+    typer.echo(format_table(result))
+    typer.echo(f"wrote {dest}", err=True)
+
+
 @bench_app.command("throughput")
 def bench_throughput(
     steps: int = typer.Option(30, "--steps", min=2, help="Timed steps per configuration (after warm-up)."),
@@ -138,10 +172,42 @@ def bench_throughput(
     throughput.main(steps=steps, device=device, sizes=[int(s) for s in sizes.split(",")], write=write)
 
 
+@bench_app.command("quality")
+def bench_quality(
+    seconds: float = typer.Option(300, "--seconds", min=1, help="Training budget per preset (wall clock)."),
+    out: Path = typer.Option(Path("runs/bench-quality"), "--out", help="Where the runs go."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the quality block of this markdown file."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The default dcgan-mnist recipe vs the seeds' plain DCGAN loop, same CPU budget, grids side by side."""
+    from ganforge.bench import quality
+
+    quality.main(seconds=seconds, out_root=out, write=write, seed=seed)
+
+
+@bench_app.command("coverage")
+def bench_coverage(
+    benches: str = typer.Option("ring8,grid25,stacked-mnist", "--benches", help="Which benchmarks to run."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", min=1, help="Training budget per benchmark (default: the preset's steps)."),
+    out: Path = typer.Option(Path("runs/bench-coverage"), "--out"),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the coverage block of this markdown file."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Mode-collapse benchmarks: ring of 8 and grid of 25 Gaussians, Stacked MNIST (1,000 modes)."""
+    from ganforge.bench import coverage
+
+    names = [b.strip() for b in benches.split(",") if b.strip()]
+    unknown = [b for b in names if b not in coverage.BENCHES]
+    if unknown:
+        _fail(f"unknown benchmark {unknown[0]!r}: choose from {', '.join(coverage.BENCHES)}")
+    coverage.main(names, seconds=seconds, out_root=out, write=write, seed=seed)
+
+
 def main() -> None:
     """Entry point: turn user errors into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns (not raises) the code of a typer.Exit here
+        sys.exit(rc if isinstance(rc, int) else 0)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -38,9 +38,12 @@ class ModelConfig(_Strict):
     num_classes: int = Field(10, ge=2)  # cdcgan only
     init_std: float = Field(0.02, gt=0.0)  # weights ~ N(0, init_std); BatchNorm gamma ~ N(1, init_std)
     point_dim: Optional[int] = Field(None, ge=1)  # mlp on vectors (2D synthetic sets) instead of images
+    pack: int = Field(1, ge=1, le=8)  # PacGAN: D judges `pack` samples at once (joined along channels); fights mode collapse
 
     @model_validator(mode="after")
     def _check_size(self) -> "ModelConfig":
+        if self.pack > 1 and self.family == "cdcgan":
+            raise ValueError("pack > 1 is for unconditional families (mlp, dcgan)")
         if self.point_dim is not None and self.family != "mlp":
             raise ValueError(f"point_dim is for family 'mlp' only, not {self.family!r}")
         if self.family != "mlp":
@@ -75,6 +78,7 @@ class TrainConfig(_Strict):
 
     epochs: Optional[int] = Field(10, ge=1)
     steps: Optional[int] = Field(None, ge=1)  # overrides epochs when set: number of D+G updates
+    time_limit: Optional[float] = Field(None, gt=0)  # seconds: stop cleanly (checkpoint, pictures) once exceeded
     batch_size: int = Field(64, ge=1)
     loss: Literal["bce", "lsgan", "hinge"] = "bce"
     lr_g: float = Field(2e-4, gt=0.0)
@@ -102,6 +106,38 @@ class TrainConfig(_Strict):
         return self
 
 
+class GuardConfig(_Strict):
+    """Numerical and collapse guards (see ganforge/train/guards.py)."""
+
+    max_skips: int = Field(5, ge=1)  # consecutive non-finite updates before rolling back to the last checkpoint
+    max_rollbacks: int = Field(3, ge=0)  # then stop with a clear message
+    rollback_lr_factor: float = Field(0.5, gt=0.0, le=1.0)  # learning rates are scaled by this at each rollback
+    on_collapse: Literal["warn", "rollback", "stop"] = "warn"  # what a collapse/domination/divergence finding does
+    d_fake_floor: float = Field(0.02, ge=0.0, lt=1.0)  # D(G(z)) below this ...
+    d_fake_windows: int = Field(20, ge=1)  # ... for this many log windows: the discriminator dominates
+    collapse_ratio: float = Field(0.25, gt=0.0, lt=1.0)  # fixed-z diversity below this share of its peak: collapse
+
+
+class EvalConfig(_Strict):
+    """Evaluation during training: a small-N metric every few steps, logged, with the best checkpoint kept."""
+
+    every: int = Field(0, ge=0)  # steps between evaluations; 0 turns it off
+    n: int = Field(1000, ge=10)  # generated images per evaluation (reference: up to the same number)
+    metrics: list[str] = ["fid"]  # any of fid, kid, is, prc, coverage
+    ref: Optional[str] = None  # reference data spec; None = the training data
+    extractor: str = "auto"  # auto | mnist-cnn | inception-v3
+    best: Optional[str] = "fid"  # metric (unlabelled name, e.g. fid, kid, is, classes_covered) that picks checkpoints/best
+
+    @field_validator("metrics")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        known = ("fid", "kid", "is", "prc", "coverage")
+        bad = [m for m in v if m not in known]
+        if bad or not v:
+            raise ValueError(f"unknown metric {bad[0] if bad else v!r}: choose from {', '.join(known)}")
+        return v
+
+
 class RunConfig(_Strict):
     """A whole run: what ``config.yaml`` in a run directory holds."""
 
@@ -110,6 +146,8 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    guard: GuardConfig = GuardConfig()
 
     @field_validator("name")
     @classmethod
@@ -117,6 +155,12 @@ class RunConfig(_Strict):
         if not v or "/" in v or v.startswith("."):
             raise ValueError(f"name={v!r} must be a plain word (it names the run directory)")
         return v
+
+    @model_validator(mode="after")
+    def _pack_divides_batch(self) -> "RunConfig":
+        if self.train.batch_size % self.model.pack:
+            raise ValueError(f"train.batch_size={self.train.batch_size} must be a multiple of model.pack={self.model.pack}")
+        return self
 
     @property
     def conditional(self) -> bool:

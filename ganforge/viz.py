@@ -35,6 +35,7 @@ __all__ = [
     "save_progress_gif",
     "plot_losses",
     "save_real_vs_fake",
+    "save_side_by_side",
     "save_image_folder",
     "save_npz",
     "save_points_plot",
@@ -300,6 +301,20 @@ def save_real_vs_fake(real: ArrayLike, fake: ArrayLike, out_path: PathLike, nrow
         grid = image_grid(imgs, nrow=nrow, padding=2)
         ax.imshow(_unit_to_uint8(grid).permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_title(name)
+        ax.axis("off")
+    return _save_figure(fig, out_path)
+
+
+def save_side_by_side(pictures: Sequence[PathLike], titles: Sequence[str], out_path: PathLike) -> Path:
+    """Existing PNGs (e.g. two runs' final grids) in one titled row, for before/after comparisons."""
+    from PIL import Image
+
+    fig = _new_figure((7.5 * len(pictures), 7.5))
+    axes = fig.subplots(1, len(pictures), squeeze=False)[0]
+    for ax, pic, title in zip(axes, pictures, titles):
+        with Image.open(pic) as im:
+            ax.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
+        ax.set_title(title)
         ax.axis("off")
     return _save_figure(fig, out_path)
 

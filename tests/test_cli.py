@@ -135,3 +135,9 @@ def test_folder_of_images_trains(tmp_path):
 def test_existing_output_is_refused(trained):
     res = run("train", "--out", str(trained), *TINY)
     _assert_user_error(res, "--resume")
+
+
+def test_bad_labels_exit_2(trained, tmp_path):
+    _assert_user_error(run("sample", str(trained), "--labels", "a,b", "--out", str(tmp_path / "x.png")), "--labels")
+    _assert_user_error(run("sample", str(trained), "--labels", "1", "--out", str(tmp_path / "x.png")), "conditional")
+    assert list(tmp_path.iterdir()) == []

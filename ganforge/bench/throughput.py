@@ -268,11 +268,13 @@ def headline(rows: Sequence[dict[str, object]]) -> list[str]:
     return out
 
 
-def command_line(steps: int, device: str, sizes: Sequence[int], repeats: int, batch: int, width: int) -> str:
-    if (repeats, batch, width) == (3, 64, 64):
+def command_line(steps: int, device: str, sizes: Sequence[int], repeats: int, batch: int, width: int,
+                 threads: Optional[int] = None) -> str:
+    """The command that reproduces a table: the CLI when it can, else the Python call."""
+    if (repeats, batch, width, threads) == (3, 64, 64, None):
         return f"ganforge bench throughput --steps {steps} --device {device} --sizes {','.join(map(str, sizes))}"
     return (f"python -c \"from ganforge.bench.throughput import main; main(steps={steps}, device={device!r}, "
-            f"sizes={list(sizes)}, write=None, repeats={repeats}, batch={batch}, width={width})\"")
+            f"sizes={list(sizes)}, write=None, repeats={repeats}, batch={batch}, width={width}, threads={threads})\"")
 
 
 def render_block(rows: Sequence[dict[str, object]], info: dict[str, object], command: str, date: str) -> str:
@@ -313,13 +315,19 @@ def write_block(path: Path, block: str) -> None:
 
 def main(steps: int = 30, device: str = "auto", sizes: Sequence[int] = (64, 32), write: Optional[Path] = None,
          repeats: int = 3, *, batch: int = 64, width: int = 64, formats: Sequence[bool] = (False, True),
+         threads: Optional[int] = None,
          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[dict[str, object]]:
-    """Run the benchmark, print the markdown table, optionally write it into ``write``; return the rows."""
+    """Run the benchmark, print the markdown table, optionally write it into ``write``; return the rows.
+
+    ``threads`` sets torch's intra-op threads (as ``train.threads`` does); None keeps torch's default.
+    """
+    if threads:
+        torch.set_num_threads(threads)
     dev = pick_device(device)
     info = machine_info(dev)
     rows = run(sizes, steps, dev, repeats=repeats, batch=batch, width=width, formats=formats, log=log)
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    block = render_block(rows, info, command_line(steps, device, sizes, repeats, batch, width), date)
+    block = render_block(rows, info, command_line(steps, device, sizes, repeats, batch, width, threads), date)
     print(block)
     if write is not None:
         write_block(Path(write), block)

@@ -62,6 +62,13 @@ def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return g, d
 
 
+def pack_samples(x: torch.Tensor, pack: int) -> torch.Tensor:
+    """PacGAN packing: (N, C, ...) -> (N/pack, pack*C, ...), consecutive samples joined along dim 1."""
+    if pack == 1:
+        return x
+    return x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:])
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -75,7 +75,8 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         n = n_resamples(cfg.image_size)
         c = cfg.d_width
-        layers = down_block(cfg.channels, c, batch_norm=False, bias=cfg.bias)  # no BatchNorm on D's input layer
+        # no BatchNorm on D's input layer; PacGAN packs `pack` images along the channels
+        layers = down_block(cfg.channels * cfg.pack, c, batch_norm=False, bias=cfg.bias)
         for _ in range(n - 1):
             layers += down_block(c, c * 2, cfg.batch_norm, cfg.bias or not cfg.batch_norm)
             c *= 2

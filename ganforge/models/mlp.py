@@ -52,7 +52,7 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         h = cfg.d_width
-        widths = [math.prod(_out_shape(cfg)), h * 4, h * 2, h]
+        widths = [math.prod(_out_shape(cfg)) * cfg.pack, h * 4, h * 2, h]  # PacGAN: pack samples side by side
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             layers += _hidden(a, b, cfg.batch_norm and i > 0, cfg.dropout)

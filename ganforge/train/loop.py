@@ -27,8 +27,11 @@ from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text
 from ganforge.models import build_models, count_parameters, get_family, sample_z
 from ganforge.sampling import pick_device
+from ganforge.train import fingerprint as fp
 from ganforge.train.batches import BatchSource
 from ganforge.train.ema import EMA
+from ganforge.train.guards import CollapseWatch, Event, NonFiniteGuard, sample_diversity, tensors_finite
+from ganforge.train.signals import StopRequest
 from ganforge.train.steps import STAT_KEYS, GanParts, gan_step
 
 
@@ -41,6 +44,7 @@ class RunSummary:
     params_g: int
     params_d: int
     last: dict[str, float]
+    stopped: Optional[str] = None  # why the run ended before its budget: a signal name, or "interrupted"
 
 
 def seed_everything(seed: int) -> None:
@@ -84,6 +88,20 @@ def _match_param_layout(opt: torch.optim.Optimizer) -> None:
                     opt.state[p][key] = torch.empty_like(p, dtype=val.dtype).copy_(val)
 
 
+def _restore(ckpt, G, D, ema, opt_g, opt_d) -> tuple[int, int, int]:
+    """Load a checkpoint's models, optimizers and RNG states; returns (step, epoch, position in the epoch)."""
+    G.load_state_dict(ckpt.module_state("G"))
+    D.load_state_dict(ckpt.module_state("D"))
+    if ema is not None:
+        ema.model.load_state_dict(ckpt.module_state("G_ema") or ckpt.module_state("G"))
+    opt_g.load_state_dict(ckpt.optimizer_state("opt_g"))
+    opt_d.load_state_dict(ckpt.optimizer_state("opt_d"))
+    _match_param_layout(opt_g)
+    _match_param_layout(opt_d)
+    restore_rng(ckpt.optim, ckpt.state["rng"])
+    return ckpt.state["step"], ckpt.state["epoch"], ckpt.state["position"]
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop lines logged after the checkpoint so the history has no duplicates."""
     if not path.is_file():
@@ -115,9 +133,12 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     stop_after_steps: Optional[int] = None,  # for tests: stop early as if killed, after saving a checkpoint
+    force: bool = False,  # resume even when the config or the dataset changed since the checkpoint
+    detect_anomaly: bool = False,  # torch.autograd anomaly detection: slow, names the op that made a NaN
 ) -> RunSummary:
-    tc, mc = cfg.train, cfg.model
+    tc, mc, gc = cfg.train, cfg.model, cfg.guard
     family = get_family(mc.family)
+    torch.autograd.set_detect_anomaly(detect_anomaly)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
@@ -133,6 +154,11 @@ def train(
         raise UserError(f"{cfg.data.spec!r} has {dataset.num_classes} classes but model.num_classes="
                         f"{mc.num_classes}: --set model.num_classes={dataset.num_classes}")
     source = BatchSource(dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps)
+    evaluator = None
+    if cfg.eval.every and not dry_run:
+        from ganforge.metrics.periodic import PeriodicEvaluator
+
+        evaluator = PeriodicEvaluator(cfg.eval, mc, cfg.data.spec, family.conditional, device, cfg.data.root, log=log)
     seed_everything(tc.seed)
     G, D = build_models(mc)
     pg, pd = count_parameters(G), count_parameters(D)
@@ -155,19 +181,18 @@ def train(
     parts = GanParts(G, D, opt_g, opt_d, mc, tc, family.conditional, device, memory_format, ema)
 
     step, epoch, pos = 0, 0, 0
+    best_value: Optional[float] = None  # of cfg.eval.best, for checkpoints/best
     ckpt_root = run_dir / "checkpoints"
     if resume:
         ckpt = load_latest(ckpt_root, map_location=device, warn=log)
-        G.load_state_dict(ckpt.module_state("G"))
-        D.load_state_dict(ckpt.module_state("D"))
-        if ema is not None:
-            ema.model.load_state_dict(ckpt.module_state("G_ema") or ckpt.module_state("G"))
-        opt_g.load_state_dict(ckpt.optimizer_state("opt_g"))
-        opt_d.load_state_dict(ckpt.optimizer_state("opt_d"))
-        _match_param_layout(opt_g)
-        _match_param_layout(opt_d)
-        step, epoch, pos = ckpt.state["step"], ckpt.state["epoch"], ckpt.state["position"]
-        restore_rng(ckpt.optim, ckpt.state["rng"])
+        diffs = fp.mismatch(ckpt.state.get("fingerprint", {}), fp.fingerprint(cfg, dataset))
+        if diffs and not force:
+            raise UserError(f"{run_dir} was trained with something else: {'; '.join(diffs[:5])}"
+                            f"{' ...' if len(diffs) > 5 else ''} (pass --force to resume anyway)")
+        if diffs:
+            log(f"warning: resuming despite changes (--force): {'; '.join(diffs)}")
+        step, epoch, pos = _restore(ckpt, G, D, ema, opt_g, opt_d)
+        best_value = ckpt.state.get("best_value")
         _truncate_metrics(run_dir / "metrics.jsonl", step)
         log(f"resumed {run_dir} from {ckpt.path.name}: step {step}, epoch {epoch}, batch {pos}")
     else:
@@ -175,18 +200,22 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     (run_dir / "samples").mkdir(exist_ok=True)
+    run_fingerprint = fp.fingerprint(cfg, dataset)
 
     def refresh_ema() -> None:
         if ema is not None:
             ema.refresh_batchnorm(mc, family.conditional, device, step)
 
-    def save(reason: str) -> Path:
+    def save(reason: str, best: bool = False) -> Optional[Path]:
         refresh_ema()
         rng_tensors, rng_meta = capture_rng()
         modules = {"G": G.state_dict(), "D": D.state_dict()}
         if ema is not None:
             modules["G_ema"] = ema.model.state_dict()
         weights = flatten_modules(modules)
+        if not tensors_finite(weights.values()):
+            log(f"warning: not saving a checkpoint at step {step}: the weights hold NaN/Inf")
+            return None
         weights["fixed.z"] = fixed_z.contiguous()
         if fixed_y is not None:
             weights["fixed.y"] = fixed_y.contiguous()
@@ -196,11 +225,29 @@ def train(
             tensors, meta[name] = flatten_optimizer(name, opt.state_dict())
             optim.update(tensors)
         state = {"position": pos, "config": cfg.model_dump(mode="json"), "optimizers": meta, "rng": rng_meta,
-                 "log_window": {"sum": acc.tolist(), "n": acc_n}, "reason": reason, "time": time.time()}
+                 "log_window": {"sum": acc.tolist(), "n": acc_n}, "best_value": best_value, "reason": reason,
+                 "fingerprint": run_fingerprint, "time": time.time()}
+        if dataset.skipped:  # unreadable images, listed for the user (and counted in the log)
+            atomic_write_text(run_dir / "skipped_files.txt", "".join(f"{p}\n" for p in dataset.skipped))
         return save_checkpoint(ckpt_root, epoch=epoch, step=step, weights=weights, optim=optim, state=state,
-                               keep=tc.keep_checkpoints)
+                               keep=tc.keep_checkpoints, best=best)
 
-    def draw_fixed() -> Path:
+    def run_eval() -> None:
+        nonlocal best_value
+        refresh_ema()
+        values = evaluator(ema.model if ema is not None else G, step)
+        metrics_file.write(json.dumps({"step": step, "epoch": epoch, "eval": values}) + "\n")
+        log("eval @ step {}: {}".format(step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
+        key = evaluator.best_key()
+        if key is not None and key in values:
+            from ganforge.metrics.evaluate import metric_is_better
+
+            if metric_is_better(key, values[key], best_value):
+                best_value = values[key]
+                save("best", best=True)
+
+    def draw_fixed() -> list[Event]:
+        """Draw the fixed latents into samples/ and check their diversity; returns the watch's findings."""
         refresh_ema()
         sampler = ema.model if ema is not None else G
         was_training = sampler.training
@@ -209,12 +256,15 @@ def train(
             y = fixed_y.to(device) if fixed_y is not None else None
             fake = sampler(fixed_z.to(device), y).float().cpu()
         sampler.train(was_training)
+        findings = watch.on_samples(sample_diversity(fake)) if step > 0 else []
+        for e in findings:
+            event(e)
         path = run_dir / "samples" / f"e{epoch:04d}-s{step:08d}.png"
         if mc.point_dim is not None:
             viz.save_points_plot(dataset.tensor[:2000], fake, path, title=f"step {step}")
         else:
             viz.save_grid(fake, path, nrow=grid_row)
-        return path
+        return findings
 
     if step == 0:
         draw_fixed()  # the untrained generator: the first frame of the progression
@@ -224,59 +274,136 @@ def train(
     if resume and "log_window" in ckpt.state:  # so a resumed run logs exactly what a straight one would
         acc = torch.tensor(ckpt.state["log_window"]["sum"], dtype=torch.float32)
         acc_n = ckpt.state["log_window"]["n"]
+    if step == 0:
+        save("start")  # a rollback target before the first epoch ends
     t0 = time.perf_counter()
     last: dict[str, float] = {}
+    nonfinite = NonFiniteGuard(gc.max_skips, gc.max_rollbacks)
+    watch = CollapseWatch(gc.d_fake_floor, gc.d_fake_windows, gc.collapse_ratio)
+
+    def event(e: Event) -> None:
+        metrics_file.write(json.dumps(e.record(step)) + "\n")
+        log(f"warning: step {step}: {e.message}")
+
+    rolled_back = False  # set by roll_back: the epoch iterator must restart from the restored position
+
+    def roll_back(why: str) -> bool:
+        """Back to the newest good checkpoint with lower learning rates; False when out of rollbacks."""
+        nonlocal step, epoch, pos, rolled_back
+        if not nonfinite.can_roll_back():
+            event(Event("stop", f"{why}; already rolled back {nonfinite.rollbacks} times (guard.max_rollbacks)"))
+            return False
+        ckpt = load_latest(ckpt_root, map_location=device, warn=log)
+        step, epoch, pos = _restore(ckpt, G, D, ema, opt_g, opt_d)
+        nonfinite.rollbacks += 1
+        nonfinite.consecutive = 0
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] *= gc.rollback_lr_factor
+        event(Event("rollback", f"{why}: rolled back to {ckpt.path.name} (step {step}), learning rates x"
+                                f"{gc.rollback_lr_factor:g} (rollback {nonfinite.rollbacks} of {gc.max_rollbacks})"))
+        bar.n = step
+        rolled_back = True
+        return True
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=step, disable=None if progress else True, unit="step",
                dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
     G.train()
     D.train()
-    stopped_early = False
+    stopped: Optional[str] = None
+    stop = StopRequest()
     try:
-        while step < total_steps:
-            for real_batches in source.epoch(epoch, start_step=pos):
-                stats = gan_step(parts, real_batches, step)
-                step += 1
-                pos += 1
-                acc += stats.cpu()
-                acc_n += 1
-                window_images += sum(b[0].shape[0] for b in real_batches)
-                if step % tc.log_every == 0 or step == total_steps:
-                    dt = time.perf_counter() - window_start
-                    last = {k: round(v / acc_n, 5) for k, v in zip(STAT_KEYS, acc.tolist())}
-                    rec = {"step": step, "epoch": epoch, **last, "lr_g": opt_g.param_groups[0]["lr"],
-                           "lr_d": opt_d.param_groups[0]["lr"], "img_s": round(window_images / max(dt, 1e-9), 1),
-                           "time": round(time.time(), 3)}
-                    metrics_file.write(json.dumps(rec) + "\n")
-                    bar.set_postfix(D=f"{last['loss_d']:.3f}", G=f"{last['loss_g']:.3f}",
-                                    Dx=f"{last['d_real']:.2f}", DGz=f"{last['d_fake']:.2f}", refresh=False)
-                    acc.zero_()
-                    acc_n, window_start, window_images = 0, time.perf_counter(), 0
-                bar.update(1)
-                if step >= total_steps:
+        with stop.installed():
+            while step < total_steps:
+                for real_batches in source.epoch(epoch, start_step=pos):
+                    stats = gan_step(parts, real_batches, step)
+                    if stats[-1] > 0:  # an update was refused: non-finite loss or gradient
+                        if nonfinite.skipped():  # too many in a row: the state itself went bad
+                            if not roll_back(f"{nonfinite.consecutive} updates in a row had NaN/Inf losses or gradients"):
+                                stopped = "diverged"
+                                break
+                            rolled_back = False
+                            break
+                    else:
+                        nonfinite.ok()
+                    step += 1
+                    pos += 1
+                    acc += stats.cpu()
+                    acc_n += 1
+                    window_images += sum(b[0].shape[0] for b in real_batches)
+                    if tc.time_limit is not None and step < total_steps and time.perf_counter() - t0 >= tc.time_limit:
+                        log(f"time limit of {tc.time_limit:.0f}s reached at step {step}")
+                        total_steps = step  # ends the run here, logged, drawn and checkpointed like any last step
+                    if step % tc.log_every == 0 or step == total_steps:
+                        dt = time.perf_counter() - window_start
+                        last = {k: round(v / acc_n, 5) for k, v in zip(STAT_KEYS, acc.tolist())}
+                        rec = {"step": step, "epoch": epoch, **last, "lr_g": opt_g.param_groups[0]["lr"],
+                               "lr_d": opt_d.param_groups[0]["lr"], "img_s": round(window_images / max(dt, 1e-9), 1),
+                               "time": round(time.time(), 3)}
+                        metrics_file.write(json.dumps(rec) + "\n")
+                        for e in watch.on_log(last):
+                            event(e)
+                            stopped = stopped or _collapse_action(gc.on_collapse, e, roll_back)
+                        bar.set_postfix(D=f"{last['loss_d']:.3f}", G=f"{last['loss_g']:.3f}",
+                                        Dx=f"{last['d_real']:.2f}", DGz=f"{last['d_fake']:.2f}", refresh=False)
+                        acc.zero_()
+                        acc_n, window_start, window_images = 0, time.perf_counter(), 0
+                    bar.update(1)
+                    if evaluator is not None and step % cfg.eval.every == 0:
+                        run_eval()
+                    if step >= total_steps:
+                        break
+                    if stopped:
+                        break
+                    if rolled_back:  # restart the epoch loop from the restored position
+                        rolled_back = False
+                        break
+                    if stop.signum is not None or (stop_after_steps is not None and step >= stop_after_steps):
+                        stopped = stop.name or "interrupted"
+                        break
+                if stopped:
                     break
-                if stop_after_steps is not None and step >= stop_after_steps:
-                    save("interrupted")
-                    stopped_early = True
-                    return RunSummary(run_dir, step, epoch, time.perf_counter() - t0, pg, pd, last)
-            if pos >= source.steps_per_epoch:  # a full epoch is done
-                epoch += 1
-                pos = 0
-                if epoch % tc.sample_every == 0:
-                    draw_fixed()
-                if epoch % tc.checkpoint_every == 0 and step < total_steps:
-                    save("epoch")
-        draw_fixed()
-        save("final")
+                if pos >= source.steps_per_epoch:  # a full epoch is done
+                    epoch += 1
+                    pos = 0
+                    if epoch % tc.sample_every == 0:
+                        for e in draw_fixed():
+                            stopped = stopped or _collapse_action(gc.on_collapse, e, roll_back)
+                        if stopped:
+                            break
+                        if rolled_back:
+                            rolled_back = False
+                            continue
+                    if epoch % tc.checkpoint_every == 0 and step < total_steps:
+                        save("epoch")
+            if stopped:
+                save(stopped)  # the exact current step: resume continues with the next one
+            else:
+                draw_fixed()
+                save("final")
     finally:
         bar.close()
         metrics_file.close()
-        if not stopped_early and step > 0:
-            _write_pictures(run_dir, dataset, parts, fixed_z, fixed_y, mc, log)
     seconds = time.perf_counter() - t0
+    if stopped:
+        log(f"stopped ({stopped}) at step {step} with a checkpoint; continue with: ganforge train --resume {run_dir}")
+        return RunSummary(run_dir, step, epoch, seconds, pg, pd, last, stopped)
+    if step > 0:
+        _write_pictures(run_dir, dataset, parts, fixed_z, fixed_y, mc, log)
+    if dataset.skipped:
+        log(f"warning: {len(dataset.skipped)} unreadable images were skipped; see {run_dir / 'skipped_files.txt'}")
     log(f"done: {step} steps in {seconds:.0f}s; run directory {run_dir}")
     return RunSummary(run_dir, step, epoch, seconds, pg, pd, last)
+
+
+def _collapse_action(action: str, e: Event, roll_back) -> Optional[str]:
+    """Apply guard.on_collapse to a finding; returns a stop reason or None."""
+    if action == "stop":
+        return e.kind
+    if action == "rollback" and not roll_back(e.message):
+        return e.kind
+    return None
 
 
 def _write_pictures(run_dir: Path, dataset, parts: GanParts, fixed_z, fixed_y, mc, log) -> None:

@@ -1,0 +1,56 @@
+"""Shared by the benchmarks: the machine's description and marked blocks in ``docs/BENCHMARKS.md``.
+
+Each benchmark owns one block between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->``; rerunning it
+replaces that block and leaves the rest of the file alone.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+from ganforge.io_utils import atomic_write_text
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+
+
+def machine_info(device: torch.device) -> dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    """``text`` with the block called ``name`` replaced by ``block`` (appended when there is none)."""
+    start, end = markers(name)
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
+    sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+    return text + sep + block + "\n"
+
+
+def write_block(path: Path, name: str, block: str) -> None:
+    path = Path(path)
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, replace_block(old, name, block))

@@ -1,0 +1,92 @@
+"""``ganforge bench quality``: the default recipe against the seeds' plain DCGAN loop at the same CPU budget.
+
+Each preset trains in its own process under the same wall-clock limit (``train.time_limit``), so the comparison
+is fair on any machine; the final grids of the same fixed latent vectors go side by side into one picture, and
+the table (steps reached, images seen, peak memory of the process) into ``docs/BENCHMARKS.md``.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ganforge.bench.markdown import machine_info, write_block
+from ganforge.errors import UserError
+
+DEFAULT_PRESETS = ("dcgan-mnist-textbook", "dcgan-mnist")
+
+
+def run_preset(preset: str, out: Path, seconds: float, seed: int, extra: Sequence[str] = ()) -> dict:
+    """Train ``preset`` for ``seconds`` in a child process; returns its steps, time and peak RSS."""
+    cmd = [sys.executable, "-m", "ganforge", "train", preset, "--out", str(out), "--seed", str(seed), "--quiet",
+           "--steps", "100000000", "--set", f"train.time_limit={seconds}", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise UserError(f"training {preset} failed: {stderr.strip().splitlines()[-1] if stderr.strip() else status}")
+    import json
+
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    last = records[-1]
+    return {
+        "preset": preset, "run": str(out), "steps": last["step"], "epochs": last["epoch"], "wall_s": round(wall, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 0),  # Linux reports KiB
+        "command": shlex.join(["ganforge", *cmd[3:]]),
+    }
+
+
+def final_grid(run: Path) -> Path:
+    grids = sorted((run / "samples").glob("e*-s*.png"))
+    return grids[-1]
+
+
+def render_block(rows: list[dict], picture: Path, doc: Path, seconds: float, info: dict) -> str:
+    rel = os.path.relpath(picture, doc.parent)
+    lines = [
+        "<!-- bench:quality:start -->",
+        f"Same wall-clock budget for both: {seconds:.0f} s of training each, one process at a time, "
+        f"on {info['cpu']} ({info['logical_cores']} logical cores, torch {info['torch']}, "
+        f"{info['torch_threads']} threads), {time.strftime('%Y-%m-%d')}.",
+        "",
+        f"![left: {rows[0]['preset']}, right: {rows[1]['preset']}]({rel})",
+        "",
+        "| preset | steps in budget | epochs | wall (s, incl. start-up and pictures) | peak RSS (MB) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| `{r['preset']}` | {r['steps']:,} | {r['epochs']} | {r['wall_s']} | {r['peak_rss_mb']:.0f} |")
+    lines += ["", "Commands:", "", "```"] + [r["command"] for r in rows] + ["```", "<!-- bench:quality:end -->"]
+    return "\n".join(lines)
+
+
+def main(seconds: float = 300, out_root: Path = Path("runs/bench-quality"), write: Optional[Path] = None,
+         presets: Sequence[str] = DEFAULT_PRESETS, seed: int = 0) -> list[dict]:
+    out_root = Path(out_root)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rows = []
+    for preset in presets:
+        out = out_root / f"{preset}-{stamp}"
+        print(f"training {preset} for {seconds:.0f}s -> {out}", file=sys.stderr, flush=True)
+        rows.append(run_preset(preset, out, seconds, seed))
+    from ganforge import viz
+
+    picture = out_root / f"side-by-side-{stamp}.png"
+    viz.save_side_by_side([final_grid(Path(r["run"])) for r in rows], [r["preset"] for r in rows], picture)
+    for r in rows:
+        print(f"{r['preset']:24s} steps={r['steps']:>6} wall={r['wall_s']:>6}s peak_rss={r['peak_rss_mb']:.0f}MB")
+    if write is not None:
+        write = Path(write)
+        pic_dest = write.parent / "images" / "default-vs-textbook.png"
+        pic_dest.parent.mkdir(parents=True, exist_ok=True)
+        pic_dest.write_bytes(picture.read_bytes())
+        write_block(write, "quality", render_block(rows, pic_dest, write, seconds, machine_info(torch.device("cpu"))))
+    return rows

@@ -1,0 +1,299 @@
+"""``ganforge evaluate``: stream generated and reference images through a feature extractor, compute metrics.
+
+Sources of generated images: a run directory (its generator), an ``.npz`` (``arr_0`` uint8 N,H,W,C) or a folder
+of images. The reference is a data spec (``mnist-embedded``, ``cifar10``, ``folder:PATH``...), shaped like the
+generated images. Images flow in batches: FID needs only running mean/covariance (memory flat in N); KID and
+precision/recall keep the features (N x D floats, e.g. 10,000 x 128 = 5 MB for mnist-cnn).
+
+Every metric is labelled with the extractor that produced it, e.g. ``fid[mnist-cnn]`` vs ``fid[inception-v3]``:
+in-domain numbers are for comparing ganforge runs with each other, Inception numbers for comparing with papers.
+Reference statistics are cached on disk, keyed by dataset, size, channels, extractor and N.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ganforge.errors import UserError
+
+METRICS = ("fid", "kid", "is", "prc", "coverage")
+DIGIT_SETS = ("mnist-embedded", "mnist", "stacked-mnist")
+HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "modes_covered")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GANFORGE_CACHE", Path.home() / ".cache" / "ganforge")) / "refstats"
+
+
+def parse_metrics(text: str | Sequence[str]) -> list[str]:
+    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise UserError(f"unknown metric {bad[0] if bad else text!r}: choose from {','.join(METRICS)}")
+    return names
+
+
+def auto_extractor(ref_spec: str) -> str:
+    """The in-domain digit classifier for MNIST-like references, Inception-v3 for everything else."""
+    return "mnist-cnn" if ref_spec.strip().lower() in DIGIT_SETS else "inception-v3"
+
+
+def metric_is_better(name: str, new: float, old: Optional[float]) -> bool:
+    """Lower is better for distances (fid, kid, kl), higher for scores (is, precision, recall, coverage)."""
+    if old is None or not math.isfinite(old):
+        return math.isfinite(new)
+    base = name.split("[", 1)[0]
+    return new > old if base in HIGHER_IS_BETTER else new < old
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+@dataclass
+class ImageSource:
+    """Batches of images in [-1, 1] (N, C, H, W), with the shape they share."""
+
+    describe: str
+    channels: int
+    size: int
+    count: int
+    batches: Callable[[int], Iterator[torch.Tensor]]  # batch_size -> iterator
+
+
+def _from_uint8_nhwc(arr: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1.0
+
+
+def generated_source(spec: str | Path, n: int, seed: int = 0, device: str = "cpu", size: int = 32,
+                     channels: Optional[int] = None) -> ImageSource:
+    """RUN_DIR, SAMPLES.npz or FOLDER -> ImageSource of (up to) ``n`` images."""
+    path = Path(spec)
+    if path.is_dir() and (path / "config.yaml").is_file():
+        from ganforge.sampling import load_generator
+
+        g = load_generator(path, device=device)
+        mc = g.config.model
+        if mc.point_dim is not None:
+            raise UserError(f"{path} generates 2D points: use 'ganforge bench coverage' for point metrics")
+
+        def run_batches(bs: int) -> Iterator[torch.Tensor]:
+            for i in range(0, n, bs):
+                # each batch its own seed: deterministic, and no n-sized latent tensor in memory
+                yield g.sample(min(bs, n - i), seed=seed * 1_000_003 + i)
+
+        return ImageSource(f"run {path}", mc.channels, mc.image_size, n, run_batches)
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise UserError(f"samples file {path} does not exist")
+        with np.load(path) as z:
+            if "arr_0" not in z:
+                raise UserError(f"{path} has no arr_0: expected uint8 (N, H, W, C) as written by 'ganforge sample'")
+            arr = z["arr_0"]
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] not in (1, 3):
+            raise UserError(f"{path}: arr_0 is {arr.dtype} {arr.shape}, expected uint8 (N, H, W, C) with C = 1 or 3")
+        arr = arr[:n]
+
+        def npz_batches(bs: int) -> Iterator[torch.Tensor]:
+            for i in range(0, len(arr), bs):
+                yield _from_uint8_nhwc(arr[i:i + bs])
+
+        return ImageSource(f"samples {path}", arr.shape[3], arr.shape[1], len(arr), npz_batches)
+    if path.is_dir():
+        return reference_source(f"folder:{path}", size, channels or 3, n)
+    raise UserError(f"{spec}: expected a run directory, a .npz of samples, or a folder of images")
+
+
+def reference_source(spec: str, size: int, channels: int, n: int, data_root: str = "data",
+                     download: bool = False) -> ImageSource:
+    from ganforge.config import DataConfig, ModelConfig
+    from ganforge.data import build_dataset
+
+    ds = build_dataset(DataConfig(spec=spec, root=data_root, download=download),
+                       ModelConfig(family="dcgan", image_size=size, channels=channels))
+    if ds.kind != "images":
+        raise UserError(f"reference {spec!r} is not an image set")
+    count = min(n, len(ds))
+
+    def batches(bs: int) -> Iterator[torch.Tensor]:
+        if ds.tensor is not None:
+            for i in range(0, count, bs):
+                yield ds.tensor[i:min(i + bs, count)]
+        else:
+            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(count)), batch_size=bs)
+            for x, _ in loader:
+                yield x
+
+    return ImageSource(f"data {spec}", channels, size, count, batches)
+
+
+# ------------------------------------------------------------------------------------------------ features
+
+
+@dataclass
+class Collected:
+    stats: object  # RunningStats
+    features: Optional[np.ndarray]
+    probs: Optional[np.ndarray]
+    channel_preds: Optional[np.ndarray] = None  # (N, C) digit per channel, for Stacked MNIST
+    n: int = 0
+
+
+def collect(source: ImageSource, extractor, batch_size: int, keep_features: bool, per_channel: bool = False,
+            progress: Optional[Callable[[int], None]] = None) -> Collected:
+    from ganforge.metrics.frechet import RunningStats
+
+    stats = RunningStats()
+    feats, probs, chans = [], [], []
+    n = 0
+    with torch.inference_mode():
+        for batch in source.batches(batch_size):
+            out = extractor(batch)
+            f = out["features"]
+            stats.update(f)
+            if keep_features:
+                feats.append(np.asarray(f.float().cpu() if torch.is_tensor(f) else f, dtype=np.float32))
+            logits = out.get("logits")
+            if logits is not None:
+                probs.append(torch.softmax(torch.as_tensor(logits).double(), dim=1).cpu().numpy())
+            if per_channel:
+                chans.append(np.asarray(extractor.classify_channels(batch)))
+            n += batch.shape[0]
+            if progress:
+                progress(batch.shape[0])
+    return Collected(stats, np.concatenate(feats) if feats else None, np.concatenate(probs) if probs else None,
+                     np.concatenate(chans) if chans else None, n)
+
+
+def _cache_key(ref: str, size: int, channels: int, extractor: str, n: int) -> str:
+    raw = f"{ref}-{size}px-{channels}ch-{extractor}-n{n}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
+
+
+def reference_features(ref: str, size: int, channels: int, n: int, extractor, batch_size: int, data_root: str,
+                       download: bool, per_channel: bool, use_cache: bool = True, log=print) -> Collected:
+    """Reference statistics and features, from the on-disk cache when present (keyed by data, size, extractor)."""
+    from ganforge.io_utils import atomic_target
+    from ganforge.metrics.frechet import RunningStats
+
+    key = _cache_key(ref, size, channels, extractor.name, n)
+    path = cache_dir() / f"{key}.npz"
+    cacheable = use_cache and not ref.startswith("folder:")  # a folder's content may change under the same name
+    if cacheable and path.is_file():
+        try:
+            with np.load(path) as z:
+                stats = RunningStats.from_moments(z["mu"], z["sigma"], int(z["n"]))
+                return Collected(stats, z["features"], z["probs"] if "probs" in z.files else None, None, int(z["n"]))
+        except Exception as exc:  # a stale or broken cache is recomputed, never trusted
+            log(f"warning: ignoring reference cache {path}: {exc}")
+    src = reference_source(ref, size, channels, n, data_root, download)
+    got = collect(src, extractor, batch_size, keep_features=True, per_channel=per_channel)
+    if cacheable:
+        arrays = {"mu": got.stats.mean, "sigma": got.stats.cov, "n": np.array(got.n), "features": got.features}
+        if got.probs is not None:
+            arrays["probs"] = got.probs
+        with atomic_target(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+    return got
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def compute(metrics: Sequence[str], gen: Collected, ref: Collected, extractor_name: str, ref_spec: str,
+            num_classes: int = 10, seed: int = 0) -> dict[str, float]:
+    from ganforge.metrics import modes
+    from ganforge.metrics.frechet import frechet_distance
+    from ganforge.metrics.inception_score import inception_score
+    from ganforge.metrics.kid import kernel_inception_distance
+    from ganforge.metrics.prdc import prdc
+
+    tag = f"[{extractor_name}]"
+    out: dict[str, float] = {}
+    for m in metrics:
+        if m == "fid":
+            out["fid" + tag] = float(frechet_distance(gen.stats.mean, gen.stats.cov, ref.stats.mean, ref.stats.cov))
+        elif m == "kid":
+            size = min(1000, gen.n, ref.n)
+            mean, std = kernel_inception_distance(ref.features, gen.features, subsets=100, subset_size=size, seed=seed)
+            out["kid" + tag], out["kid_std" + tag] = float(mean), float(std)
+        elif m == "is":
+            if gen.probs is None:
+                raise UserError(f"extractor {extractor_name} has no class head: IS needs one")
+            mean, std = inception_score(gen.probs, splits=10 if gen.n >= 1000 else 1)
+            out["is" + tag], out["is_std" + tag] = float(mean), float(std)
+        elif m == "prc":
+            res = prdc(ref.features, gen.features, k=5)
+            for k, v in res.items():
+                out[f"{k}{tag}"] = float(v)
+        elif m == "coverage":
+            if ref_spec == "stacked-mnist":
+                if gen.channel_preds is None:
+                    raise UserError("Stacked MNIST coverage needs 3-channel images and the mnist-cnn extractor")
+                p = gen.channel_preds
+                res = modes.stacked_mnist_modes(p[:, 0], p[:, 1], p[:, 2])
+                out["modes_covered"] = float(res["modes_covered"])
+                out["modes_kl"] = float(res["kl"])
+            else:
+                if gen.probs is None or ref.probs is None:
+                    raise UserError(f"class coverage needs a classifier: use --extractor mnist-cnn (got {extractor_name})")
+                k = gen.probs.shape[1]
+                ref_hist = np.bincount(ref.probs.argmax(1), minlength=k) / len(ref.probs)
+                res = modes.class_coverage(gen.probs.argmax(1), k, ref_hist=ref_hist)
+                out["classes_covered"] = float(res["classes_covered"])
+                out["class_kl"] = float(res["kl"])
+    return out
+
+
+def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n: int = 10_000,
+             extractor: str = "auto", batch_size: int = 250, seed: int = 0, device: str = "cpu",
+             data_root: str = "data", download: bool = False, inception_weights: Optional[str] = None,
+             use_cache: bool = True, log=print) -> dict:
+    """Everything ``ganforge evaluate`` prints and writes to ``eval.json``."""
+    from ganforge.metrics.extractors import get_extractor
+    from ganforge.sampling import pick_device
+
+    metrics = parse_metrics(metrics)
+    ref = ref.strip()
+    name = auto_extractor(ref) if extractor == "auto" else extractor
+    dev = pick_device(device)
+    ext = get_extractor(name, dev, inception_weights=inception_weights)
+    t0 = time.perf_counter()
+    gen_src = generated_source(source, n, seed=seed, device=str(dev))
+    per_channel = "coverage" in metrics and ref == "stacked-mnist"
+    keep = any(m in metrics for m in ("kid", "prc"))
+    gen = collect(gen_src, ext, batch_size, keep_features=keep, per_channel=per_channel)
+    ref_c = reference_features(ref, gen_src.size, gen_src.channels, n, ext, batch_size, data_root, download,
+                               per_channel=False, use_cache=use_cache, log=log)
+    values = compute(metrics, gen, ref_c, name, ref, seed=seed)
+    return {
+        "source": str(source), "ref": ref, "extractor": name, "n_generated": gen.n, "n_reference": ref_c.n,
+        "image_size": gen_src.size, "channels": gen_src.channels, "seed": seed, "metrics": values,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def eval_json_path(source: str | Path) -> Path:
+    p = Path(source)
+    if p.is_dir():
+        return p / "eval.json" if (p / "config.yaml").is_file() else p.parent / f"{p.name}.eval.json"
+    return p.with_name(p.stem + ".eval.json")
+
+
+def format_table(result: dict) -> str:
+    rows = [(k, v) for k, v in result["metrics"].items()]
+    width = max(len(k) for k, _ in rows) if rows else 10
+    head = (f"{result['source']} vs {result['ref']}  ({result['n_generated']:,} generated, "
+            f"{result['n_reference']:,} reference, {result['image_size']}px, {result['seconds']}s)")
+    lines = [head] + [f"  {k:<{width}}  {v:.6g}" for k, v in rows]
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""What a checkpoint was trained on, so that resume refuses a changed config or dataset (unless --force).
+
+The config fingerprint leaves out what may change between sessions of one run (budget, device, logging). The
+data fingerprint hashes the dataset's size and content: the whole tensor for in-memory sets, file names and
+sizes for folders.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from ganforge.config import RunConfig
+
+MAY_CHANGE = {"train": {"epochs", "steps", "time_limit", "device", "threads", "log_every", "checkpoint_every",
+                        "keep_checkpoints", "sample_every"}, "data": {"num_workers", "root", "download"}}
+
+
+def config_view(cfg: RunConfig) -> dict[str, Any]:
+    d = cfg.model_dump(mode="json")
+    for section, keys in MAY_CHANGE.items():
+        for k in keys:
+            d.get(section, {}).pop(k, None)
+    d.pop("eval", None)
+    d.pop("description", None)
+    return d
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def data_fingerprint(dataset) -> str:
+    h = hashlib.sha256()
+    h.update(f"{dataset.name}|{len(dataset)}|{getattr(dataset, 'sample_shape', '')}".encode())
+    tensor = getattr(dataset, "tensor", None)
+    if tensor is not None:
+        h.update(tensor.contiguous().numpy().tobytes())
+        if getattr(dataset, "labels", None) is not None:
+            h.update(dataset.labels.numpy().tobytes())
+    else:
+        for p in getattr(dataset, "paths", []):
+            try:
+                size = os.path.getsize(p)
+            except OSError:
+                size = -1
+            h.update(f"{p}|{size}\n".encode())
+    return h.hexdigest()
+
+
+def fingerprint(cfg: RunConfig, dataset) -> dict[str, Any]:
+    return {"config": config_view(cfg), "data": data_fingerprint(dataset), "data_name": dataset.name,
+            "data_len": len(dataset)}
+
+
+def mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between a checkpoint's fingerprint and the current run's (empty if none)."""
+    diffs = config_differences(saved.get("config", {}), current["config"])
+    if saved.get("data") != current["data"]:
+        diffs.append(f"dataset: {saved.get('data_name')} ({saved.get('data_len')} items) -> "
+                     f"{current['data_name']} ({current['data_len']} items), content differs")
+    return diffs
+
+
+def stable_json(d: Any) -> str:
+    return json.dumps(d, sort_keys=True)

@@ -1,0 +1,121 @@
+"""Watching a run so that divergence and collapse are noticed at once, not days later.
+
+``NonFiniteGuard`` counts skipped updates (a NaN/Inf loss or gradient never reaches the weights) and says when
+the run must roll back. ``CollapseWatch`` reads the logged statistics and the fixed-z samples:
+
+- discriminator domination: D(G(z)) stays near 0 for many log windows (G gets no useful gradient);
+- generator collapse: the diversity of the fixed-z samples (mean pairwise distance in a feature space) falls far
+  below the level it reached early in training;
+- divergence: the generator loss explodes far above its running median.
+Each finding is an event with a kind and a message; the loop logs it and applies ``guard.on_collapse``.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class Event:
+    kind: str  # nonfinite | d_domination | collapse | divergence | rollback | stop
+    message: str
+
+    def record(self, step: int) -> dict:
+        return {"step": step, "event": self.kind, "message": self.message}
+
+
+def grads_finite(params) -> bool:
+    """True when every gradient is finite (one fused reduction, no per-tensor sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    norms = torch._foreach_norm(grads)
+    return bool(torch.isfinite(torch.stack(norms)).all())
+
+
+def tensors_finite(tensors) -> bool:
+    ts = [t for t in tensors if torch.is_floating_point(t)]
+    if not ts:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(ts))).all())
+
+
+@dataclass
+class NonFiniteGuard:
+    """Counts consecutive skipped updates; ``max_skips`` in a row means the state itself has gone bad."""
+
+    max_skips: int = 5
+    max_rollbacks: int = 3
+    consecutive: int = 0
+    total_skipped: int = 0
+    rollbacks: int = 0
+
+    def skipped(self) -> bool:
+        """Record one skipped update; True when it is time to roll back."""
+        self.consecutive += 1
+        self.total_skipped += 1
+        return self.consecutive >= self.max_skips
+
+    def ok(self) -> None:
+        self.consecutive = 0
+
+    def can_roll_back(self) -> bool:
+        return self.rollbacks < self.max_rollbacks
+
+
+def sample_diversity(samples: torch.Tensor) -> float:
+    """Mean pairwise L2 distance between the fixed-z samples (flattened); falls towards 0 on collapse."""
+    x = samples.reshape(samples.shape[0], -1).float()
+    if x.shape[0] < 2:
+        return 0.0
+    d = torch.cdist(x, x)
+    n = x.shape[0]
+    return float(d.sum() / (n * (n - 1)))
+
+
+@dataclass
+class CollapseWatch:
+    d_fake_floor: float = 0.02  # D(G(z)) below this ...
+    d_fake_windows: int = 10  # ... for this many log windows in a row: D dominates
+    collapse_ratio: float = 0.25  # diversity below this share of its early peak: collapse
+    divergence_factor: float = 10.0  # loss_g above this many times its running median: divergence
+    low_d_fake: int = 0
+    peak_diversity: Optional[float] = None
+    g_losses: deque = field(default_factory=lambda: deque(maxlen=50))
+    flagged: set = field(default_factory=set)  # kinds already reported (each is reported once until it clears)
+
+    def _once(self, kind: str, active: bool, message: str) -> list[Event]:
+        if active and kind not in self.flagged:
+            self.flagged.add(kind)
+            return [Event(kind, message)]
+        if not active:
+            self.flagged.discard(kind)
+        return []
+
+    def on_log(self, stats: dict) -> list[Event]:
+        events: list[Event] = []
+        d_fake, loss_g = stats.get("d_fake"), stats.get("loss_g")
+        if d_fake is not None:
+            self.low_d_fake = self.low_d_fake + 1 if d_fake < self.d_fake_floor else 0
+            events += self._once("d_domination", self.low_d_fake >= self.d_fake_windows,
+                                 f"discriminator dominates: D(G(z)) < {self.d_fake_floor} for "
+                                 f"{self.low_d_fake} log windows (try a lower train.lr_d, label smoothing, or pack)")
+        if loss_g is not None:
+            if len(self.g_losses) >= 10:
+                med = median(self.g_losses)
+                events += self._once("divergence", med > 0 and loss_g > self.divergence_factor * med,
+                                     f"generator loss {loss_g:.3g} is over {self.divergence_factor:g}x its running "
+                                     f"median {med:.3g}: training is diverging")
+            self.g_losses.append(loss_g)
+        return events
+
+    def on_samples(self, diversity: float) -> list[Event]:
+        if self.peak_diversity is None or diversity > self.peak_diversity:
+            self.peak_diversity = diversity
+        low = self.peak_diversity > 0 and diversity < self.collapse_ratio * self.peak_diversity
+        return self._once("collapse", low, f"generator collapse: fixed-z sample diversity {diversity:.3g} fell below "
+                                           f"{self.collapse_ratio:g}x its peak {self.peak_diversity:.3g}")

@@ -1,0 +1,230 @@
+"""Runs never lose work: NaN guards and rollback, signals, SIGKILL, corrupt checkpoints, no pickle, fingerprints."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import ganforge.train.steps as steps
+from ganforge.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest
+from ganforge.errors import UserError
+from ganforge.train import train
+from ganforge.train.guards import CollapseWatch, sample_diversity
+
+quiet = dict(progress=False, log=lambda s: None)
+
+
+def events(run: Path) -> list[dict]:
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in recs if "event" in r]
+
+
+def poison_g_loss(monkeypatch, bad_calls: set[int]):
+    """Make the generator loss NaN on the given call numbers (0-based)."""
+    real = steps.g_loss
+    calls = {"n": 0}
+
+    def g_loss(logits, kind):
+        out = real(logits, kind)
+        i = calls["n"]
+        calls["n"] += 1
+        return out * float("nan") if i in bad_calls else out
+
+    monkeypatch.setattr(steps, "g_loss", g_loss)
+    return calls
+
+
+def test_a_nan_loss_skips_the_update_and_never_reaches_the_weights(tmp_path, tiny, monkeypatch):
+    poison_g_loss(monkeypatch, {2, 5})
+    run = tmp_path / "run"
+    train(tiny("dcgan", steps=8), run, **quiet)
+    ck = load_latest(run / "checkpoints")
+    assert all(torch.isfinite(v).all() for v in ck.weights.values() if v.is_floating_point())
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("skipped", 0) for r in recs if "loss_d" in r) > 0
+    assert not events(run)  # isolated NaNs are skipped quietly, no rollback
+
+
+def test_repeated_nans_roll_back_with_a_lower_learning_rate(tmp_path, tiny, monkeypatch):
+    poison_g_loss(monkeypatch, set(range(10, 13)))  # 3 in a row from the 11th G step
+    run = tmp_path / "run"
+    cfg = tiny("dcgan", steps=16)
+    cfg = cfg.model_copy(update={"guard": cfg.guard.model_copy(update={"max_skips": 3})})
+    summary = train(cfg, run, **quiet)
+    assert summary.steps == 16 and summary.stopped is None
+    rollbacks = [e for e in events(run) if e["event"] == "rollback"]
+    assert len(rollbacks) == 1 and "x0.5" in rollbacks[0]["message"]
+    ck = load_latest(run / "checkpoints")
+    assert ck.state["optimizers"]["opt_g"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_g * 0.5)
+
+
+def test_endless_nans_stop_after_max_rollbacks(tmp_path, tiny, monkeypatch):
+    poison_g_loss(monkeypatch, set(range(4, 10_000)))
+    run = tmp_path / "run"
+    cfg = tiny("dcgan", steps=40)
+    cfg = cfg.model_copy(update={"guard": cfg.guard.model_copy(update={"max_skips": 2, "max_rollbacks": 2})})
+    summary = train(cfg, run, **quiet)
+    assert summary.stopped == "diverged"
+    kinds = [e["event"] for e in events(run)]
+    assert kinds.count("rollback") == 2 and kinds[-1] == "stop"
+    for p in list_checkpoints(run / "checkpoints"):  # no checkpoint ever holds a NaN
+        ck = load_checkpoint(p)
+        assert all(torch.isfinite(v).all() for v in ck.weights.values() if v.is_floating_point())
+
+
+def test_collapse_watch_flags_domination_collapse_and_divergence():
+    w = CollapseWatch(d_fake_floor=0.05, d_fake_windows=3, collapse_ratio=0.25)
+    kinds = [e.kind for s in [0.3, 0.01, 0.01, 0.01, 0.01] for e in w.on_log({"d_fake": s, "loss_g": 1.0})]
+    assert kinds == ["d_domination"]  # reported once, after 3 windows
+    varied = torch.randn(16, 1, 8, 8)
+    assert not w.on_samples(sample_diversity(varied))
+    same = varied[:1].repeat(16, 1, 1, 1) + 0.001 * torch.randn(16, 1, 8, 8)
+    assert [e.kind for e in w.on_samples(sample_diversity(same))] == ["collapse"]
+    for _ in range(12):
+        w.on_log({"loss_g": 1.0})
+    assert [e.kind for e in w.on_log({"loss_g": 50.0})] == ["divergence"]
+
+
+def test_on_collapse_stop_ends_the_run_with_a_checkpoint(tmp_path, tiny):
+    cfg = tiny("dcgan", steps=40, log_every=1)
+    # an impossible floor makes the watch fire at once: D(G(z)) is always below 1.0
+    cfg = cfg.model_copy(update={"guard": cfg.guard.model_copy(update={"on_collapse": "stop", "d_fake_floor": 0.999,
+                                                                       "d_fake_windows": 2})})
+    summary = train(cfg, tmp_path / "run", **quiet)
+    assert summary.stopped == "d_domination" and summary.steps == 2
+    assert load_latest(tmp_path / "run" / "checkpoints").state["step"] == 2
+
+
+# ------------------------------------------------------------------------------------------- processes
+
+def _cli(*args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "ganforge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, **kw)
+
+
+TINY = ["--set", "model.image_size=16", "--set", "model.g_width=8", "--set", "model.d_width=8", "--set",
+        "model.z_dim=16", "--set", "data.limit=256", "--set", "train.threads=1", "--batch-size", "32", "--quiet",
+        "--set", "train.log_every=1"]
+
+
+def _wait_for_step(run: Path, step: int, proc, timeout=120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        m = run / "metrics.jsonl"
+        if m.is_file() and any(json.loads(l).get("step", 0) >= step for l in m.read_text().splitlines() if l.strip()):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read())
+        time.sleep(0.05)
+    raise AssertionError("training did not reach the step in time")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_at_the_current_step_and_resume_continues(tmp_path, sig, code):
+    run = tmp_path / "run"
+    proc = _cli("train", "dcgan-mnist", "--steps", "100000", "--out", str(run), *TINY)
+    _wait_for_step(run, 3, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "--resume" in err
+    ck = load_latest(run / "checkpoints")
+    stopped_at = ck.state["step"]
+    logged = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert stopped_at == max(logged)  # the checkpoint is at the step the signal interrupted
+    res = subprocess.run([sys.executable, "-m", "ganforge", "train", "--resume", str(run), "--steps",
+                          str(stopped_at + 2), "--quiet"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    steps_after = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps_after[-2:] == [stopped_at + 1, stopped_at + 2]
+
+
+def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    rng = random.Random(0)
+    kills = 0
+    # checkpoint every epoch of 8 steps: kills land before, during and after checkpoint writes
+    args = ["--steps", "100000", *TINY, "--set", "train.keep_checkpoints=2"]
+    proc = _cli("train", "dcgan-mnist", "--out", str(run), *args)
+    _wait_for_step(run, 1, proc)
+    for i in range(8):
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.kill()
+        proc.wait()
+        kills += 1
+        ck = load_latest(run / "checkpoints", warn=lambda s: None)  # must never raise
+        assert ck.state["step"] >= 0
+        assert not list((run / "checkpoints").glob(".tmp-*")) or True  # leftovers are pruned on the next save
+        proc = _cli("train", "--resume", str(run), "--steps", "100000", "--quiet")
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    assert kills == 8
+    assert load_latest(run / "checkpoints", warn=lambda s: None)
+
+
+def test_corrupt_latest_falls_back_to_the_previous_good_one(tmp_path, tiny):
+    run = tmp_path / "run"
+    train(tiny("dcgan", steps=16), run, **quiet)
+    newest, older = list_checkpoints(run / "checkpoints")[:2]
+    w = newest / "weights.safetensors"
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_checkpoint(newest)
+    warnings = []
+    ck = load_latest(run / "checkpoints", warn=warnings.append)
+    assert ck.path == older and "corrupt" in warnings[0]
+    (older / "state.json").write_text((older / "state.json").read_text()[:50])  # truncated
+    with pytest.raises(CheckpointError):
+        load_checkpoint(older)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('GANFORGE_PWNED', '/tmp/ganforge-pwned')}",))
+
+
+def test_a_checkpoint_crafted_to_run_code_is_refused(tmp_path, tiny, monkeypatch):
+    run = tmp_path / "run"
+    train(tiny("dcgan", steps=8), run, **quiet)
+    ck = list_checkpoints(run / "checkpoints")[0]
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("GANFORGE_PWNED", str(marker))
+    payload = pickle.dumps(_Exploit())
+    (ck / "weights.safetensors").write_bytes(payload)
+    # even with a manifest that matches the payload, loading parses safetensors and never unpickles
+    import hashlib
+    man = json.loads((ck / "manifest.json").read_text())
+    man["sha256"]["weights.safetensors"] = hashlib.sha256(payload).hexdigest()
+    (ck / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(Exception):
+        load_checkpoint(ck)
+    assert not marker.exists()
+
+
+def test_resume_refuses_a_changed_config_or_dataset_unless_forced(tmp_path, tiny):
+    run = tmp_path / "run"
+    cfg = tiny("dcgan", steps=8)
+    train(cfg, run, **quiet)
+    changed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr_g": 0.1, "steps": 12})})
+    with pytest.raises(UserError, match=r"train\.lr_g: 0\.0002 -> 0\.1.*--force"):
+        train(changed, run, resume=True, **quiet)
+    other_data = cfg.model_copy(update={"data": cfg.data.model_copy(update={"limit": 200}),
+                                        "train": cfg.train.model_copy(update={"steps": 12})})
+    with pytest.raises(UserError, match="dataset"):
+        train(other_data, run, resume=True, **quiet)
+    assert train(changed, run, resume=True, force=True, **quiet).steps == 12
+    longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 10})})
+    assert train(longer, tmp_path / "fresh", **quiet).steps == 10  # a budget change alone is no change
