@@ -81,7 +81,8 @@ def train(
     if dry_run:
         typer.echo(f"dry run ok: {cfg.name}: G {summary.params_g:,} / D {summary.params_d:,} parameters")
         return
-    typer.echo(str(summary.run_dir))
+    if getattr(summary, "rank", 0) == 0:
+        typer.echo(str(summary.run_dir))
     if summary.stopped:
         import signal
 
@@ -157,6 +158,23 @@ def evaluate(
     atomic_write_text(dest, json.dumps(result, indent=2) + "\n")
     typer.echo(format_table(result))
     typer.echo(f"wrote {dest}", err=True)
+
+
+@app.command("import-weights")
+def import_weights(
+    weights: Path = typer.Argument(..., help="A PyTorch .pt/.pth file holding a generator's state dict."),
+    preset: str = typer.Option(..., "--preset", help="The preset whose generator architecture the weights fit."),
+    out: Path = typer.Option(..., "--out", help="New run directory to create."),
+    trust: bool = typer.Option(False, "--trust", help="Required: the file is a pickle; read it only if you trust it."),
+    key: Optional[str] = typer.Option(None, "--key", help="Entry holding the state dict, e.g. netG."),
+    set_: List[str] = typer.Option([], "--set", help="Config overrides, as for train."),
+) -> None:
+    """Import old PyTorch generator weights (torch.load with weights_only=True) into a ganforge run directory."""
+    from ganforge.config import load_config
+    from ganforge.importer import import_generator
+
+    ckpt = import_generator(weights, load_config(preset, list(set_)), out, trust=trust, key=key)
+    typer.echo(f"imported {weights} into {out} ({ckpt.name}); try: ganforge sample {out} --out grid.png")
 
 
 @bench_app.command("throughput")

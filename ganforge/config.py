@@ -98,6 +98,8 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (the last epoch is always saved)
     keep_checkpoints: int = Field(3, ge=1)  # how many epoch checkpoints to keep besides 'latest'
     threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast forwards; fp16 (CUDA only) adds GradScalers
+    sync_batchnorm: bool = False  # data-parallel runs: BatchNorm statistics over the global batch (CUDA only)
 
     @model_validator(mode="after")
     def _need_budget(self) -> "TrainConfig":

@@ -149,8 +149,17 @@ def folder_with_bad(tmp_path):
     return root
 
 
-def test_corrupt_files_are_skipped(folder_with_bad):
+def test_small_folders_are_scanned_up_front(folder_with_bad):
     ds = build_dataset(DataConfig(spec=f"folder:{folder_with_bad}"), model(16, 1))
+    assert len(ds) == 2  # the two unreadable files are dropped before training starts ...
+    assert [p.rsplit("/", 1)[-1] for p in ds.skipped] == ["2_noise.png", "3_truncated.jpg"]  # ... and listed
+    with pytest.raises(DataError, match="2_noise.png.*--strict"):
+        build_dataset(DataConfig(spec=f"folder:{folder_with_bad}"), model(16, 1), strict=True)
+
+
+def test_corrupt_files_are_skipped(folder_with_bad):
+    # the lazy path, used for folders too big to scan first
+    ds = build_dataset(DataConfig(spec=f"folder:{folder_with_bad}"), model(16, 1), scan=False)
     assert len(ds) == 4
     first = ds[0][0]
     assert torch.allclose(first, torch.full_like(first, 200 / 127.5 - 1), atol=1e-5)
@@ -163,7 +172,7 @@ def test_corrupt_files_are_skipped(folder_with_bad):
 
 
 def test_corrupt_file_strict_raises(folder_with_bad):
-    ds = build_dataset(DataConfig(spec=f"folder:{folder_with_bad}"), model(16, 1), strict=True)
+    ds = build_dataset(DataConfig(spec=f"folder:{folder_with_bad}"), model(16, 1), strict=True, scan=False)
     with pytest.raises(DataError, match="2_noise.png"):
         ds[1]
     with pytest.raises(DataError, match="3_truncated.jpg"):
@@ -183,7 +192,9 @@ def test_all_bad_folder(tmp_path):
     (tmp_path / "y.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match=r"no readable images in .* \(2 files could not be read, e\.g\. "):
         scan_folder(tmp_path)
-    ds = build_dataset(DataConfig(spec=f"folder:{tmp_path}"), model(16, 1))
+    with pytest.raises(DataError, match="no readable images"):  # fails at build time, before any model
+        build_dataset(DataConfig(spec=f"folder:{tmp_path}"), model(16, 1))
+    ds = build_dataset(DataConfig(spec=f"folder:{tmp_path}"), model(16, 1), scan=False)
     with pytest.raises(DataError, match="no readable images"):
         ds[0]
 

@@ -228,3 +228,28 @@ def test_resume_refuses_a_changed_config_or_dataset_unless_forced(tmp_path, tiny
     assert train(changed, run, resume=True, force=True, **quiet).steps == 12
     longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 10})})
     assert train(longer, tmp_path / "fresh", **quiet).steps == 10  # a budget change alone is no change
+
+
+def test_import_weights_needs_trust_and_round_trips(tmp_path, monkeypatch):
+    from ganforge.config import load_config
+    from ganforge.importer import import_generator
+    from ganforge.models import build_models
+    from ganforge.sampling import load_generator
+
+    cfg = load_config("dcgan-mnist", ["model.g_width=8", "model.d_width=8", "model.z_dim=16"])
+    G, _ = build_models(cfg.model)
+    pt = tmp_path / "G.pth"
+    torch.save({"netG": {f"module.{k}": v for k, v in G.state_dict().items()}}, pt)  # as DataParallel saves it
+    with pytest.raises(UserError, match="--trust"):
+        import_generator(pt, cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    import_generator(pt, cfg, tmp_path / "run", trust=True, key="netG")
+    z = torch.randn(4, 16)
+    assert torch.equal(load_generator(tmp_path / "run").sample(4, z=z), G.eval()(z).clamp(-1, 1))
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Exploit()))
+    monkeypatch.setenv("GANFORGE_PWNED", str(marker))
+    with pytest.raises(UserError, match="weights_only"):
+        import_generator(evil, cfg, tmp_path / "run2", trust=True)
+    assert not marker.exists()

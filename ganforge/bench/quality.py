@@ -59,11 +59,17 @@ def render_block(rows: list[dict], picture: Path, doc: Path, seconds: float, inf
         "",
         f"![left: {rows[0]['preset']}, right: {rows[1]['preset']}]({rel})",
         "",
-        "| preset | steps in budget | epochs | wall (s, incl. start-up and pictures) | peak RSS (MB) |",
-        "|---|---|---|---|---|",
+        "| preset | steps in budget | wall (s, incl. start-up and pictures) | peak RSS (MB) | fid[mnist-cnn] | "
+        "kid[mnist-cnn] | precision | recall | classes covered | class KL | evaluate time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| `{r['preset']}` | {r['steps']:,} | {r['epochs']} | {r['wall_s']} | {r['peak_rss_mb']:.0f} |")
+        lines.append(f"| `{r['preset']}` | {r['steps']:,} | {r['wall_s']} | {r['peak_rss_mb']:.0f} | {r['fid']:.2f} | "
+                     f"{r['kid']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['classes']} / 10 | "
+                     f"{r['class_kl']:.3f} | {r['eval_s']} |")
+    lines += ["", "Metrics: `ganforge evaluate RUN --ref mnist-embedded --n 10000` on the run's final generator "
+              "(EMA when the recipe keeps one), in-domain extractor `mnist-cnn` (not comparable with Inception FID). "
+              "Evaluate time is for 10,000 generated images plus the (cached) reference, 2 CPU cores."]
     lines += ["", "Commands:", "", "```"] + [r["command"] for r in rows] + ["```", "<!-- bench:quality:end -->"]
     return "\n".join(lines)
 
@@ -78,11 +84,20 @@ def main(seconds: float = 300, out_root: Path = Path("runs/bench-quality"), writ
         print(f"training {preset} for {seconds:.0f}s -> {out}", file=sys.stderr, flush=True)
         rows.append(run_preset(preset, out, seconds, seed))
     from ganforge import viz
+    from ganforge.metrics.evaluate import evaluate
 
+    for r in rows:  # in-domain metrics on 10,000 samples against the 5,000 embedded digits
+        res = evaluate(r["run"], "mnist-embedded", ["fid", "kid", "prc", "coverage"], n=10_000, seed=seed,
+                       log=lambda s: None)
+        m = res["metrics"]
+        r.update(fid=m["fid[mnist-cnn]"], kid=m["kid[mnist-cnn]"], precision=m["precision[mnist-cnn]"],
+                 recall=m["recall[mnist-cnn]"], classes=int(m["classes_covered"]), class_kl=m["class_kl"],
+                 eval_s=res["seconds"])
     picture = out_root / f"side-by-side-{stamp}.png"
     viz.save_side_by_side([final_grid(Path(r["run"])) for r in rows], [r["preset"] for r in rows], picture)
     for r in rows:
-        print(f"{r['preset']:24s} steps={r['steps']:>6} wall={r['wall_s']:>6}s peak_rss={r['peak_rss_mb']:.0f}MB")
+        print(f"{r['preset']:24s} steps={r['steps']:>6} wall={r['wall_s']:>6}s peak_rss={r['peak_rss_mb']:.0f}MB "
+              f"fid[mnist-cnn]={r['fid']:.2f} classes={r['classes']}/10 class_kl={r['class_kl']:.3f}")
     if write is not None:
         write = Path(write)
         pic_dest = write.parent / "images" / "default-vs-textbook.png"

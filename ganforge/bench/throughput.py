@@ -182,6 +182,10 @@ def machine_info(device: torch.device) -> dict[str, object]:
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
+    try:
+        info["load_avg"] = round(os.getloadavg()[0], 2)  # taken before timing: others' work slows the CPU rows
+    except OSError:
+        pass
     return info
 
 
@@ -282,6 +286,11 @@ def render_block(rows: Sequence[dict[str, object]], info: dict[str, object], com
                f"({info['torch_threads']} threads), device {info['device']}")
     if "device_name" in info:
         machine += f" ({info['device_name']})"
+    load = info.get("load_avg")
+    if load is not None:
+        machine += f"; load average {load} at start"
+        if info["device"] == "cpu" and load > 0.5:
+            machine += " (**other processes were busy: CPU timings are contended**)"
     r0 = rows[0] if rows else {"steps": 0, "repeats": 0}
     parts = [
         MARK_START,

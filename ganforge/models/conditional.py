@@ -12,7 +12,7 @@ from torch import nn
 
 from ganforge.config import ModelConfig
 from ganforge.models import Family, register
-from ganforge.models.dcgan import down_block, n_resamples, up_block
+from ganforge.models.dcgan import down_block, n_resamples, upsampling_body
 
 
 def _stem(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> nn.Sequential:
@@ -31,12 +31,7 @@ class ConditionalGenerator(nn.Module):
         c = cfg.g_width * 2 ** (n - 1)
         self.z_stem = _stem(cfg.z_dim, c // 2, cfg.batch_norm, cfg.bias)
         self.y_stem = _stem(cfg.num_classes, c // 2, cfg.batch_norm, cfg.bias)
-        body: list[nn.Module] = []
-        for _ in range(n - 1):
-            body += up_block(c, c // 2, cfg.batch_norm, cfg.bias)
-            c //= 2
-        body += [nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1, bias=cfg.bias), nn.Tanh()]
-        self.body = nn.Sequential(*body)
+        self.body = upsampling_body(c, n, cfg)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if y is None:

@@ -29,6 +29,16 @@ def up_block(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> list[nn.Mod
     return layers
 
 
+def upsampling_body(c: int, n: int, cfg: ModelConfig) -> nn.Sequential:
+    """From the 4x4 map with ``c`` channels to the image: ``n - 1`` up blocks halving channels, then tanh."""
+    body: list[nn.Module] = []
+    for _ in range(n - 1):
+        body += up_block(c, c // 2, cfg.batch_norm, cfg.bias)
+        c //= 2
+    body += [nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1, bias=cfg.bias), nn.Tanh()]
+    return nn.Sequential(*body)
+
+
 def down_block(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> list[nn.Module]:
     """Strided 4x4 conv (halves the size) [+ BatchNorm] + LeakyReLU(0.2); ``bias`` is taken as given."""
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias)]
@@ -55,12 +65,7 @@ class DCGANGenerator(nn.Module):
                 stem.append(nn.BatchNorm2d(c))
             stem.append(nn.ReLU(inplace=True))
             self.stem = nn.Sequential(*stem)
-        body: list[nn.Module] = []
-        for _ in range(n - 1):
-            body += up_block(c, c // 2, cfg.batch_norm, cfg.bias)
-            c //= 2
-        body += [nn.ConvTranspose2d(c, cfg.channels, 4, 2, 1, bias=cfg.bias), nn.Tanh()]
-        self.body = nn.Sequential(*body)
+        self.body = upsampling_body(c, n, cfg)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.project is not None:

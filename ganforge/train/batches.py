@@ -3,6 +3,10 @@
 Epoch ``e`` visits the dataset in ``randperm(N)`` drawn from a generator seeded by (seed, e), so the order does
 not depend on the number of workers, and a run resumed at batch ``b`` of epoch ``e`` sees exactly the batches it
 would have seen. Small in-memory sets are sliced directly (no DataLoader, no per-item Python overhead).
+
+Data-parallel runs: ``batch_size`` is the global batch. Every rank computes the same permutation and takes its
+contiguous slice (``rank`` of ``world_size``) of each global batch, so together the ranks see exactly the
+batches one process would.
 """
 from __future__ import annotations
 
@@ -15,13 +19,18 @@ from ganforge.errors import UserError
 
 
 class BatchSource:
-    def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0, group: int = 1):
+    def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0, group: int = 1,
+                 rank: int = 0, world_size: int = 1):
         """``group`` real batches are handed out together (one per discriminator step)."""
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
         self.group = group
+        self.rank, self.world_size = rank, world_size
+        if batch_size % world_size:
+            raise UserError(f"batch_size={batch_size} is the global batch: it must be a multiple of the "
+                            f"{world_size} processes")
         n = len(dataset)
         if n < batch_size * group:
             raise UserError(
@@ -42,6 +51,9 @@ class BatchSource:
         first = start_step * self.group
         last = self.steps_per_epoch * self.group
         index_lists = [perm[b * bs:(b + 1) * bs] for b in range(first, last)]
+        if self.world_size > 1:  # this rank's slice of each global batch
+            local = bs // self.world_size
+            index_lists = [idx[self.rank * local:(self.rank + 1) * local] for idx in index_lists]
         tensor = getattr(self.dataset, "tensor", None)
         if tensor is not None:
             labels = self.dataset.labels

@@ -4,20 +4,26 @@
 then alternates D and G updates, logging to ``metrics.jsonl``, drawing the fixed latent vectors into
 ``samples/`` every epoch, and checkpointing atomically. ``resume=True`` continues a run exactly where its
 newest good checkpoint stopped: weights, optimizers, EMA, RNG states and the position inside the epoch.
+
+Under ``accelerate launch`` or ``torchrun`` every process runs ``train``: each trains a replica on its slice of the
+global batch with gradients averaged before every update (see ``distributed.py``); only rank 0 logs and writes
+files, and every decision that ends or rewinds the run is taken the same on all ranks.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from ganforge import viz
 from ganforge.checkpoint import capture_rng, flatten_modules, flatten_optimizer, load_latest, restore_rng, save_checkpoint
@@ -26,9 +32,9 @@ from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text
 from ganforge.models import build_models, count_parameters, get_family, sample_z
-from ganforge.sampling import pick_device
 from ganforge.train import fingerprint as fp
 from ganforge.train.batches import BatchSource
+from ganforge.train.distributed import Dist, init_from_env
 from ganforge.train.ema import EMA
 from ganforge.train.guards import CollapseWatch, Event, NonFiniteGuard, sample_diversity, tensors_finite
 from ganforge.train.signals import StopRequest
@@ -45,6 +51,12 @@ class RunSummary:
     params_d: int
     last: dict[str, float]
     stopped: Optional[str] = None  # why the run ended before its budget: a signal name, or "interrupted"
+    models: Optional[dict[str, nn.Module]] = field(default=None, repr=False)  # the trained G, D (and G_ema)
+    rank: int = 0  # this process's rank in a data-parallel run: only rank 0 wrote run_dir
+
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+FP16_DEVICES = ("cuda",)  # where train.precision=fp16 runs (GradScaler + float16 autocast)
 
 
 def seed_everything(seed: int) -> None:
@@ -88,8 +100,9 @@ def _match_param_layout(opt: torch.optim.Optimizer) -> None:
                     opt.state[p][key] = torch.empty_like(p, dtype=val.dtype).copy_(val)
 
 
-def _restore(ckpt, G, D, ema, opt_g, opt_d) -> tuple[int, int, int]:
-    """Load a checkpoint's models, optimizers and RNG states; returns (step, epoch, position in the epoch)."""
+def _restore(ckpt, parts: GanParts) -> tuple[int, int, int]:
+    """Load a checkpoint's models, optimizers, loss scales and RNG states; returns (step, epoch, position)."""
+    G, D, ema, opt_g, opt_d = parts.G, parts.D, parts.ema, parts.opt_g, parts.opt_d
     G.load_state_dict(ckpt.module_state("G"))
     D.load_state_dict(ckpt.module_state("D"))
     if ema is not None:
@@ -99,6 +112,11 @@ def _restore(ckpt, G, D, ema, opt_g, opt_d) -> tuple[int, int, int]:
     _match_param_layout(opt_g)
     _match_param_layout(opt_d)
     restore_rng(ckpt.optim, ckpt.state["rng"])
+    parts.dist.sync_rng()  # a CUDA generator is per device: every rank continues rank 0's stream
+    scalers = ckpt.state.get("scalers") or {}
+    for key, scaler in (("g", parts.scaler_g), ("d", parts.scaler_d)):
+        if scaler is not None and key in scalers:
+            scaler.load_state_dict(scalers[key])
     return ckpt.state["step"], ckpt.state["epoch"], ckpt.state["position"]
 
 
@@ -136,12 +154,37 @@ def train(
     force: bool = False,  # resume even when the config or the dataset changed since the checkpoint
     detect_anomaly: bool = False,  # torch.autograd anomaly detection: slow, names the op that made a NaN
 ) -> RunSummary:
+    dist = init_from_env(cfg.train.device)  # one process of a data-parallel run, or the only one
+    try:
+        return _train(cfg, run_dir, dist, resume=resume, dry_run=dry_run, strict_data=strict_data,
+                      progress=progress and dist.is_main, log=log if dist.is_main else _silent,
+                      stop_after_steps=stop_after_steps, force=force, detect_anomaly=detect_anomaly)
+    finally:
+        dist.shutdown()
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _train(cfg: RunConfig, run_dir: Optional[Path], dist: Dist, *, resume: bool, dry_run: bool, strict_data: bool,
+           progress: bool, log: Callable[[str], None], stop_after_steps: Optional[int], force: bool,
+           detect_anomaly: bool) -> RunSummary:
     tc, mc, gc = cfg.train, cfg.model, cfg.guard
     family = get_family(mc.family)
     torch.autograd.set_detect_anomaly(detect_anomaly)
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    device = pick_device(tc.device)
+    device = dist.device
+    if tc.precision == "fp16" and device.type not in FP16_DEVICES:
+        raise UserError(f"train.precision=fp16 needs a CUDA device (this run is on {device}): use bf16")
+    if tc.sync_batchnorm and dist.enabled and device.type != "cuda":
+        raise UserError("train.sync_batchnorm needs CUDA (torch's SyncBatchNorm has no CPU implementation): "
+                        "leave it off, or drop BatchNorm with --set model.batch_norm=false")
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launcher_precision in ("bf16", "fp16") and launcher_precision != tc.precision:
+        log(f"warning: accelerate's mixed precision ({launcher_precision}) is not applied; ganforge uses "
+            f"train.precision={tc.precision}: pass --set train.precision={launcher_precision}")
     if run_dir is not None and not resume and not dry_run:
         _check_new_run_dir(Path(run_dir))
 
@@ -153,9 +196,11 @@ def train(
     if family.conditional and dataset.num_classes > mc.num_classes:
         raise UserError(f"{cfg.data.spec!r} has {dataset.num_classes} classes but model.num_classes="
                         f"{mc.num_classes}: --set model.num_classes={dataset.num_classes}")
-    source = BatchSource(dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps)
+    local_batch = dist.local_batch(tc.batch_size, mc.pack)
+    source = BatchSource(dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
+                         rank=dist.rank, world_size=dist.world_size)
     evaluator = None
-    if cfg.eval.every and not dry_run:
+    if cfg.eval.every and not dry_run and dist.is_main:  # rank 0 evaluates; the others wait for its verdict
         from ganforge.metrics.periodic import PeriodicEvaluator
 
         evaluator = PeriodicEvaluator(cfg.eval, mc, cfg.data.spec, family.conditional, device, cfg.data.root, log=log)
@@ -166,6 +211,9 @@ def train(
     log(f"data: {describe(dataset)}")
     log(f"models: G {pg:,} parameters, D {pd:,} parameters ({mc.family}, {mc.image_size}px, device {device})")
     log(f"budget: {total_steps:,} steps of batch {tc.batch_size} ({source.steps_per_epoch} steps per epoch)")
+    if dist.enabled:
+        log(f"data-parallel: {dist.world_size} processes, {local_batch} samples each per batch, "
+            f"precision {tc.precision}")
     if dry_run:
         return RunSummary(None, 0, 0, 0.0, pg, pd, {})
     assert run_dir is not None
@@ -174,11 +222,19 @@ def train(
     memory_format = torch.channels_last if (tc.channels_last and family.convolutional) else torch.contiguous_format
     G.to(device, memory_format=memory_format)
     D.to(device, memory_format=memory_format)
+    dist.broadcast_module(G)  # identical replicas from the first step
+    dist.broadcast_module(D)
     opt_g = _make_optimizer(G.parameters(), tc.lr_g, tc, device)
     opt_d = _make_optimizer(D.parameters(), tc.lr_d, tc, device)
     ema = EMA(G, tc.ema.decay, tc.ema.start_step) if tc.ema.enabled else None
+    if tc.sync_batchnorm and dist.enabled:  # after the EMA copy: its BatchNorm re-estimation stays local
+        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)  # same parameter objects: the optimizers still hold them
+        D = nn.SyncBatchNorm.convert_sync_batchnorm(D)
     fixed_z, fixed_y, grid_row = fixed_latents(cfg, family.conditional)
-    parts = GanParts(G, D, opt_g, opt_d, mc, tc, family.conditional, device, memory_format, ema)
+    scaler = (lambda: torch.amp.GradScaler(device.type)) if tc.precision == "fp16" else (lambda: None)
+    parts = GanParts(G, D, opt_g, opt_d, mc, tc, family.conditional, device, memory_format, ema, dist=dist,
+                     amp_dtype=AMP_DTYPES[tc.precision], scaler_g=scaler(), scaler_d=scaler())
+    models = {"G": G, "D": D, **({"G_ema": ema.model} if ema is not None else {})}
 
     step, epoch, pos = 0, 0, 0
     best_value: Optional[float] = None  # of cfg.eval.best, for checkpoints/best
@@ -191,15 +247,21 @@ def train(
                             f"{' ...' if len(diffs) > 5 else ''} (pass --force to resume anyway)")
         if diffs:
             log(f"warning: resuming despite changes (--force): {'; '.join(diffs)}")
-        step, epoch, pos = _restore(ckpt, G, D, ema, opt_g, opt_d)
+        step, epoch, pos = _restore(ckpt, parts)
         best_value = ckpt.state.get("best_value")
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
+        dist.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+        if dist.is_main:
+            _truncate_metrics(run_dir / "metrics.jsonl", step)
         log(f"resumed {run_dir} from {ckpt.path.name}: step {step}, epoch {epoch}, batch {pos}")
     else:
-        _check_new_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    (run_dir / "samples").mkdir(exist_ok=True)
+        dist.barrier()  # every rank has checked the directory is new before rank 0 writes into it
+        if dist.is_main:
+            _check_new_run_dir(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    if dist.is_main:
+        (run_dir / "samples").mkdir(exist_ok=True)
+    dist.barrier()
     run_fingerprint = fp.fingerprint(cfg, dataset)
 
     def refresh_ema() -> None:
@@ -207,7 +269,15 @@ def train(
             ema.refresh_batchnorm(mc, family.conditional, device, step)
 
     def save(reason: str, best: bool = False) -> Optional[Path]:
+        """Every rank calls this (it holds collectives); rank 0 writes the checkpoint while the others wait."""
         refresh_ema()
+        if dist.enabled:  # the log window as the next metrics line will average it, saved and kept alike
+            acc.copy_(dist.all_reduce_mean(acc))
+        path = write_checkpoint(reason, best) if dist.is_main else None
+        dist.barrier()
+        return path
+
+    def write_checkpoint(reason: str, best: bool) -> Optional[Path]:
         rng_tensors, rng_meta = capture_rng()
         modules = {"G": G.state_dict(), "D": D.state_dict()}
         if ema is not None:
@@ -227,24 +297,31 @@ def train(
         state = {"position": pos, "config": cfg.model_dump(mode="json"), "optimizers": meta, "rng": rng_meta,
                  "log_window": {"sum": acc.tolist(), "n": acc_n}, "best_value": best_value, "reason": reason,
                  "fingerprint": run_fingerprint, "time": time.time()}
+        if parts.scaler_g is not None:  # fp16 loss scales: plain numbers
+            state["scalers"] = {"g": parts.scaler_g.state_dict(), "d": parts.scaler_d.state_dict()}
         if dataset.skipped:  # unreadable images, listed for the user (and counted in the log)
             atomic_write_text(run_dir / "skipped_files.txt", "".join(f"{p}\n" for p in dataset.skipped))
         return save_checkpoint(ckpt_root, epoch=epoch, step=step, weights=weights, optim=optim, state=state,
                                keep=tc.keep_checkpoints, best=best)
 
     def run_eval() -> None:
+        """Rank 0 evaluates; every rank takes part in saving checkpoints/best when the metric improved."""
         nonlocal best_value
         refresh_ema()
-        values = evaluator(ema.model if ema is not None else G, step)
-        metrics_file.write(json.dumps({"step": step, "epoch": epoch, "eval": values}) + "\n")
-        log("eval @ step {}: {}".format(step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
-        key = evaluator.best_key()
-        if key is not None and key in values:
-            from ganforge.metrics.evaluate import metric_is_better
+        improved = False
+        if evaluator is not None:
+            values = evaluator(ema.model if ema is not None else G, step)
+            metrics_file.write(json.dumps({"step": step, "epoch": epoch, "eval": values}) + "\n")
+            log("eval @ step {}: {}".format(step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
+            key = evaluator.best_key()
+            if key is not None and key in values:
+                from ganforge.metrics.evaluate import metric_is_better
 
-            if metric_is_better(key, values[key], best_value):
-                best_value = values[key]
-                save("best", best=True)
+                if metric_is_better(key, values[key], best_value):
+                    best_value = values[key]
+                    improved = True
+        if dist.any(improved):
+            save("best", best=True)
 
     def draw_fixed() -> list[Event]:
         """Draw the fixed latents into samples/ and check their diversity; returns the watch's findings."""
@@ -256,9 +333,11 @@ def train(
             y = fixed_y.to(device) if fixed_y is not None else None
             fake = sampler(fixed_z.to(device), y).float().cpu()
         sampler.train(was_training)
-        findings = watch.on_samples(sample_diversity(fake)) if step > 0 else []
+        findings = watch.on_samples(dist.broadcast_float(sample_diversity(fake))) if step > 0 else []
         for e in findings:
             event(e)
+        if not dist.is_main:
+            return findings
         path = run_dir / "samples" / f"e{epoch:04d}-s{step:08d}.png"
         if mc.point_dim is not None:
             viz.save_points_plot(dataset.tensor[:2000], fake, path, title=f"step {step}")
@@ -268,7 +347,7 @@ def train(
 
     if step == 0:
         draw_fixed()  # the untrained generator: the first frame of the progression
-    metrics_file = open(run_dir / "metrics.jsonl", "a", buffering=1)
+    metrics_file = open(run_dir / "metrics.jsonl" if dist.is_main else os.devnull, "a", buffering=1)
     acc = torch.zeros(len(STAT_KEYS))  # running sums of the stats since the last metrics line
     acc_n, window_start, window_images = 0, time.perf_counter(), 0
     if resume and "log_window" in ckpt.state:  # so a resumed run logs exactly what a straight one would
@@ -294,7 +373,7 @@ def train(
             event(Event("stop", f"{why}; already rolled back {nonfinite.rollbacks} times (guard.max_rollbacks)"))
             return False
         ckpt = load_latest(ckpt_root, map_location=device, warn=log)
-        step, epoch, pos = _restore(ckpt, G, D, ema, opt_g, opt_d)
+        step, epoch, pos = _restore(ckpt, parts)
         nonfinite.rollbacks += 1
         nonfinite.consecutive = 0
         for opt in (opt_g, opt_d):
@@ -331,13 +410,15 @@ def train(
                     pos += 1
                     acc += stats.cpu()
                     acc_n += 1
-                    window_images += sum(b[0].shape[0] for b in real_batches)
-                    if tc.time_limit is not None and step < total_steps and time.perf_counter() - t0 >= tc.time_limit:
+                    window_images += sum(b[0].shape[0] for b in real_batches) * dist.world_size
+                    if (tc.time_limit is not None and step < total_steps
+                            and dist.any(time.perf_counter() - t0 >= tc.time_limit)):  # rank clocks differ
                         log(f"time limit of {tc.time_limit:.0f}s reached at step {step}")
                         total_steps = step  # ends the run here, logged, drawn and checkpointed like any last step
                     if step % tc.log_every == 0 or step == total_steps:
                         dt = time.perf_counter() - window_start
-                        last = {k: round(v / acc_n, 5) for k, v in zip(STAT_KEYS, acc.tolist())}
+                        window = dist.all_reduce_mean(acc)  # over the ranks: the global batch's statistics
+                        last = {k: round(v / acc_n, 5) for k, v in zip(STAT_KEYS, window.tolist())}
                         rec = {"step": step, "epoch": epoch, **last, "lr_g": opt_g.param_groups[0]["lr"],
                                "lr_d": opt_d.param_groups[0]["lr"], "img_s": round(window_images / max(dt, 1e-9), 1),
                                "time": round(time.time(), 3)}
@@ -350,7 +431,7 @@ def train(
                         acc.zero_()
                         acc_n, window_start, window_images = 0, time.perf_counter(), 0
                     bar.update(1)
-                    if evaluator is not None and step % cfg.eval.every == 0:
+                    if cfg.eval.every and step % cfg.eval.every == 0:
                         run_eval()
                     if step >= total_steps:
                         break
@@ -359,7 +440,7 @@ def train(
                     if rolled_back:  # restart the epoch loop from the restored position
                         rolled_back = False
                         break
-                    if stop.signum is not None or (stop_after_steps is not None and step >= stop_after_steps):
+                    if dist.any(stop.signum is not None) or (stop_after_steps is not None and step >= stop_after_steps):
                         stopped = stop.name or "interrupted"
                         break
                 if stopped:
@@ -388,13 +469,13 @@ def train(
     seconds = time.perf_counter() - t0
     if stopped:
         log(f"stopped ({stopped}) at step {step} with a checkpoint; continue with: ganforge train --resume {run_dir}")
-        return RunSummary(run_dir, step, epoch, seconds, pg, pd, last, stopped)
-    if step > 0:
+        return RunSummary(run_dir, step, epoch, seconds, pg, pd, last, stopped, models, dist.rank)
+    if step > 0 and dist.is_main:
         _write_pictures(run_dir, dataset, parts, fixed_z, fixed_y, mc, log)
     if dataset.skipped:
         log(f"warning: {len(dataset.skipped)} unreadable images were skipped; see {run_dir / 'skipped_files.txt'}")
     log(f"done: {step} steps in {seconds:.0f}s; run directory {run_dir}")
-    return RunSummary(run_dir, step, epoch, seconds, pg, pd, last)
+    return RunSummary(run_dir, step, epoch, seconds, pg, pd, last, models=models, rank=dist.rank)
 
 
 def _collapse_action(action: str, e: Event, roll_back) -> Optional[str]:

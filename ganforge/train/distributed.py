@@ -1,0 +1,225 @@
+"""Data-parallel training: one process per device, each holding a replica of G and D, gradients averaged.
+
+Launch with Hugging Face Accelerate or torchrun (see docs/DISTRIBUTED.md)::
+
+    accelerate launch --multi_gpu --num_processes 4 -m ganforge train dcgan-celeba
+    torchrun --nproc_per_node 4 -m ganforge train dcgan-celeba
+
+Both start one process per device and set the standard environment (RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR, MASTER_PORT); ``init_from_env`` reads it and joins the process group (NCCL on CUDA, gloo on
+CPU). Without it (WORLD_SIZE unset or 1) every method here is a no-op and training is the plain single process.
+
+Why the models are not wrapped in ``DistributedDataParallel``: a GAN step runs D in both phases and toggles
+``D.requires_grad_`` between them, so D's parameters take part in some backward passes and not in others, and the
+G step backpropagates through D's forward without wanting D's gradients; DDP's reducer (hooks fired by
+backward, buckets expected to fill once per forward) breaks or silently mis-syncs on that. Averaging the
+gradients explicitly, once per optimizer step, right before ``step()`` is exactly what DDP computes, without its
+assumptions (NVlabs' stylegan2-ada trains the same way).
+
+What makes N processes equal one process with the same global batch (``train.batch_size`` is global):
+
+- data: every rank computes the same permutation and takes its contiguous slice of each global batch
+  (``BatchSource``);
+- noise: every rank draws the whole global batch of z (and fake labels) from the same RNG state and keeps its
+  slice (``steps._latents``), so the RNG streams stay identical across ranks and equal to a single process's;
+- gradients: each loss is a mean over the local slice; the average over ranks of those gradients is the gradient
+  of the mean over the global batch, and every replica applies the same Adam update to the same weights.
+
+What remains is float rounding (sums in a different order), except with BatchNorm: each rank normalises with
+its own slice's statistics unless ``train.sync_batchnorm`` (CUDA only) makes them global.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import torch
+import torch.distributed as td
+from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from ganforge.errors import UserError
+from ganforge.sampling import pick_device
+
+# launchers name the process's place in these variables: torchrun / accelerate, then Open MPI, then MPICH/Intel MPI
+_RANK = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+_WORLD = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+_LOCAL_RANK = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID")
+
+
+def _env_int(names: tuple[str, ...], default: int) -> int:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                raise UserError(f"environment variable {name}={value!r} is not an integer") from None
+    return default
+
+
+@dataclass
+class Dist:
+    """This process's place in a data-parallel run (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False  # init_from_env created the process group, so shutdown() destroys it
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes files or logs."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    # ---------------------------------------------------------------------------------------- collectives
+
+    def barrier(self) -> None:
+        if not self.enabled:
+            return
+        if self.device.type == "cuda" and td.get_backend() == "nccl":
+            td.barrier(device_ids=[self.device.index])
+        else:
+            td.barrier()
+
+    def broadcast_module(self, module: nn.Module) -> None:
+        """Give every rank rank 0's parameters and buffers."""
+        if not self.enabled:
+            return
+        tensors = [t.data for t in module.parameters()] + [b for b in module.buffers()]
+        for group in _by_dtype(tensors):
+            flat = _flatten_dense_tensors(group).to(self.device)
+            td.broadcast(flat, src=0)
+            for t, new in zip(group, _unflatten_dense_tensors(flat, group)):
+                t.copy_(new)
+
+    def all_reduce_grads(self, params: Iterable[torch.Tensor],
+                         loss: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """Average the gradients of ``params`` over the ranks, in place; returns ``loss`` averaged likewise.
+
+        One flat buffer per dtype, one all-reduce each. Parameters whose ``grad`` is None are skipped: every rank
+        runs the same step on the same model, so they are the same parameters on every rank. Passing the loss
+        lets a non-finite loss on any rank show on all of them (a finite check of the result agrees everywhere).
+        """
+        if not self.enabled:
+            return loss
+        tensors = [p.grad for p in params if p.grad is not None]
+        if loss is not None:
+            loss = loss.detach().reshape(1).clone()
+            tensors.append(loss)
+        for group in _by_dtype(tensors):
+            flat = _flatten_dense_tensors(group)
+            td.all_reduce(flat, op=td.ReduceOp.SUM)
+            flat.div_(self.world_size)
+            for t, new in zip(group, _unflatten_dense_tensors(flat, group)):
+                t.copy_(new)
+        return None if loss is None else loss[0]
+
+    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean of ``tensor`` over the ranks (a new tensor on ``tensor``'s device)."""
+        if not self.enabled:
+            return tensor.clone()
+        t = tensor.detach().to(self.device, copy=True)
+        td.all_reduce(t, op=td.ReduceOp.SUM)
+        return t.div_(self.world_size).to(tensor.device)
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on any: decisions that must not differ between ranks."""
+        if not self.enabled:
+            return bool(flag)
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        td.all_reduce(t, op=td.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def broadcast_float(self, value: float) -> float:
+        """Rank 0's ``value`` on every rank."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        td.broadcast(t, src=0)
+        return float(t.item())
+
+    def sync_rng(self) -> None:
+        """Give every rank rank 0's RNG state for this device (after a checkpoint restored the RNGs).
+
+        The CPU generator is restored identically everywhere; a CUDA one is per device, and a checkpoint only
+        holds the states rank 0's process saw, where only its own device's generator had moved.
+        """
+        if not self.enabled:
+            return
+        if self.device.type == "cuda":
+            state = torch.cuda.get_rng_state(self.device).to(self.device)
+            td.broadcast(state, src=0)
+            torch.cuda.set_rng_state(state.cpu(), self.device)
+        state = torch.get_rng_state().to(self.device)
+        td.broadcast(state, src=0)
+        torch.set_rng_state(state.cpu())
+
+    # ---------------------------------------------------------------------------------------- helpers
+
+    def local_batch(self, batch_size: int, pack: int = 1) -> int:
+        """This rank's share of the global ``batch_size``; a UserError unless it divides evenly."""
+        if batch_size % (self.world_size * pack):
+            packs = f" x model.pack={pack}" if pack > 1 else ""
+            raise UserError(f"train.batch_size={batch_size} is the global batch, split over {self.world_size} "
+                            f"processes: it must be a multiple of {self.world_size}{packs} = "
+                            f"{self.world_size * pack}")
+        return batch_size // self.world_size
+
+    def shutdown(self) -> None:
+        if self.owns_group and td.is_initialized():
+            td.destroy_process_group()
+        self.owns_group = False
+
+
+def _by_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault(t.dtype, []).append(t)
+    return list(groups.values())
+
+
+def init_from_env(device: str = "auto", backend: Optional[str] = None) -> Dist:
+    """Join the data-parallel run the launcher described in the environment, or a single process.
+
+    ``device`` is ``train.device``; when it resolves to CUDA, each process takes ``cuda:LOCAL_RANK``. A process
+    group that already exists (made by the caller, or by ``accelerate.Accelerator``) is used as it is.
+    """
+    dev = pick_device(device)
+    if td.is_available() and td.is_initialized():
+        rank, world = td.get_rank(), td.get_world_size()
+        local = _env_int(_LOCAL_RANK, rank)
+        owns = False
+    else:
+        world = _env_int(_WORLD, 1)
+        rank, local = _env_int(_RANK, 0), _env_int(_LOCAL_RANK, 0)
+        owns = world > 1
+    if world <= 1:
+        return Dist(device=dev)
+    if not td.is_available():
+        raise UserError(f"WORLD_SIZE={world} but this PyTorch build has no torch.distributed")
+    if not 0 <= rank < world:
+        raise UserError(f"RANK={rank} is outside 0..{world - 1} (WORLD_SIZE={world})")
+    if dev.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise UserError(f"process LOCAL_RANK={local} has no GPU: this machine has {torch.cuda.device_count()}; "
+                            "start at most one process per GPU (--num_processes / --nproc_per_node)")
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise UserError(f"distributed training runs on CUDA or CPU, not {dev.type!r}: set train.device")
+    if owns:
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if not os.environ.get(name):
+                raise UserError(f"WORLD_SIZE={world} but {name} is not set: start the processes with "
+                                "'accelerate launch' or 'torchrun' (see docs/DISTRIBUTED.md)")
+        backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+        bind = {"device_id": dev} if backend == "nccl" else {}  # NCCL: this process's GPU, set up at once
+        td.init_process_group(backend, rank=rank, world_size=world, **bind)
+    return Dist(rank=rank, world_size=world, local_rank=local, device=dev, owns_group=owns)
