@@ -192,7 +192,7 @@ def bench_throughput(
 
 @bench_app.command("quality")
 def bench_quality(
-    seconds: float = typer.Option(300, "--seconds", min=1, help="Training budget per preset (wall clock)."),
+    seconds: float = typer.Option(300, "--seconds", min=0, help="Training budget per preset (wall clock); 0: each preset's own step budget."),
     out: Path = typer.Option(Path("runs/bench-quality"), "--out", help="Where the runs go."),
     write: Optional[Path] = typer.Option(None, "--write", help="Replace the quality block of this markdown file."),
     seed: int = typer.Option(0, "--seed"),
@@ -200,7 +200,7 @@ def bench_quality(
     """The default dcgan-mnist recipe vs the seeds' plain DCGAN loop, same CPU budget, grids side by side."""
     from ganforge.bench import quality
 
-    quality.main(seconds=seconds, out_root=out, write=write, seed=seed)
+    quality.main(seconds=seconds or None, out_root=out, write=write, seed=seed)
 
 
 @bench_app.command("coverage")

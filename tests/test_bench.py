@@ -108,11 +108,11 @@ def test_write_replaces_block_idempotently(tmp_path):
 def test_write_creates_file_and_block(tmp_path):
     doc = tmp_path / "new" / "BENCH.md"
     block = tp.MARK_START + "\nx\n" + tp.MARK_END
-    tp.write_block(doc, block)
-    tp.write_block(doc, block)
+    tp.write_block(doc, "throughput", block)
+    tp.write_block(doc, "throughput", block)
     assert doc.read_text() == block + "\n"
     plain = tmp_path / "plain.md"
     plain.write_text("text")
-    tp.write_block(plain, block)
-    tp.write_block(plain, block.replace("x", "y"))
+    tp.write_block(plain, "throughput", block)
+    tp.write_block(plain, "throughput", block.replace("x", "y"))
     assert plain.read_text() == "text\n\n" + block.replace("x", "y") + "\n"

@@ -12,17 +12,14 @@ on one fixed random batch in [-1, 1] that already lies on the device: data loadi
   ``fresh z`` (``reuse_fake=False``: the reference's algorithm, the headline comparison) and ``reuse fake``
   (``reuse_fake=True``: the PyTorch tutorial's algorithm, one G forward fewer), each in NCHW and channels_last.
 
-Every configuration is warmed up, then timed ``repeats`` times, the configurations interleaved (and rotated) so
-that a busy machine slows them all alike; the median is reported. Images/s counts real images consumed
+Every configuration is warmed up, then timed ``repeats`` times, the configurations taking turns every few steps
+(in rotated order) so that a busy machine slows them all alike; the median over repeats is reported. Images/s counts real images consumed
 (the batch size per step).
 """
 from __future__ import annotations
 
 import copy
 import datetime as _dt
-import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -35,15 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge.config import ModelConfig, TrainConfig
-from ganforge.io_utils import atomic_write_text
+from ganforge.bench.markdown import machine_info, markers, write_block
 from ganforge.models import build_models, get_family
 from ganforge.sampling import pick_device
 from ganforge.train.loop import _make_optimizer
 from ganforge.train.steps import GanParts, gan_step
 
-MARK_START = "<!-- bench:throughput:start -->"
-MARK_END = "<!-- bench:throughput:end -->"
+MARK_START, MARK_END = markers("throughput")
 WARMUP_STEPS = 3
+CHUNK_STEPS = 5  # steps timed in one go before the next configuration's turn
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,31 +161,6 @@ def time_steps(step: Callable[[], object], n: int, device: torch.device) -> floa
     return time.perf_counter() - t0
 
 
-def machine_info(device: torch.device) -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, object] = {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-    try:
-        info["load_avg"] = round(os.getloadavg()[0], 2)  # taken before timing: others' work slows the CPU rows
-    except OSError:
-        pass
-    return info
-
-
 def _configs_for_size(size: int, device: torch.device, batch: int, width: int, seed: int,
                       formats: Sequence[bool]) -> list[Config]:
     mc = ModelConfig(family="dcgan", image_size=size, channels=3, g_width=width, d_width=width)
@@ -208,19 +180,27 @@ def _configs_for_size(size: int, device: torch.device, batch: int, width: int, s
 
 
 def run(sizes: Sequence[int], steps: int, device: torch.device, repeats: int = 3, batch: int = 64, width: int = 64,
-        seed: int = 0, formats: Sequence[bool] = (False, True),
+        seed: int = 0, formats: Sequence[bool] = (False, True), chunk: int = CHUNK_STEPS,
         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[dict[str, object]]:
-    """Time every configuration; one dict per (size, variant, memory format), reference first per size."""
+    """Time every configuration; one dict per (size, variant, memory format), reference first per size.
+
+    Each repeat times ``steps`` steps of every configuration, taken ``chunk`` steps at a time in turn, so that a
+    burst of other work on the machine lands on all of them alike.
+    """
     rows: list[dict[str, object]] = []
     for size in sizes:
         configs = _configs_for_size(size, device, batch, width, seed, formats)
         for c in configs:
             c.times = []
             time_steps(c.step, WARMUP_STEPS, device)
+        chunks = [min(chunk, steps - i) for i in range(0, steps, chunk)]
         for r in range(repeats):
-            k = r % len(configs)
-            for c in configs[k:] + configs[:k]:  # interleaved, the order rotated each round
-                c.times.append(time_steps(c.step, steps, device))
+            for c in configs:
+                c.times.append(0.0)
+            for j, n in enumerate(chunks):
+                k = (r + j) % len(configs)
+                for c in configs[k:] + configs[:k]:  # interleaved in chunks, the order rotated
+                    c.times[-1] += time_steps(c.step, n, device)
             log(f"bench: {size}x{size} round {r + 1}/{repeats}: " + ", ".join(
                 f"{c.variant}{'/cl' if c.channels_last else ''} {steps * batch / c.times[-1]:.1f}" for c in configs))
         ref_ips = steps * batch / statistics.median(configs[0].times)
@@ -296,7 +276,8 @@ def render_block(rows: Sequence[dict[str, object]], info: dict[str, object], com
         MARK_START,
         f"`{command}`  ",
         f"{date}; {machine}  ",
-        f"{WARMUP_STEPS} warm-up steps, then {r0['steps']} timed steps, {r0['repeats']} interleaved repeats; "
+        f"{WARMUP_STEPS} warm-up steps, then {r0['repeats']} repeats of {r0['steps']} timed steps, the "
+        f"configurations taking turns every {CHUNK_STEPS} steps; median over repeats; "
         "images/s = real images consumed per second.",
         "",
         render_table(rows),
@@ -305,21 +286,6 @@ def render_block(rows: Sequence[dict[str, object]], info: dict[str, object], com
         MARK_END,
     ]
     return "\n".join(parts)
-
-
-def replace_block(text: str, block: str) -> str:
-    """``text`` with the marked block replaced by ``block`` (appended when there is none)."""
-    pattern = re.compile(re.escape(MARK_START) + r".*?" + re.escape(MARK_END), re.S)
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text, count=1)
-    sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-    return text + sep + block + "\n"
-
-
-def write_block(path: Path, block: str) -> None:
-    path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    atomic_write_text(path, replace_block(old, block))
 
 
 def main(steps: int = 30, device: str = "auto", sizes: Sequence[int] = (64, 32), write: Optional[Path] = None,
@@ -339,7 +305,7 @@ def main(steps: int = 30, device: str = "auto", sizes: Sequence[int] = (64, 32),
     block = render_block(rows, info, command_line(steps, device, sizes, repeats, batch, width, threads), date)
     print(block)
     if write is not None:
-        write_block(Path(write), block)
+        write_block(Path(write), "throughput", block)
     for r in rows:
         r["machine"] = info
     return rows
