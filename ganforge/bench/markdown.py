@@ -34,6 +34,7 @@ def machine_info(device: torch.device) -> dict[str, object]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "load_avg": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,  # flags contended timings
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
