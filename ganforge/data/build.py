@@ -1,0 +1,68 @@
+"""Turn ``data.spec`` into a dataset, and describe one in a line for the CLI."""
+from __future__ import annotations
+
+import os
+
+from ganforge.config import DataConfig, ModelConfig
+from ganforge.data import embedded, folder, points, stacked, tvsets
+from ganforge.data.base import GanDataset
+from ganforge.errors import DataError
+
+FOLDER_PREFIX = "folder:"
+NAMED_SPECS = (embedded.NAME, stacked.NAME, *tvsets.NAMES, *points.MIXTURES)
+
+
+def _unknown(spec: str) -> DataError:
+    hint = ""
+    if spec and os.path.isdir(os.path.expanduser(spec)):
+        hint = f" (for a folder of images write --data folder:{spec})"
+    return DataError(f"unknown dataset {spec!r}: choose one of {', '.join(NAMED_SPECS)} or folder:PATH{hint}")
+
+
+def build_dataset(data: DataConfig, model: ModelConfig, *, strict: bool = False, scan: bool | None = None) -> GanDataset:
+    """The dataset ``data.spec`` names, shaped for ``model`` (channels, image_size) and cut to ``data.limit``.
+
+    ``strict``: a folder image that cannot be decoded raises DataError instead of being skipped.
+    ``scan``: for folders, decode every file now (``scan_folder``) and keep only readable ones, listing the
+    others in ``skipped``; fails here, before any model is built, when none is readable. ``None`` (the
+    default) scans folders of up to SCAN_MAX_FILES images and trusts larger ones to the per-item skipping.
+    """
+    spec = data.spec.strip()
+    limit = data.limit
+    channels, size = model.channels, model.image_size
+    if spec.startswith(FOLDER_PREFIX):
+        path = spec[len(FOLDER_PREFIX) :].strip()
+        if not path:
+            raise DataError(f"--data {spec!r} names no folder: write --data folder:DIR")
+        good, bad = folder.list_images(path), []
+        if scan or (scan is None and len(good) <= folder.SCAN_MAX_FILES):
+            good, bad = folder.scan_folder(path)
+            if bad and strict:
+                raise DataError(f"unreadable image {bad[0]} ({len(bad)} in all): fix or remove it, or drop --strict "
+                                "to skip such files")
+        return folder.FolderDataset(path, channels, size, paths=good[:limit], skipped=bad, strict=strict)
+    name = spec.lower()
+    if name == embedded.NAME:
+        return embedded.build(channels, size, limit)
+    if name == stacked.NAME:
+        return stacked.build(channels, size, limit)
+    if name in tvsets.NAMES:
+        return tvsets.build(name, data.root, data.download, channels, size, limit)
+    if name in points.MIXTURES:
+        return points.build(name, limit)
+    raise _unknown(spec)
+
+
+def describe(ds: GanDataset) -> str:
+    """One line for the CLI, e.g. ``mnist-embedded: 5,000 images 1x32x32, 10 classes, in memory``."""
+    n = len(ds)
+    if ds.kind == "points":
+        what = f"{n:,} points in {ds.sample_shape[0]}-D"
+    else:
+        c, h, w = ds.sample_shape
+        what = f"{n:,} images {c}x{h}x{w}"
+    unit = "modes" if ds.kind == "points" else "classes"
+    classes = f"{ds.num_classes} {unit}" if ds.num_classes else "no labels"
+    where = "in memory" if ds.tensor is not None else "read from disk"
+    skipped = f", {len(ds.skipped):,} unreadable files skipped" if ds.skipped else ""
+    return f"{ds.name}: {what}, {classes}, {where}{skipped}"

@@ -1,0 +1,150 @@
+"""``folder:PATH``: every image under a folder, decoded lazily from disk.
+
+Building only lists files (fast for big folders); an unreadable file is skipped when first met, so one bad JPEG
+never kills an epoch. ``scan_folder`` decodes everything up front for when failing early is worth the time.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ganforge.data.base import GanDataset
+from ganforge.data.imageops import MAX_IMAGE_PIXELS, pil_to_tensor
+from ganforge.errors import DataError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SCAN_MAX_FILES = 20_000  # the trainer scans folders up to this size before building a model
+
+
+def _folder_or_raise(path: str | Path) -> Path:
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"folder '{path}' {what}: pass --data folder:DIR with a folder of images")
+    return root
+
+
+def list_images(path: str | Path) -> list[str]:
+    """Image files under ``path``, recursively, sorted so the order (and --limit) is the same on every machine.
+
+    Hidden files and folders are ignored: they are typically macOS '._x.jpg' resource forks, not images.
+    """
+    root = _folder_or_raise(path)
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(
+            os.path.join(dirpath, f)
+            for f in filenames
+            if not f.startswith(".") and f.lower().endswith(EXTENSIONS)
+        )
+    if not found:
+        raise DataError(
+            f"folder '{path}' has no image files: put images ({' '.join(EXTENSIONS)}) in it or in its subfolders"
+        )
+    return sorted(found, key=lambda p: os.path.relpath(p, root))
+
+
+def load_image(path: str, channels: int, size: int) -> torch.Tensor:
+    """Decode one file to (channels, size, size) in [-1, 1]; raises on anything unreadable."""
+    with Image.open(path) as img:
+        w, h = img.size
+        if w * h > MAX_IMAGE_PIXELS:  # PIL only warns below 2x the bound; treat it as bad either way
+            raise Image.DecompressionBombError(f"{w}x{h} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
+        if img.format == "JPEG":
+            img.draft(None, (size, size))  # DCT-domain downscale: decodes big photos several times faster
+        img.load()
+        return pil_to_tensor(img, channels, size)
+
+
+def check_image(path: str, channels: int = 3, size: int = 16) -> None:
+    """Raise if ``path`` is not fully readable: PIL's structural ``verify`` plus a real decode."""
+    with Image.open(path) as img:
+        img.verify()
+    load_image(path, channels, size)
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _no_readable(path: str | Path, bad: list[str], example_error: str) -> DataError:
+    return DataError(
+        f"no readable images in {path} ({len(bad)} files could not be read, e.g. {bad[0]}: {example_error})"
+    )
+
+
+def scan_folder(path: str | Path, workers: int | None = None) -> tuple[list[str], list[str]]:
+    """Decode every image under ``path``; return (readable paths, unreadable paths), both sorted.
+
+    Raises DataError when nothing is readable, so an all-bad folder fails before a model is built.
+    Runs on threads: PIL releases the GIL while decoding.
+    """
+    paths = list_images(path)
+
+    def ok(p: str) -> str | None:
+        try:
+            check_image(p)
+            return None
+        except Exception as exc:  # any decode failure means "bad file", whatever PIL's exception type
+            return _reason(exc)
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        errors = list(pool.map(ok, paths))
+    good = [p for p, e in zip(paths, errors) if e is None]
+    bad = [p for p, e in zip(paths, errors) if e is not None]
+    if not good:
+        raise _no_readable(path, bad, next(e for e in errors if e is not None))
+    return good, bad
+
+
+class FolderDataset(GanDataset):
+    """Images under a folder, unlabelled (label -1), decoded on access."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        channels: int,
+        size: int,
+        *,
+        paths: list[str] | None = None,
+        skipped: list[str] | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(f"folder:{path}", "images", (channels, size, size), num_classes=None)
+        self.root = str(path)
+        self.paths = list(paths) if paths is not None else list_images(path)
+        self.channels, self.size, self.strict = channels, size, strict
+        self.skipped = list(skipped or [])
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        n = len(self.paths)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        index %= n
+        first_error = ""
+        for step in range(n):
+            i = (index + step) % n
+            if i in self._bad:
+                continue
+            try:
+                return load_image(self.paths[i], self.channels, self.size), -1
+            except Exception as exc:  # decode failures come as OSError, SyntaxError, ValueError, ...
+                if self.strict:
+                    raise DataError(
+                        f"cannot read image '{self.paths[i]}' ({_reason(exc)}): delete or fix it, "
+                        "or run without strict checking to skip it"
+                    ) from exc
+                self._bad.add(i)
+                self.skipped.append(self.paths[i])
+                first_error = first_error or _reason(exc)
+        raise _no_readable(self.root, self.skipped, first_error or "see earlier skips")

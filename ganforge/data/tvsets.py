@@ -1,0 +1,110 @@
+"""torchvision's standard sets (mnist, fashion-mnist, cifar10, svhn, celeba) read from ``data.root``.
+
+The sets torchvision keeps in memory as one uint8 array are converted to a single float tensor up front when
+that fits in ``TENSOR_BUDGET_BYTES`` (training then indexes batches, no DataLoader); CelebA, and anything larger,
+is decoded per item through the same PIL pipeline as folders.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from ganforge.data.base import GanDataset, TensorGanDataset
+from ganforge.data.imageops import batch_to_tensor, pil_to_tensor
+from ganforge.errors import DataError
+
+TENSOR_BUDGET_BYTES = 1 << 30  # 1 GiB: MNIST at 64 px, CIFAR-10 and SVHN at 32 px fit
+
+NUM_CLASSES: dict[str, Optional[int]] = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "svhn": 10, "celeba": None}
+NAMES = tuple(NUM_CLASSES)
+
+
+def _constructor(name: str) -> Callable[..., Any]:
+    from torchvision import datasets as tvd  # imported lazily: torchvision adds ~1 s to every CLI start
+
+    if name == "mnist":
+        return lambda root, download: tvd.MNIST(root, train=True, download=download)
+    if name == "fashion-mnist":
+        return lambda root, download: tvd.FashionMNIST(root, train=True, download=download)
+    if name == "cifar10":
+        return lambda root, download: tvd.CIFAR10(root, train=True, download=download)
+    if name == "svhn":
+        return lambda root, download: tvd.SVHN(root, split="train", download=download)
+    if name == "celeba":
+        return lambda root, download: tvd.CelebA(root, split="train", target_type=[], download=download)
+    raise ValueError(name)
+
+
+def open_torchvision(name: str, root: str, download: bool) -> Any:
+    """The torchvision dataset object, with its 'not found' and download failures turned into one-line DataErrors."""
+    make = _constructor(name)
+    try:
+        return make(root, download)
+    except (RuntimeError, OSError, ValueError) as exc:
+        shown_root = root.rstrip("/") + "/"
+        if not download:
+            raise DataError(
+                f"dataset '{name}' not found under {shown_root}: run 'ganforge train ... --data {name} --download' "
+                "(or pass --data-root DIR where it lives)"
+            ) from exc
+        reason = " ".join(str(exc).split())
+        raise DataError(
+            f"could not download dataset '{name}' into {shown_root}: {reason} "
+            "(check the network, or fetch the files by hand and pass --data-root DIR)"
+        ) from exc
+
+
+def _in_memory_images(ds: Any) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """uint8 (N, C, H, W) images and int64 labels when torchvision already holds the whole set in memory."""
+    data = getattr(ds, "data", None)
+    if data is None:
+        return None
+    images = torch.as_tensor(np.asarray(data))
+    if images.dtype != torch.uint8:
+        return None
+    if images.ndim == 3:  # MNIST-like (N, H, W)
+        images = images.unsqueeze(1)
+    elif images.ndim == 4 and images.shape[-1] == 3:  # CIFAR (N, H, W, 3)
+        images = images.permute(0, 3, 1, 2)
+    elif not (images.ndim == 4 and images.shape[1] == 3):  # SVHN is already (N, 3, H, W)
+        return None
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        targets = getattr(ds, "labels", None)
+    if targets is None:
+        return None
+    return images, torch.as_tensor(np.asarray(targets), dtype=torch.long)
+
+
+class TorchvisionDataset(GanDataset):
+    """A torchvision set decoded per item (PIL image -> shared pipeline)."""
+
+    def __init__(self, name: str, ds: Any, channels: int, size: int, limit: Optional[int]) -> None:
+        super().__init__(name, "images", (channels, size, size), NUM_CLASSES[name])
+        self.ds, self.channels, self.size = ds, channels, size
+        self.length = len(ds) if limit is None else min(limit, len(ds))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} images")
+        img, target = self.ds[index % self.length]
+        label = int(target) if self.num_classes is not None else -1
+        return pil_to_tensor(img, self.channels, self.size), label
+
+
+def build(name: str, root: str, download: bool, channels: int, size: int, limit: Optional[int]) -> GanDataset:
+    ds = open_torchvision(name, str(Path(root).expanduser()), download)
+    mem = _in_memory_images(ds)
+    if mem is not None:
+        images, labels = mem
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        if images.shape[0] * channels * size * size * 4 <= TENSOR_BUDGET_BYTES:
+            return TensorGanDataset(name, "images", batch_to_tensor(images, channels, size), labels, NUM_CLASSES[name])
+    return TorchvisionDataset(name, ds, channels, size, limit)
