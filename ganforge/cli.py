@@ -53,6 +53,7 @@ def train(
     force: bool = typer.Option(False, "--force", help="With --resume: continue even if the config or data changed."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    detect_anomaly: bool = typer.Option(False, "--detect-anomaly", help="Autograd anomaly detection (slow): names the op that made a NaN."),
 ) -> None:
     """Train a GAN. With no arguments: the dcgan-mnist preset on the embedded MNIST digits (no download)."""
     from ganforge.config import apply_overrides, load_config, load_run_config, validate
@@ -77,7 +78,7 @@ def train(
         cfg = load_config(preset, list(set_), values)
         run_dir = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = run_training(cfg, None if dry_run else run_dir, resume=resume is not None, dry_run=dry_run,
-                           strict_data=strict, progress=not quiet, force=force)
+                           strict_data=strict, progress=not quiet, force=force, detect_anomaly=detect_anomaly)
     if dry_run:
         typer.echo(f"dry run ok: {cfg.name}: G {summary.params_g:,} / D {summary.params_d:,} parameters")
         return
