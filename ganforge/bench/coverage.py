@@ -44,6 +44,8 @@ def run_one(name: str, out_root: Path, seconds: Optional[float], seed: int, log=
     run = out_root / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     t0 = time.perf_counter()
     summary = train(cfg, run, progress=True, log=log)
+    if summary.stopped:  # a signal (or a guard) ended the training: the bench stops too, it does not go on
+        raise KeyboardInterrupt(f"{preset} stopped ({summary.stopped}) at step {summary.steps}")
     train_s = time.perf_counter() - t0
     g = load_generator(run)
     row = {"bench": name, "preset": preset, "steps": summary.steps, "train_s": round(train_s), "run": str(run)}
