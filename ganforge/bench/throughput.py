@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ganforge.config import ModelConfig, TrainConfig

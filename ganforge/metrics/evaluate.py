@@ -11,12 +11,11 @@ Reference statistics are cached on disk, keyed by dataset, size, channels, extra
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -180,7 +179,7 @@ def _cache_key(ref: str, size: int, channels: int, extractor: str, n: int) -> st
 
 
 def reference_features(ref: str, size: int, channels: int, n: int, extractor, batch_size: int, data_root: str,
-                       download: bool, per_channel: bool, use_cache: bool = True, log=print) -> Collected:
+                       download: bool, use_cache: bool = True, log=print) -> Collected:
     """Reference statistics and features, from the on-disk cache when present (keyed by data, size, extractor)."""
     from ganforge.io_utils import atomic_target
     from ganforge.metrics.frechet import RunningStats
@@ -196,7 +195,7 @@ def reference_features(ref: str, size: int, channels: int, n: int, extractor, ba
         except Exception as exc:  # a stale or broken cache is recomputed, never trusted
             log(f"warning: ignoring reference cache {path}: {exc}")
     src = reference_source(ref, size, channels, n, data_root, download)
-    got = collect(src, extractor, batch_size, keep_features=True, per_channel=per_channel)
+    got = collect(src, extractor, batch_size, keep_features=True)
     if cacheable:
         arrays = {"mu": got.stats.mean, "sigma": got.stats.cov, "n": np.array(got.n), "features": got.features}
         if got.probs is not None:
@@ -274,7 +273,7 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
     keep = any(m in metrics for m in ("kid", "prc"))
     gen = collect(gen_src, ext, batch_size, keep_features=keep, per_channel=per_channel)
     ref_c = reference_features(ref, gen_src.size, gen_src.channels, n, ext, batch_size, data_root, download,
-                               per_channel=False, use_cache=use_cache, log=log)
+                               use_cache=use_cache, log=log)
     values = compute(metrics, gen, ref_c, name, ref, seed=seed)
     return {
         "source": str(source), "ref": ref, "extractor": name, "n_generated": gen.n, "n_reference": ref_c.n,

@@ -29,7 +29,7 @@ class PeriodicEvaluator:
         self.extractor = get_extractor(self.extractor_name, device)
         self.per_channel = "coverage" in cfg.metrics and self.ref_spec == "stacked-mnist"
         self.ref = ev.reference_features(self.ref_spec, model_cfg.image_size, model_cfg.channels, cfg.n,
-                                         self.extractor, 250, data_root, False, per_channel=False, log=log)
+                                         self.extractor, 250, data_root, False, log=log)
 
     def best_key(self) -> Optional[str]:
         """The labelled key of ``cfg.best`` in this evaluator's results (e.g. fid -> fid[mnist-cnn])."""
