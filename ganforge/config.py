@@ -87,6 +87,9 @@ class TrainConfig(_Strict):
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     real_label: float = Field(1.0, gt=0.0, le=1.0)  # one-sided label smoothing: 0.9 in the seeds' MLP GAN
     d_steps: int = Field(1, ge=1)  # k discriminator steps per generator step (Goodfellow et al., Algorithm 1)
+    r1_gamma: float = Field(0.0, ge=0.0)  # R1 penalty gamma/2 E||grad_x D(x)||^2 on reals (Mescheder et al. 2018); 0 = off
+    lr_decay: Literal["none", "linear", "cosine"] = "none"  # learning rates fall to 0 at the end of the budget ...
+    lr_decay_start: float = Field(0.0, ge=0.0, lt=1.0)  # ... starting at this fraction of the steps (0 = from the start)
     reuse_fake: bool = False  # G step reuses D-step fakes (PyTorch tutorial) instead of drawing new z (seeds' notebooks)
     ema: EmaConfig = EmaConfig()
     seed: int = 0

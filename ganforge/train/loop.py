@@ -37,6 +37,7 @@ from ganforge.train.batches import BatchSource
 from ganforge.train.distributed import Dist, init_from_env
 from ganforge.train.ema import EMA
 from ganforge.train.guards import CollapseWatch, Event, NonFiniteGuard, sample_diversity, tensors_finite
+from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
 from ganforge.train.signals import StopRequest
 from ganforge.train.steps import STAT_KEYS, GanParts, gan_step
 
@@ -84,7 +85,9 @@ def fixed_latents(cfg: RunConfig, conditional: bool) -> tuple[torch.Tensor, Opti
 
 def _make_optimizer(params, lr: float, tc, device: torch.device) -> torch.optim.Optimizer:
     # fused Adam: one kernel for all parameters on CUDA and CPU alike
-    return torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), fused=device.type in ("cuda", "cpu"))
+    opt = torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), fused=device.type in ("cuda", "cpu"))
+    remember_base_lr(opt)  # the schedule (train.lr_decay) and the rollbacks work from this base rate
+    return opt
 
 
 def _match_param_layout(opt: torch.optim.Optimizer) -> None:
@@ -377,8 +380,7 @@ def _train(cfg: RunConfig, run_dir: Optional[Path], dist: Dist, *, resume: bool,
         nonfinite.rollbacks += 1
         nonfinite.consecutive = 0
         for opt in (opt_g, opt_d):
-            for group in opt.param_groups:
-                group["lr"] *= gc.rollback_lr_factor
+            scale_base_lr(opt, gc.rollback_lr_factor)
         event(Event("rollback", f"{why}: rolled back to {ckpt.path.name} (step {step}), learning rates x"
                                 f"{gc.rollback_lr_factor:g} (rollback {nonfinite.rollbacks} of {gc.max_rollbacks})"))
         bar.n = step
@@ -396,6 +398,10 @@ def _train(cfg: RunConfig, run_dir: Optional[Path], dist: Dist, *, resume: bool,
         with stop.installed():
             while step < total_steps:
                 for real_batches in source.epoch(epoch, start_step=pos):
+                    if tc.lr_decay != "none":
+                        factor = lr_factor(step, total_steps, tc.lr_decay, tc.lr_decay_start)
+                        apply_lr(opt_g, factor)
+                        apply_lr(opt_d, factor)
                     stats = gan_step(parts, real_batches, step)
                     if stats[-1] > 0:  # an update was refused: non-finite loss or gradient
                         if nonfinite.skipped():  # too many in a row: the state itself went bad

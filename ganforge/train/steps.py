@@ -103,6 +103,13 @@ def _update(parts: GanParts, loss: torch.Tensor, model: nn.Module, opt: torch.op
     return True
 
 
+def r1_penalty(real_logits: torch.Tensor, real_in: torch.Tensor) -> torch.Tensor:
+    """E ||grad_x D(x)||^2 on real inputs (Mescheder et al. 2018): keeps D flat on the data, so training settles
+    on it instead of circling; graph kept so D's update differentiates through it."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_in, create_graph=True)
+    return grad.float().pow(2).reshape(grad.shape[0], -1).sum(1).mean()
+
+
 def gan_step(parts: GanParts, real_batches: list[tuple[torch.Tensor, torch.Tensor]], step: int) -> torch.Tensor:
     """``len(real_batches)`` discriminator updates, then one generator update.
 
@@ -127,10 +134,15 @@ def gan_step(parts: GanParts, real_batches: list[tuple[torch.Tensor, torch.Tenso
                 with torch.no_grad():
                     fake_for_d = G(z, y_fake)
             pk = parts.model_cfg.pack
-            real_logits = D(pack_samples(real, pk), y_real).float()
+            real_in = pack_samples(real, pk)
+            if tc.r1_gamma > 0:
+                real_in = real_in.detach().requires_grad_(True)
+            real_logits = D(real_in, y_real).float()
             fake_logits = D(pack_samples(fake_for_d, pk), y_fake).float()
         loss_real, loss_fake = d_loss(real_logits, fake_logits, tc.loss, tc.real_label)
         loss_d = loss_real + loss_fake
+        if tc.r1_gamma > 0:
+            loss_d = loss_d + tc.r1_gamma / 2 * r1_penalty(real_logits, real_in)
         skipped += not _update(parts, loss_d, D, parts.opt_d, parts.scaler_d)
 
     D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights

@@ -1,0 +1,78 @@
+"""Recipe knobs of the mode-coverage presets: the learning-rate schedule and the R1 penalty."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ganforge.checkpoint import load_latest
+from ganforge.train import train
+from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
+from ganforge.train.steps import r1_penalty
+
+quiet = dict(progress=False, log=lambda s: None)
+
+
+def test_linear_decay_holds_then_falls_towards_zero():
+    f = [lr_factor(s, 10, "linear", 0.5) for s in range(10)]
+    assert f[:5] == [1.0] * 5
+    assert f[5:] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
+
+
+def test_cosine_decay_from_the_start():
+    f = [lr_factor(s, 4, "cosine") for s in range(4)]
+    assert f == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))])
+    assert lr_factor(3, 4, "none") == 1.0
+
+
+def test_rollback_scales_the_base_rate_that_the_schedule_applies():
+    opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=1e-3)
+    remember_base_lr(opt)
+    apply_lr(opt, 0.5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
+    scale_base_lr(opt, 0.5)  # a rollback
+    apply_lr(opt, 0.5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
+    D = nn.Linear(6, 1)
+    x = torch.randn(5, 6, requires_grad=True)
+    penalty = r1_penalty(D(x).view(-1), x)
+    assert penalty.item() == pytest.approx(D.weight.pow(2).sum().item(), rel=1e-6)
+    penalty.backward()  # differentiable w.r.t. D's weights: d||w||^2/dw = 2w
+    assert torch.allclose(D.weight.grad, 2 * D.weight.detach())
+
+
+def test_the_schedule_reaches_the_logged_learning_rates(tmp_path, tiny):
+    cfg = tiny("dcgan", steps=8, lr_decay="linear", lr_decay_start=0.5, lr_g=1e-3, lr_d=2e-3)
+    train(cfg, tmp_path / "run", **quiet)
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # a line after step s shows the rate of update s-1 (0-based): the decay starts at update 4 of 8
+    assert [r["lr_g"] for r in lines] == pytest.approx([1e-3, 1e-3, 1e-3 * 0.75, 1e-3 * 0.25])
+    assert [r["lr_d"] for r in lines] == pytest.approx([2e-3, 2e-3, 2e-3 * 0.75, 2e-3 * 0.25])
+
+
+@pytest.mark.parametrize("family", ["dcgan", "mlp"])
+def test_resume_is_exact_with_a_schedule_and_r1(tmp_path, tiny, family):
+    cfg = tiny(family, steps=10, lr_decay="cosine", lr_decay_start=0.2, r1_gamma=1.0)
+    train(cfg, tmp_path / "straight", **quiet)
+    train(cfg, tmp_path / "resumed", stop_after_steps=5, **quiet)
+    train(cfg, tmp_path / "resumed", resume=True, **quiet)
+    a = load_latest(tmp_path / "straight" / "checkpoints").weights
+    b = load_latest(tmp_path / "resumed" / "checkpoints").weights
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_r1_changes_the_discriminator_update(tmp_path, tiny):
+    runs = {}
+    for gamma in (0.0, 10.0):
+        run = tmp_path / f"r1-{gamma}"
+        train(tiny("dcgan", steps=3, r1_gamma=gamma), run, **quiet)
+        runs[gamma] = load_latest(run / "checkpoints").weights
+    d_keys = [k for k in runs[0.0] if k.startswith("D.") and k.endswith("weight")]
+    assert any(not torch.equal(runs[0.0][k], runs[10.0][k]) for k in d_keys)
