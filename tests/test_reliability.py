@@ -18,6 +18,11 @@ import ganforge.train.steps as steps
 from ganforge.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest
 from ganforge.errors import UserError
 from ganforge.train import train
+import ganforge.metrics.extractors as extractors
+import ganforge.train.loop as loop
+from ganforge.config import validate
+from ganforge.data import embedded, stacked
+from ganforge.train.diversity import choose_space
 from ganforge.train.guards import CollapseWatch, sample_diversity
 
 quiet = dict(progress=False, log=lambda s: None)
@@ -92,6 +97,71 @@ def test_collapse_watch_flags_domination_collapse_and_divergence():
     for _ in range(12):
         w.on_log({"loss_g": 1.0})
     assert [e.kind for e in w.on_log({"loss_g": 50.0})] == ["divergence"]
+
+
+def _one_digit(real: torch.Tensor, noise: float) -> torch.Tensor:
+    """A collapsed generator's fixed-z samples: the first image 64 times, each with its own pixel noise."""
+    g = torch.Generator().manual_seed(0)
+    return (real[:1].expand_as(real) + noise * torch.randn(real.shape, generator=g)).clamp(-1, 1)
+
+
+def test_digit_collapse_is_measured_in_the_classifier_feature_space(tiny):
+    rng_before = torch.get_rng_state()
+    space = choose_space("mnist-embedded", tiny("dcgan").model)
+    assert space.name == "mnist-cnn"
+    real = embedded.build(1, 32).tensor[:64]  # 64 varied digits, as the default preset draws them
+    varied, collapsed = space.diversity(real), space.diversity(_one_digit(real, 0.05))
+    assert torch.equal(torch.get_rng_state(), rng_before)  # building and running the classifier drew nothing
+    assert varied > 10 * collapsed
+    watch = CollapseWatch(collapse_ratio=0.25, space=space.name)
+    assert not watch.on_samples(varied)
+    [e] = watch.on_samples(collapsed)
+    rec = e.record(40)
+    assert rec["event"] == "collapse" and rec["space"] == "mnist-cnn" and rec["peak"] == pytest.approx(varied, rel=1e-4)
+    # one digit under heavy pixel noise: still a collapse in feature space, hidden in pixel space
+    noisy = _one_digit(real, 0.3)
+    pixels = CollapseWatch(collapse_ratio=0.25)
+    pixels.on_samples(sample_diversity(real))
+    assert not pixels.on_samples(sample_diversity(noisy))
+    assert space.diversity(noisy) < 0.25 * varied
+    # Stacked MNIST: each channel read as its own digit, the three feature vectors side by side
+    rgb = choose_space("stacked-mnist", tiny("dcgan").model.model_copy(update={"channels": 3}))
+    triples = stacked.build(3, 32, limit=64).tensor
+    assert rgb.name == "mnist-cnn" and rgb.features(triples).shape == (64, 3 * 128)
+    assert rgb.diversity(triples) > 10 * rgb.diversity(_one_digit(triples, 0.05))
+
+
+def test_collapse_space_falls_back_to_pixels_off_digits_or_without_the_classifier(tiny, tmp_path, monkeypatch):
+    model = tiny("dcgan").model
+    assert [choose_space(s, model).name for s in ("mnist", "fashion-mnist", "cifar10", f"folder:{tmp_path}")] == \
+        ["mnist-cnn", "pixels", "pixels", "pixels"]
+    ring = validate({"name": "r", "model": {"family": "mlp", "point_dim": 2}, "data": {"spec": "ring8"}})
+    assert choose_space("ring8", ring.model).name == "points"
+    monkeypatch.setattr(extractors, "_shipped_weights", lambda: tmp_path / "gone.safetensors")
+    space = choose_space("mnist-embedded", model)
+    assert space.name == "pixels" and "mnist-cnn unavailable" in space.describe()
+    x = torch.randn(16, 1, 16, 16)
+    assert space.diversity(x) == sample_diversity(x)
+
+
+def test_a_collapsed_generator_is_flagged_in_metrics_with_its_space(tmp_path, tiny, monkeypatch):
+    real_step = loop.gan_step
+
+    def collapse_after_12(parts, batches, step):  # from step 12 on, G ignores z: every sample is the same image
+        out = real_step(parts, batches, step)
+        if step >= 11:
+            with torch.no_grad():
+                parts.G.stem[0].weight.zero_()
+        return out
+
+    monkeypatch.setattr(loop, "gan_step", collapse_after_12)
+    lines = []
+    train(tiny("dcgan", steps=24), tmp_path / "run", progress=False, log=lines.append)  # samples at steps 8, 16, 24
+    assert [l for l in lines if l.startswith("collapse watch")] == [
+        "collapse watch: fixed-z sample diversity in the mnist-cnn digit classifier's feature space"]
+    [e] = events(tmp_path / "run")
+    assert e["event"] == "collapse" and e["step"] == 16 and e["space"] == "mnist-cnn"
+    assert e["diversity"] < 0.25 * e["peak"]
 
 
 def test_on_collapse_stop_ends_the_run_with_a_checkpoint(tmp_path, tiny):

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+import ganforge.train.batches as batches
 
 from ganforge.checkpoint import flatten_modules, list_checkpoints, load_latest, save_checkpoint
 from ganforge.config import validate
@@ -100,6 +104,52 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny, stop_at):
     assert summary.steps == 12
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    lb = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k not in ("img_s", "time")} for l in lines]
+    assert strip(la) == strip(lb)
+
+
+def _png_folder(folder, n=40, size=16):
+    """``n`` distinct grey PNGs (random blobs on black), a small on-disk set read through the DataLoader."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = np.zeros((size, size), np.uint8)
+        y, x = rng.integers(2, size - 6, 2)
+        img[y:y + 5, x:x + 5] = rng.integers(128, 256, (5, 5))
+        Image.fromarray(img, "L").save(folder / f"{i:02d}.png")
+    return folder
+
+
+def _checkpoint_tensors(run):
+    ck = load_latest(run / "checkpoints")
+    return {**ck.weights, **ck.optim}  # G, D, EMA; both optimizers' moments and steps; the RNG states
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_is_exact_on_a_folder_read_by_dataloader_workers(tmp_path, tiny, monkeypatch, workers):
+    folder = _png_folder(tmp_path / "pngs")
+    cfg = tiny("dcgan", steps=12, batch_size=8, ema={"enabled": True, "decay": 0.9})  # 40 / 8: 5 steps an epoch
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"folder:{folder}", "limit": None,
+                                                                      "num_workers": workers})})
+    made = []  # the num_workers of every DataLoader the batch source builds: proves the folder goes through one
+
+    class Recording(batches.DataLoader):
+        def __init__(self, *args, **kw):
+            made.append(kw.get("num_workers", 0))
+            super().__init__(*args, **kw)
+
+    monkeypatch.setattr(batches, "DataLoader", Recording)
+    train(cfg, tmp_path / "straight", **quiet)
+    assert made and set(made) == {workers}
+    train(cfg, tmp_path / "resumed", stop_after_steps=7, **quiet)  # epoch 1, batch 2 of 5
+    assert load_latest(tmp_path / "resumed" / "checkpoints").state["position"] == 2
+    assert train(cfg, tmp_path / "resumed", resume=True, **quiet).steps == 12
+    a, b = _checkpoint_tensors(tmp_path / "straight"), _checkpoint_tensors(tmp_path / "resumed")
+    assert a.keys() == b.keys() and any(k.startswith("opt_g.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
     la = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()

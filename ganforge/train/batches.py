@@ -4,6 +4,11 @@ Epoch ``e`` visits the dataset in ``randperm(N)`` drawn from a generator seeded 
 not depend on the number of workers, and a run resumed at batch ``b`` of epoch ``e`` sees exactly the batches it
 would have seen. Small in-memory sets are sliced directly (no DataLoader, no per-item Python overhead).
 
+Other sets go through a DataLoader (``num_workers`` processes, batches in order). Creating its iterator draws the
+workers' base seed from the loader's generator, by default the global torch RNG that training also draws from; so
+the loader gets a generator of its own, seeded by (seed, epoch): a run resumed mid-epoch builds its loader at a
+different moment than a straight run did, and must not shift the training RNG (or the workers' seeds) by that.
+
 Data-parallel runs: ``batch_size`` is the global batch. Every rank computes the same permutation and takes its
 contiguous slice (``rank`` of ``world_size``) of each global batch, so together the ranks see exactly the
 batches one process would.
@@ -40,9 +45,11 @@ class BatchSource:
         self.batches_per_epoch = n // batch_size  # drop the last incomplete batch (BatchNorm dislikes tiny ones)
         self.steps_per_epoch = self.batches_per_epoch // group
 
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+
     def permutation(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.dataset), generator=g)
+        return torch.randperm(len(self.dataset), generator=self._generator(epoch))
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
         """Yield, for each step from ``start_step`` to the end of the epoch, a list of ``group`` (x, y) batches."""
@@ -64,6 +71,7 @@ class BatchSource:
                 batch_sampler=[idx.tolist() for idx in index_lists],
                 num_workers=self.num_workers,
                 persistent_workers=False,
+                generator=self._generator(epoch),  # not the global RNG: see the module docstring
             )
             batches = ((x, torch.as_tensor(y)) for x, y in loader)
         group: list[tuple[torch.Tensor, torch.Tensor]] = []

@@ -4,8 +4,8 @@
 the run must roll back. ``CollapseWatch`` reads the logged statistics and the fixed-z samples:
 
 - discriminator domination: D(G(z)) stays near 0 for many log windows (G gets no useful gradient);
-- generator collapse: the diversity of the fixed-z samples (mean pairwise distance in a feature space) falls far
-  below the level it reached early in training;
+- generator collapse: the diversity of the fixed-z samples (mean pairwise distance in the in-domain feature space
+  for digits, else in pixels: ``diversity.py``) falls far below the level it reached early in training;
 - divergence: the generator loss explodes far above its running median.
 Each finding is an event with a kind and a message; the loop logs it and applies ``guard.on_collapse``.
 """
@@ -23,9 +23,10 @@ import torch
 class Event:
     kind: str  # nonfinite | d_domination | collapse | divergence | rollback | stop
     message: str
+    data: dict = field(default_factory=dict)  # extra fields of the metrics.jsonl line (e.g. collapse's "space")
 
     def record(self, step: int) -> dict:
-        return {"step": step, "event": self.kind, "message": self.message}
+        return {"step": step, "event": self.kind, "message": self.message, **self.data}
 
 
 def grads_finite(params) -> bool:
@@ -83,6 +84,7 @@ class CollapseWatch:
     d_fake_windows: int = 10  # ... for this many log windows in a row: D dominates
     collapse_ratio: float = 0.25  # diversity below this share of its early peak: collapse
     divergence_factor: float = 10.0  # loss_g above this many times its running median: divergence
+    space: str = "pixels"  # where sample diversity is measured (see diversity.py), named in collapse events
     low_d_fake: int = 0
     peak_diversity: Optional[float] = None
     g_losses: deque = field(default_factory=lambda: deque(maxlen=50))
@@ -117,5 +119,9 @@ class CollapseWatch:
         if self.peak_diversity is None or diversity > self.peak_diversity:
             self.peak_diversity = diversity
         low = self.peak_diversity > 0 and diversity < self.collapse_ratio * self.peak_diversity
-        return self._once("collapse", low, f"generator collapse: fixed-z sample diversity {diversity:.3g} fell below "
-                                           f"{self.collapse_ratio:g}x its peak {self.peak_diversity:.3g}")
+        events = self._once("collapse", low, f"generator collapse: fixed-z sample diversity ({self.space}) "
+                                             f"{diversity:.3g} fell below {self.collapse_ratio:g}x its peak "
+                                             f"{self.peak_diversity:.3g}")
+        for e in events:
+            e.data = {"space": self.space, "diversity": round(diversity, 6), "peak": round(self.peak_diversity, 6)}
+        return events

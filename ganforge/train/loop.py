@@ -36,7 +36,8 @@ from ganforge.train import fingerprint as fp
 from ganforge.train.batches import BatchSource
 from ganforge.train.distributed import Dist, init_from_env
 from ganforge.train.ema import EMA
-from ganforge.train.guards import CollapseWatch, Event, NonFiniteGuard, sample_diversity, tensors_finite
+from ganforge.train.diversity import choose_space
+from ganforge.train.guards import CollapseWatch, Event, NonFiniteGuard, tensors_finite
 from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
 from ganforge.train.signals import StopRequest
 from ganforge.train.steps import STAT_KEYS, GanParts, gan_step
@@ -207,12 +208,14 @@ def _train(cfg: RunConfig, run_dir: Optional[Path], dist: Dist, *, resume: bool,
         from ganforge.metrics.periodic import PeriodicEvaluator
 
         evaluator = PeriodicEvaluator(cfg.eval, mc, cfg.data.spec, family.conditional, device, cfg.data.root, log=log)
+    diversity_space = choose_space(cfg.data.spec, mc)  # chosen once: diversities are compared within one space
     seed_everything(tc.seed)
     G, D = build_models(mc)
     pg, pd = count_parameters(G), count_parameters(D)
     total_steps = tc.steps if tc.steps is not None else tc.epochs * source.steps_per_epoch
     log(f"data: {describe(dataset)}")
     log(f"models: G {pg:,} parameters, D {pd:,} parameters ({mc.family}, {mc.image_size}px, device {device})")
+    log(diversity_space.describe())
     log(f"budget: {total_steps:,} steps of batch {tc.batch_size} ({source.steps_per_epoch} steps per epoch)")
     if dist.enabled:
         log(f"data-parallel: {dist.world_size} processes, {local_batch} samples each per batch, "
@@ -336,7 +339,7 @@ def _train(cfg: RunConfig, run_dir: Optional[Path], dist: Dist, *, resume: bool,
             y = fixed_y.to(device) if fixed_y is not None else None
             fake = sampler(fixed_z.to(device), y).float().cpu()
         sampler.train(was_training)
-        findings = watch.on_samples(dist.broadcast_float(sample_diversity(fake))) if step > 0 else []
+        findings = watch.on_samples(dist.broadcast_float(diversity_space.diversity(fake))) if step > 0 else []
         for e in findings:
             event(e)
         if not dist.is_main:
@@ -361,7 +364,7 @@ def _train(cfg: RunConfig, run_dir: Optional[Path], dist: Dist, *, resume: bool,
     t0 = time.perf_counter()
     last: dict[str, float] = {}
     nonfinite = NonFiniteGuard(gc.max_skips, gc.max_rollbacks)
-    watch = CollapseWatch(gc.d_fake_floor, gc.d_fake_windows, gc.collapse_ratio)
+    watch = CollapseWatch(gc.d_fake_floor, gc.d_fake_windows, gc.collapse_ratio, space=diversity_space.name)
 
     def event(e: Event) -> None:
         metrics_file.write(json.dumps(e.record(step)) + "\n")
