@@ -207,19 +207,32 @@ def bench_quality(
 @bench_app.command("coverage")
 def bench_coverage(
     benches: str = typer.Option("ring8,grid25,stacked-mnist", "--benches", help="Which benchmarks to run."),
-    seconds: Optional[float] = typer.Option(None, "--seconds", min=1, help="Training budget per benchmark (default: the preset's steps)."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", min=1, help="Training budget per run (default: the preset's steps)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the presets' step budgets."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds: one training per seed, the table shows the mean."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (default: the preset's)."),
     out: Path = typer.Option(Path("runs/bench-coverage"), "--out"),
     write: Optional[Path] = typer.Option(None, "--write", help="Replace the coverage block of this markdown file."),
-    seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Mode-collapse benchmarks: ring of 8 and grid of 25 Gaussians, Stacked MNIST (1,000 modes)."""
     from ganforge.bench import coverage
 
     names = [b.strip() for b in benches.split(",") if b.strip()]
     unknown = [b for b in names if b not in coverage.BENCHES]
-    if unknown:
-        _fail(f"unknown benchmark {unknown[0]!r}: choose from {', '.join(coverage.BENCHES)}")
-    coverage.main(names, seconds=seconds, out_root=out, write=write, seed=seed)
+    if unknown or not names:
+        _fail(f"unknown benchmark {(unknown or [benches])[0]!r}: choose from {', '.join(coverage.BENCHES)}")
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        seed_list = []
+    if not seed_list:
+        _fail(f"bad --seeds {seeds!r}: write comma-separated integers, e.g. --seeds 0,1,2")
+    flags = {"--benches": ",".join(names), "--seconds": seconds, "--steps": steps,
+             "--seeds": ",".join(map(str, seed_list)), "--device": device, "--write": write}
+    command = " ".join(["ganforge bench coverage"] + [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                                        for k, v in flags.items() if v is not None])
+    coverage.main(names, seconds=seconds, out_root=out, write=write, seeds=seed_list, steps=steps, device=device,
+                  command=command)
 
 
 def main() -> None:

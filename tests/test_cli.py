@@ -141,3 +141,11 @@ def test_bad_labels_exit_2(trained, tmp_path):
     _assert_user_error(run("sample", str(trained), "--labels", "a,b", "--out", str(tmp_path / "x.png")), "--labels")
     _assert_user_error(run("sample", str(trained), "--labels", "1", "--out", str(tmp_path / "x.png")), "conditional")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, names", [(["--benches", "ring9"], "'ring9'"), (["--seeds", "a,b"], "--seeds")])
+def test_bench_coverage_rejects_bad_options_in_one_line(tmp_path, args, names):
+    res = run("bench", "coverage", *args, "--out", str(tmp_path / "runs"))
+    assert res.returncode == 2
+    assert names in res.stderr and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert not (tmp_path / "runs").exists()

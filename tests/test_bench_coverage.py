@@ -1,0 +1,64 @@
+"""``ganforge bench coverage``: targets are judged right, seeds are averaged, and the block is written."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ganforge.bench import coverage
+
+
+def test_targets_follow_the_issue():
+    assert coverage.target_met("ring8", 8, 0.9, 0.01)
+    assert not coverage.target_met("ring8", 8, 0.89, 0.01)
+    assert not coverage.target_met("grid25", 24, 0.99, 0.01)
+    assert coverage.target_met("stacked-mnist", 990, None, 0.099)
+    assert not coverage.target_met("stacked-mnist", 1000, None, 0.1)
+    assert not coverage.target_met("stacked-mnist", 989, None, 0.01)
+
+
+class _PerfectRing:
+    """Samples exactly on the ring's centres, evenly: every mode, all high quality, KL ~ 0."""
+
+    def sample(self, n, seed=0):
+        from ganforge.data import mode_centers
+
+        return mode_centers("ring8")[torch.arange(n) % 8]
+
+
+class _OneMode:
+    def sample(self, n, seed=0):
+        from ganforge.data import mode_centers
+
+        return mode_centers("grid25")[:1].repeat(n, 1)
+
+
+def test_score_of_hand_made_generators():
+    perfect = coverage.score("ring8", _PerfectRing(), seed=0)
+    assert perfect["modes"] == 8 and perfect["high_quality"] == 1.0 and perfect["kl"] < 1e-4
+    one = coverage.score("grid25", _OneMode(), seed=0)
+    assert one["modes"] == 1 and one["kl"] == pytest.approx(np.log(25))
+
+
+def test_rows_average_the_seeds_and_render(tmp_path):
+    runs = [{"bench": "ring8", "preset": "ring8-mlp", "seed": s, "steps": 10, "train_s": 2.0, "run": "x",
+             "modes": m, "high_quality": hq, "kl": kl} for s, m, hq, kl in ((0, 8, 0.95, 0.01), (1, 7, 0.85, 0.2))]
+    row = coverage.summarize("ring8", runs)
+    assert row["modes"] == 7.5 and row["high_quality"] == pytest.approx(0.9) and not row["met"]  # 7.5 < 8 modes
+    info = {"cpu": "cpu", "logical_cores": 2, "torch": torch.__version__}
+    block = coverage.render_block([row], None, info, "ganforge bench coverage --seeds 0,1")
+    assert block.startswith("<!-- bench:coverage:start -->") and block.endswith("<!-- bench:coverage:end -->")
+    assert "| ring8 | `ring8-mlp` | 10 | 0,1 |" in block and "7.5 / 8" in block and "**no**" in block
+    assert "8, 95.0%, 0.010; 7, 85.0%, 0.200" in block
+
+
+def test_a_short_benchmark_runs_end_to_end_and_writes_its_block(tmp_path):
+    doc = tmp_path / "BENCH.md"
+    doc.write_text("# B\n\nintro\n")
+    rows = coverage.main(["ring8"], out_root=tmp_path / "runs", write=doc, seeds=[0, 1], steps=30)
+    assert len(rows) == 1 and rows[0]["seeds"] == [0, 1] and rows[0]["steps"] == 30
+    assert all(0 <= r["modes"] <= 8 and 0 <= r["high_quality"] <= 1 for r in rows[0]["per_seed"])
+    text = doc.read_text()
+    assert text.startswith("# B\n\nintro\n") and text.count("<!-- bench:coverage:start -->") == 1
+    coverage.main(["ring8"], out_root=tmp_path / "runs2", write=doc, seeds=[0], steps=10)
+    assert doc.read_text().count("<!-- bench:coverage:start -->") == 1  # replaced, not appended
