@@ -61,4 +61,23 @@ def test_a_short_benchmark_runs_end_to_end_and_writes_its_block(tmp_path):
     text = doc.read_text()
     assert text.startswith("# B\n\nintro\n") and text.count("<!-- bench:coverage:start -->") == 1
     coverage.main(["ring8"], out_root=tmp_path / "runs2", write=doc, seeds=[0], steps=10)
-    assert doc.read_text().count("<!-- bench:coverage:start -->") == 1  # replaced, not appended
+    text = doc.read_text()
+    assert text.count("<!-- bench:coverage:start -->") == 1 and text.count("| ring8 |") == 1  # replaced
+    assert "| ring8 | `ring8-mlp` | 10 | 0 |" in text
+
+
+def test_rerunning_one_benchmark_keeps_the_other_rows():
+    info = {"cpu": "cpu", "logical_cores": 2, "torch": torch.__version__}
+
+    def row(bench, modes, steps):
+        run = {"bench": bench, "preset": coverage.BENCHES[bench], "seed": 0, "steps": steps, "train_s": 1.0,
+               "run": "x", "modes": modes, "high_quality": None if bench == "stacked-mnist" else 0.5, "kl": 0.5}
+        return coverage.summarize(bench, [run])
+
+    first = coverage.render_block([row("ring8", 8, 100), row("stacked-mnist", 12, 100)], None, info, "cmd one")
+    second = coverage.render_block([row("grid25", 20, 200), row("ring8", 7, 300)], None, info, "cmd two",
+                                   previous="# doc\n" + first + "\nmore\n")
+    names = [l.split("|")[1].strip() for l in second.splitlines() if l.startswith("| ") and "`" in l]
+    assert names == ["ring8", "grid25", "stacked-mnist"]  # the benchmarks' order, each once
+    assert "| ring8 | `ring8-mlp` | 300 |" in second and "cmd two" in second
+    assert "| stacked-mnist | `stacked-mnist-pacgan` | 100 |" in second and "cmd one" in second

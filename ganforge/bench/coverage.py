@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ganforge.bench.markdown import machine_info, write_block
+from ganforge.bench.markdown import machine_info, markers, write_block
 
 BENCHES = {
     "ring8": "ring8-mlp",
@@ -113,25 +113,45 @@ def _per_seed(row: dict) -> str:
     return "; ".join(parts)
 
 
-def render_block(rows: list[dict], seconds: Optional[float], info: dict, command: str) -> str:
-    budget = f"{seconds:.0f} s of training each" if seconds else "each preset's own step budget"
-    lines = [
-        "<!-- bench:coverage:start -->",
-        f"{budget}, on {info['cpu']} ({info['logical_cores']} logical cores, torch {info['torch']}), "
-        f"{time.strftime('%Y-%m-%d')}. Command: `{command}`",
-        "",
-        "| benchmark | preset | steps | seeds | train (s, mean) | modes covered (mean) | high-quality samples | KL | "
-        "target met | per seed (modes, HQ, KL) | published anchor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        hq = "" if r["high_quality"] is None else f"{100 * r['high_quality']:.1f}%"
-        seeds = ",".join(str(s) for s in r["seeds"])
-        lines.append(f"| {r['bench']} | `{r['preset']}` | {r['steps']:,} | {seeds} | {r['train_s']:.0f} | "
-                     f"{r['modes']:g} / {TOTAL_MODES[r['bench']]} | {hq} | {r['kl']:.3f} | "
-                     f"{'yes' if r['met'] else '**no**'} | {_per_seed(r)} | {ANCHORS[r['bench']]} |")
-    lines.append("<!-- bench:coverage:end -->")
-    return "\n".join(lines)
+HEADER = ("| benchmark | preset | steps | seeds | train (s, mean) | modes covered (mean) | high-quality samples | KL | "
+          "target met | per seed (modes, HQ, KL) | published anchor | date, machine, command |")
+
+
+def render_row(r: dict, seconds: Optional[float], info: dict, command: str) -> str:
+    hq = "" if r["high_quality"] is None else f"{100 * r['high_quality']:.1f}%"
+    seeds = ",".join(str(s) for s in r["seeds"])
+    budget = f", {seconds:.0f} s budget" if seconds else ""
+    where = f"{time.strftime('%Y-%m-%d')}, {info['cpu']} ({info['logical_cores']} cores{budget}): `{command}`"
+    return (f"| {r['bench']} | `{r['preset']}` | {r['steps']:,} | {seeds} | {r['train_s']:.0f} | "
+            f"{r['modes']:g} / {TOTAL_MODES[r['bench']]} | {hq} | {r['kl']:.3f} | "
+            f"{'yes' if r['met'] else '**no**'} | {_per_seed(r)} | {ANCHORS[r['bench']]} | {where} |")
+
+
+def _old_rows(markdown: str) -> dict[str, str]:
+    """The rows of an existing coverage block, by benchmark name (rows of an older layout are dropped)."""
+    start, end = markers("coverage")
+    if start not in markdown or end not in markdown:
+        return {}
+    block = markdown[markdown.index(start):markdown.index(end)]
+    if HEADER not in block:
+        return {}
+    rows = {}
+    for line in block.splitlines():
+        name = line.split("|")[1].strip() if line.startswith("| ") else ""
+        if name in BENCHES:
+            rows[name] = line
+    return rows
+
+
+def render_block(rows: list[dict], seconds: Optional[float], info: dict, command: str, previous: str = "") -> str:
+    """The coverage block: this run's rows, plus the rows of benchmarks it did not rerun from ``previous``."""
+    lines = dict(_old_rows(previous))
+    lines.update({r["bench"]: render_row(r, seconds, info, command) for r in rows})
+    body = [lines[name] for name in BENCHES if name in lines]
+    return "\n".join(["<!-- bench:coverage:start -->",
+                      "Each row is written by the command in its last column; rerunning one benchmark replaces "
+                      "its row only.", "", HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *body,
+                      "<!-- bench:coverage:end -->"])
 
 
 def main(benches: Sequence[str] = tuple(BENCHES), seconds: Optional[float] = None,
@@ -146,5 +166,7 @@ def main(benches: Sequence[str] = tuple(BENCHES), seconds: Optional[float] = Non
         print(f"{r['bench']:14s} modes={r['modes']:g}/{TOTAL_MODES[r['bench']]}{hq} kl={r['kl']:.3f} "
               f"steps={r['steps']} seeds={r['seeds']} target {'met' if r['met'] else 'NOT met'}")
     if write is not None:
-        write_block(Path(write), "coverage", render_block(rows, seconds, machine_info(torch.device("cpu")), command))
+        previous = Path(write).read_text(encoding="utf-8") if Path(write).is_file() else ""
+        info = machine_info(torch.device("cpu"))
+        write_block(Path(write), "coverage", render_block(rows, seconds, info, command, previous))
     return rows
