@@ -27,3 +27,31 @@ def tiny_config(family: str = "dcgan", **train_kw) -> RunConfig:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+def _assert_same_run(straight, resumed) -> None:
+    """Two run directories ended in the same state: every checkpoint tensor (G, D, EMA, optimizer moments and
+    steps, RNG states) ``torch.equal``, and the same ``metrics.jsonl`` but for timings."""
+    import json
+
+    from ganforge.checkpoint import load_latest
+
+    def tensors(run):
+        ck = load_latest(run / "checkpoints")
+        return {**ck.weights, **ck.optim}
+
+    a, b = tensors(straight), tensors(resumed)
+    assert a.keys() == b.keys() and any(k.startswith("opt_g.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+    def lines(run):
+        return [{k: v for k, v in json.loads(l).items() if k not in ("img_s", "time")}
+                for l in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert lines(straight) == lines(resumed)
+
+
+@pytest.fixture
+def assert_same_run():
+    return _assert_same_run

@@ -89,12 +89,8 @@ def test_save_load_sample_round_trip_is_identical(tmp_path, tiny):
     assert not torch.equal(loaded.sample(5, seed=7), loaded.sample(5, seed=8))
 
 
-def _weights(run):
-    return load_latest(run / "checkpoints").weights
-
-
 @pytest.mark.parametrize("stop_at", [5, 8])  # mid-epoch and exactly at an epoch boundary
-def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny, stop_at):
+def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny, stop_at, assert_same_run):
     cfg = tiny("dcgan", steps=12, ema={"enabled": True, "decay": 0.9})
     train(cfg, tmp_path / "straight", **quiet)
     train(cfg, tmp_path / "resumed", stop_after_steps=stop_at, **quiet)
@@ -102,14 +98,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny, stop_at):
     assert stopped.state["step"] == stop_at
     summary = train(cfg, tmp_path / "resumed", resume=True, **quiet)
     assert summary.steps == 12
-    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    la = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
-    lb = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k not in ("img_s", "time")} for l in lines]
-    assert strip(la) == strip(lb)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
 
 
 def _png_folder(folder, n=40, size=16):
@@ -124,13 +113,9 @@ def _png_folder(folder, n=40, size=16):
     return folder
 
 
-def _checkpoint_tensors(run):
-    ck = load_latest(run / "checkpoints")
-    return {**ck.weights, **ck.optim}  # G, D, EMA; both optimizers' moments and steps; the RNG states
-
-
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_is_exact_on_a_folder_read_by_dataloader_workers(tmp_path, tiny, monkeypatch, workers):
+def test_resume_is_exact_on_a_folder_read_by_dataloader_workers(tmp_path, tiny, monkeypatch, workers,
+                                                                  assert_same_run):
     folder = _png_folder(tmp_path / "pngs")
     cfg = tiny("dcgan", steps=12, batch_size=8, ema={"enabled": True, "decay": 0.9})  # 40 / 8: 5 steps an epoch
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"folder:{folder}", "limit": None,
@@ -148,14 +133,7 @@ def test_resume_is_exact_on_a_folder_read_by_dataloader_workers(tmp_path, tiny, 
     train(cfg, tmp_path / "resumed", stop_after_steps=7, **quiet)  # epoch 1, batch 2 of 5
     assert load_latest(tmp_path / "resumed" / "checkpoints").state["position"] == 2
     assert train(cfg, tmp_path / "resumed", resume=True, **quiet).steps == 12
-    a, b = _checkpoint_tensors(tmp_path / "straight"), _checkpoint_tensors(tmp_path / "resumed")
-    assert a.keys() == b.keys() and any(k.startswith("opt_g.") for k in a)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    la = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
-    lb = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k not in ("img_s", "time")} for l in lines]
-    assert strip(la) == strip(lb)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_conditional_run_samples_by_label(tmp_path, tiny):

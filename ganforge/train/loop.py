@@ -214,7 +214,8 @@ def _train(cfg: RunConfig, run_dir: Optional[Path], dist: Dist, *, resume: bool,
     pg, pd = count_parameters(G), count_parameters(D)
     total_steps = tc.steps if tc.steps is not None else tc.epochs * source.steps_per_epoch
     log(f"data: {describe(dataset)}")
-    log(f"models: G {pg:,} parameters, D {pd:,} parameters ({mc.family}, {mc.image_size}px, device {device})")
+    shape = f"{mc.point_dim}-D points" if mc.point_dim is not None else f"{mc.image_size}px"
+    log(f"models: G {pg:,} parameters, D {pd:,} parameters ({mc.family}, {shape}, device {device})")
     log(diversity_space.describe())
     log(f"budget: {total_steps:,} steps of batch {tc.batch_size} ({source.steps_per_epoch} steps per epoch)")
     if dist.enabled:
