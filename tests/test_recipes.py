@@ -38,6 +38,12 @@ def test_rollback_scales_the_base_rate_that_the_schedule_applies():
     assert opt.param_groups[0]["lr"] == pytest.approx(2.5e-4)
 
 
+def test_a_group_without_a_saved_base_rate_takes_its_current_rate():
+    opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=1e-3)  # as loaded from an older checkpoint
+    apply_lr(opt, 0.5)
+    assert opt.param_groups[0]["initial_lr"] == 1e-3 and opt.param_groups[0]["lr"] == pytest.approx(5e-4)
+
+
 def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
     D = nn.Linear(6, 1)
     x = torch.randn(5, 6, requires_grad=True)

@@ -42,5 +42,5 @@ def scale_base_lr(opt: torch.optim.Optimizer, factor: float) -> None:
 
 
 def apply_lr(opt: torch.optim.Optimizer, factor: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = group["initial_lr"] * factor
+    for group in opt.param_groups:  # setdefault: a checkpoint from before schedules existed has no base rate saved
+        group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
