@@ -145,7 +145,7 @@ def _old_rows(markdown: str) -> dict[str, str]:
 
 def render_block(rows: list[dict], seconds: Optional[float], info: dict, command: str, previous: str = "") -> str:
     """The coverage block: this run's rows, plus the rows of benchmarks it did not rerun from ``previous``."""
-    lines = dict(_old_rows(previous))
+    lines = _old_rows(previous)
     lines.update({r["bench"]: render_row(r, seconds, info, command) for r in rows})
     body = [lines[name] for name in BENCHES if name in lines]
     return "\n".join(["<!-- bench:coverage:start -->",
