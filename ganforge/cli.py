@@ -235,10 +235,33 @@ def bench_coverage(
                   command=command)
 
 
-def main() -> None:
-    """Entry point: turn user errors into one line and exit code 2."""
+def _click_exception_types() -> tuple[type, ...]:
+    """The usage-error base classes of whatever typer is installed.
+
+    typer up to 0.2x re-raises click's ``ClickException``; later releases vendor click as ``typer._click`` and
+    base its exceptions on ``typer.TyperException``, and no longer install click at all, so neither may be
+    imported unconditionally.
+    """
+    types: list[type] = []
+    if isinstance(getattr(typer, "TyperException", None), type):
+        types.append(typer.TyperException)
     try:
-        rc = app(standalone_mode=False)  # click returns (not raises) the code of a typer.Exit here
+        import click
+    except ImportError:
+        pass
+    else:
+        types.append(click.ClickException)
+    return tuple(types)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    return any(cls.__name__ == "UsageError" for cls in type(exc).__mro__)
+
+
+def main() -> None:
+    """Entry point: turn user errors into one line and exit code 2; any other exception keeps its traceback."""
+    try:
+        rc = app(standalone_mode=False)  # returns (not raises) the code of a typer.Exit here
         sys.exit(rc if isinstance(rc, int) else 0)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -251,13 +274,11 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-        raise
+    except Exception as exc:  # usage errors (bad option, missing argument) come through here
+        if not isinstance(exc, _click_exception_types()):
+            raise
+        exc.show()
+        sys.exit(2 if _is_usage_error(exc) else getattr(exc, "exit_code", 1))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ class TrainConfig(_Strict):
     ema: EmaConfig = EmaConfig()
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    deterministic: bool = True  # deterministic cuDNN/cuBLAS kernels: bit-exact resume on GPUs (free on CPU); false: autotuned
     channels_last: bool = True  # NHWC memory format for conv models (faster on CPU and tensor cores)
     log_every: int = Field(25, ge=1)  # steps between lines of metrics.jsonl
     n_fixed: int = Field(64, ge=1)  # fixed latent vectors drawn into samples/ every epoch

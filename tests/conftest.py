@@ -11,14 +11,21 @@ from ganforge.config import RunConfig, validate
 # one thread: the tiny models here are dominated by threading overhead, and CI may share its cores
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# deterministic cuBLAS from the start of the process, before any test touches CUDA (see train/determinism.py)
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+# Every test names its device: CPU, except the exact-resume tests, which hold GPU users' promise too and so run on
+# CUDA whenever a GPU is present. Nothing may depend on what hardware the suite happens to find ("auto").
+RESUME_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def tiny_config(family: str = "dcgan", **train_kw) -> RunConfig:
-    """A few-second run on 256 embedded MNIST digits at 16x16."""
+    """A few-second run on 256 embedded MNIST digits at 16x16, on the CPU unless ``device`` says otherwise."""
     model = {"family": family, "image_size": 16, "channels": 1, "z_dim": 16, "g_width": 8, "d_width": 8}
     if family == "mlp":
         model.update(g_width=16, d_width=16, dropout=0.0)
-    train = {"steps": 6, "epochs": None, "batch_size": 32, "log_every": 2, "n_fixed": 16, "seed": 3, "threads": 1}
+    train = {"steps": 6, "epochs": None, "batch_size": 32, "log_every": 2, "n_fixed": 16, "seed": 3, "threads": 1,
+             "device": "cpu"}
     train.update(train_kw)
     return validate({"name": f"tiny-{family}", "model": model, "data": {"spec": "mnist-embedded", "limit": 256},
                      "train": train})
@@ -50,6 +57,33 @@ def _assert_same_run(straight, resumed) -> None:
                 for l in (run / "metrics.jsonl").read_text().splitlines()]
 
     assert lines(straight) == lines(resumed)
+
+
+@pytest.fixture
+def resume_device() -> str:
+    return RESUME_DEVICE
+
+
+@pytest.fixture(autouse=True)
+def no_automatic_device(monkeypatch):
+    """Fail a test that leaves the device to 'auto': it would pass on one machine and fail on another."""
+    import sys
+
+    import ganforge.bench.throughput  # noqa: F401  (modules that import pick_device by name)
+    import ganforge.sampling as sampling
+    import ganforge.train.distributed  # noqa: F401
+
+    pick = sampling.pick_device
+
+    def explicit_only(name: str = "auto"):
+        if name == "auto":
+            raise AssertionError("a test must name its device (train.device / --device): 'auto' depends on the "
+                                 "machine")
+        return pick(name)
+
+    for mod in [m for name, m in sys.modules.items() if name.startswith("ganforge")]:
+        if getattr(mod, "pick_device", None) is pick:
+            monkeypatch.setattr(mod, "pick_device", explicit_only)
 
 
 @pytest.fixture

@@ -80,15 +80,17 @@ def test_trainer_parts_match_reference_closely(channels_last):
 
 def test_main_returns_positive_rows(capsys):
     rows = tp.main(steps=2, device="cpu", sizes=[16], repeats=1, width=4, batch=8, log=lambda s: None)
-    variants = [(r["variant"], r["channels_last"]) for r in rows]
-    assert variants == [("reference", False), ("fresh_z", False), ("fresh_z", True),
-                        ("reuse_fake", False), ("reuse_fake", True)]
+    variants = [(r["variant"], r["channels_last"], r["deterministic"]) for r in rows]
+    assert variants == [("reference", False, None), ("fresh_z", False, True), ("fresh_z", True, True),
+                        ("reuse_fake", False, True), ("reuse_fake", True, True), ("fresh_z", True, False)]
     for r in rows:
         assert r["img_s"] > 0 and r["speedup"] > 0 and len(r["img_s_all"]) == 1
     assert rows[0]["speedup"] == pytest.approx(1.0)
-    assert sum(1 for r in rows if r["variant"] == "fresh_z" and r["default_format"]) == 1
+    assert sum(1 for r in rows if tp._is_headline(r)) == 1
     out = capsys.readouterr().out
     assert tp.MARK_START in out and "| reference (textbook) |" in out and "logical cores" in out
+    assert "| deterministic |" in out and "autotuned (deterministic=false)" in out
+    assert "with train.deterministic=false (exactness costs" in out
 
 
 def test_write_replaces_block_idempotently(tmp_path):

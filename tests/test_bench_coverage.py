@@ -55,12 +55,13 @@ def test_rows_average_the_seeds_and_render(tmp_path):
 def test_a_short_benchmark_runs_end_to_end_and_writes_its_block(tmp_path):
     doc = tmp_path / "BENCH.md"
     doc.write_text("# B\n\nintro\n")
-    rows = coverage.main(["ring8"], out_root=tmp_path / "runs", write=doc, seeds=[0, 1], steps=30)
+    rows = coverage.main(["ring8"], out_root=tmp_path / "runs", write=doc, seeds=[0, 1], steps=30,
+                         device="cpu")
     assert len(rows) == 1 and rows[0]["seeds"] == [0, 1] and rows[0]["steps"] == 30
     assert all(0 <= r["modes"] <= 8 and 0 <= r["high_quality"] <= 1 for r in rows[0]["per_seed"])
     text = doc.read_text()
     assert text.startswith("# B\n\nintro\n") and text.count("<!-- bench:coverage:start -->") == 1
-    coverage.main(["ring8"], out_root=tmp_path / "runs2", write=doc, seeds=[0], steps=10)
+    coverage.main(["ring8"], out_root=tmp_path / "runs2", write=doc, seeds=[0], steps=10, device="cpu")
     text = doc.read_text()
     assert text.count("<!-- bench:coverage:start -->") == 1 and text.count("| ring8 |") == 1  # replaced
     assert "| ring8 | `ring8-mlp` | 10 | 0 |" in text

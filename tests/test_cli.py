@@ -12,6 +12,7 @@ from PIL import Image
 
 TINY = ["--set", "model.image_size=16", "--set", "model.g_width=8", "--set", "model.d_width=8",
         "--set", "model.z_dim=16", "--set", "data.limit=128", "--set", "train.threads=1", "--batch-size", "32",
+        "--device", "cpu",
         "--quiet"]
 
 
@@ -77,7 +78,7 @@ def test_presets_lists_every_preset():
 
 def test_dry_run_validates_and_writes_nothing(tmp_path):
     res = run("train", "dcgan-celeba", "--data", "mnist-embedded", "--set", "model.channels=3", "--dry-run",
-              cwd=tmp_path)
+              "--device", "cpu", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "3,576,704" in res.stderr + res.stdout  # G's parameter count, the seeds' CelebA DCGAN
     assert list(tmp_path.iterdir()) == []
@@ -149,3 +150,47 @@ def test_bench_coverage_rejects_bad_options_in_one_line(tmp_path, args, names):
     assert res.returncode == 2
     assert names in res.stderr and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+_BREAK_CLI = '''
+import importlib.abc, sys
+
+class _NoClick(importlib.abc.MetaPathFinder):
+    """As on a machine where typer no longer pulls in click."""
+    def find_spec(self, name, path=None, target=None):
+        if name == "click" or name.startswith("click."):
+            raise ModuleNotFoundError("No module named 'click'", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoClick())
+import ganforge.config
+
+def _broken(*args, **kwargs):
+    raise RuntimeError("internal-failure-7f3a")
+
+ganforge.config.preset_names = _broken
+'''
+
+
+def _console_script() -> Path:
+    import shutil
+
+    script = Path(sys.executable).with_name("ganforge")
+    found = script if script.is_file() else shutil.which("ganforge")
+    if not found:
+        pytest.skip("the ganforge console script is not installed (pip install -e .)")
+    return Path(found)
+
+
+@pytest.mark.parametrize("args", [["presets"], ["train", "--no-such-option"]])
+def test_console_script_shows_the_original_error_without_click(tmp_path, args):
+    """An internal error surfaces as itself (not as a missing click), and usage errors still exit 2."""
+    (tmp_path / "sitecustomize.py").write_text(_BREAK_CLI)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    res = subprocess.run([str(_console_script()), *args], capture_output=True, text=True, env=env, timeout=120)
+    assert "No module named 'click'" not in res.stderr
+    if args == ["presets"]:
+        assert res.returncode == 1
+        assert "RuntimeError: internal-failure-7f3a" in res.stderr.splitlines()[-1]
+    else:
+        assert res.returncode == 2 and "no-such-option" in res.stderr and "Traceback" not in res.stderr

@@ -30,7 +30,8 @@ WORLD = 2
 
 def mlp_config(**train_kw) -> dict:
     """The tiny MLP of conftest, without BatchNorm or dropout: nothing that differs per rank."""
-    train_cfg = {"steps": 6, "epochs": None, "batch_size": 32, "log_every": 2, "n_fixed": 16, "seed": 3, "threads": 1}
+    train_cfg = {"steps": 6, "epochs": None, "batch_size": 32, "log_every": 2, "n_fixed": 16, "seed": 3, "threads": 1,
+                 "device": "cpu"}  # CPU processes over gloo, on any machine
     train_cfg.update(train_kw)
     return {"name": "tiny-mlp", "data": {"spec": "mnist-embedded", "limit": 96},  # 3 steps per epoch
             "model": {"family": "mlp", "image_size": 16, "channels": 1, "z_dim": 16, "g_width": 16, "d_width": 16,
@@ -211,3 +212,29 @@ def test_fp16_needs_cuda(tmp_path, tiny):
     with pytest.raises(UserError, match="fp16 needs a CUDA device"):
         train(tiny("mlp", precision="fp16", device="cpu"), tmp_path / "a", **quiet)
     assert not (tmp_path / "a").exists()
+
+
+def test_accelerate_launch_runs_two_cpu_processes_like_one(tmp_path):
+    """The documented launcher, installed with the package: 2 CPU processes (gloo) train what one process trains."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg_data = mlp_config()
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg_data))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(WORLD),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()),
+           "-m", "ganforge", "train", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "launched"), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"data-parallel: {WORLD} processes" in res.stderr
+    train(validate(cfg_data), tmp_path / "single", **quiet)
+    launched, single = _metrics(tmp_path / "launched"), _metrics(tmp_path / "single")
+    assert [r["step"] for r in launched] == [r["step"] for r in single] == [2, 4, 6]
+    for a, b in zip(launched, single):
+        for key in ("loss_d", "loss_g", "d_real", "d_fake"):
+            assert a[key] == pytest.approx(b[key], abs=1e-4), key
+    assert _files(tmp_path / "launched") == _files(tmp_path / "single")

@@ -63,8 +63,8 @@ def test_the_schedule_reaches_the_logged_learning_rates(tmp_path, tiny):
 
 
 @pytest.mark.parametrize("family", ["dcgan", "mlp"])
-def test_resume_is_exact_with_a_schedule_and_r1(tmp_path, tiny, family, assert_same_run):
-    cfg = tiny(family, steps=10, lr_decay="cosine", lr_decay_start=0.2, r1_gamma=1.0)
+def test_resume_is_exact_with_a_schedule_and_r1(tmp_path, tiny, family, assert_same_run, resume_device):
+    cfg = tiny(family, steps=10, lr_decay="cosine", lr_decay_start=0.2, r1_gamma=1.0, device=resume_device)
     train(cfg, tmp_path / "straight", **quiet)
     train(cfg, tmp_path / "resumed", stop_after_steps=5, **quiet)
     train(cfg, tmp_path / "resumed", resume=True, **quiet)

@@ -184,7 +184,7 @@ def _cli(*args, **kw):
 
 TINY = ["--set", "model.image_size=16", "--set", "model.g_width=8", "--set", "model.d_width=8", "--set",
         "model.z_dim=16", "--set", "data.limit=256", "--set", "train.threads=1", "--batch-size", "32", "--quiet",
-        "--set", "train.log_every=1"]
+        "--set", "train.log_every=1", "--device", "cpu"]
 
 
 def _wait_for_step(run: Path, step: int, proc, timeout=120) -> None:

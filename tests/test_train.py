@@ -28,7 +28,7 @@ def ring_config(seed: int):
                   "batch_norm": False},
         "data": {"spec": "ring8"},
         "train": {"steps": 1500, "epochs": None, "batch_size": 256, "lr_g": 1e-3, "lr_d": 1e-3, "beta1": 0.5,
-                  "seed": seed, "log_every": 100, "sample_every": 100, "threads": 1},
+                  "seed": seed, "log_every": 100, "sample_every": 100, "threads": 1, "device": "cpu"},
     })
 
 
@@ -90,8 +90,8 @@ def test_save_load_sample_round_trip_is_identical(tmp_path, tiny):
 
 
 @pytest.mark.parametrize("stop_at", [5, 8])  # mid-epoch and exactly at an epoch boundary
-def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny, stop_at, assert_same_run):
-    cfg = tiny("dcgan", steps=12, ema={"enabled": True, "decay": 0.9})
+def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny, stop_at, assert_same_run, resume_device):
+    cfg = tiny("dcgan", steps=12, ema={"enabled": True, "decay": 0.9}, device=resume_device)
     train(cfg, tmp_path / "straight", **quiet)
     train(cfg, tmp_path / "resumed", stop_after_steps=stop_at, **quiet)
     stopped = load_latest(tmp_path / "resumed" / "checkpoints")
@@ -115,9 +115,9 @@ def _png_folder(folder, n=40, size=16):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_is_exact_on_a_folder_read_by_dataloader_workers(tmp_path, tiny, monkeypatch, workers,
-                                                                  assert_same_run):
+                                                                  assert_same_run, resume_device):
     folder = _png_folder(tmp_path / "pngs")
-    cfg = tiny("dcgan", steps=12, batch_size=8, ema={"enabled": True, "decay": 0.9})  # 40 / 8: 5 steps an epoch
+    cfg = tiny("dcgan", steps=12, batch_size=8, ema={"enabled": True, "decay": 0.9}, device=resume_device)  # 40 / 8: 5 steps an epoch
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"folder:{folder}", "limit": None,
                                                                       "num_workers": workers})})
     made = []  # the num_workers of every DataLoader the batch source builds: proves the folder goes through one

@@ -10,7 +10,9 @@ on one fixed random batch in [-1, 1] that already lies on the device: data loadi
 * **ganforge** -- the trainer's own ``gan_step`` with ``GanParts`` built as ``ganforge.train.loop`` builds them
   (its optimizer factory, its memory format), and the per-step ``stats.cpu()`` the loop does. Rows:
   ``fresh z`` (``reuse_fake=False``: the reference's algorithm, the headline comparison) and ``reuse fake``
-  (``reuse_fake=True``: the PyTorch tutorial's algorithm, one G forward fewer), each in NCHW and channels_last.
+  (``reuse_fake=True``: the PyTorch tutorial's algorithm, one G forward fewer), each in NCHW and channels_last,
+  with the trainer's default ``train.deterministic=true`` kernels; one more ``fresh z`` row in the trainer's
+  memory format with ``train.deterministic=false`` (cuDNN autotuning on GPUs) shows what exactness costs.
 
 Every configuration is warmed up, then timed ``repeats`` times, the configurations taking turns every few steps
 (in rotated order) so that a busy machine slows them all alike; the median over repeats is reported. Images/s counts real images consumed
@@ -34,6 +36,7 @@ from ganforge.config import ModelConfig, TrainConfig
 from ganforge.bench.markdown import machine_info, markers, write_block
 from ganforge.models import build_models, get_family
 from ganforge.sampling import pick_device
+from ganforge.train import determinism
 from ganforge.train.loop import _make_optimizer
 from ganforge.train.steps import GanParts, gan_step
 
@@ -135,7 +138,15 @@ class Config:
     channels_last: bool
     step: Callable[[], object]
     default_format: bool = False  # the memory format the trainer would use
+    deterministic: Optional[bool] = None  # train.deterministic of a ganforge row; None: torch's defaults (reference)
     times: Optional[list[float]] = None
+
+    def timed(self, n: int, device: torch.device) -> float:
+        """Seconds for ``n`` steps, under this row's kernel settings."""
+        if self.deterministic is None:
+            return time_steps(self.step, n, device)
+        with determinism.kernels(self.deterministic, device):
+            return time_steps(self.step, n, device)
 
 
 VARIANT_LABEL = {
@@ -170,11 +181,17 @@ def _configs_for_size(size: int, device: torch.device, batch: int, width: int, s
     default_cl = trainer_memory_format(TrainConfig(), mc) == torch.channels_last
     ref = ReferenceTrainer(copy.deepcopy(G0), copy.deepcopy(D0), real, mc.z_dim, device)
     configs = [Config(size, "reference", False, ref.step)]
+
+    def ganforge_row(variant: str, cl: bool, deterministic: bool) -> Config:
+        tc = TrainConfig(batch_size=batch, reuse_fake=variant == "reuse_fake", channels_last=cl, steps=1)
+        parts = make_parts(copy.deepcopy(G0), copy.deepcopy(D0), mc, tc, device)
+        return Config(size, variant, cl, GanforgeTrainer(parts, real).step, default_format=cl == default_cl,
+                      deterministic=deterministic)
+
     for variant in ("fresh_z", "reuse_fake"):
-        for cl in formats:
-            tc = TrainConfig(batch_size=batch, reuse_fake=variant == "reuse_fake", channels_last=cl, steps=1)
-            parts = make_parts(copy.deepcopy(G0), copy.deepcopy(D0), mc, tc, device)
-            configs.append(Config(size, variant, cl, GanforgeTrainer(parts, real).step, default_format=cl == default_cl))
+        configs += [ganforge_row(variant, cl, deterministic=True) for cl in formats]
+    if default_cl in formats:
+        configs.append(ganforge_row("fresh_z", default_cl, deterministic=False))
     return configs
 
 
@@ -191,7 +208,7 @@ def run(sizes: Sequence[int], steps: int, device: torch.device, repeats: int = 3
         configs = _configs_for_size(size, device, batch, width, seed, formats)
         for c in configs:
             c.times = []
-            time_steps(c.step, WARMUP_STEPS, device)
+            c.timed(WARMUP_STEPS, device)
         chunks = [min(chunk, steps - i) for i in range(0, steps, chunk)]
         for r in range(repeats):
             for c in configs:
@@ -199,9 +216,10 @@ def run(sizes: Sequence[int], steps: int, device: torch.device, repeats: int = 3
             for j, n in enumerate(chunks):
                 k = (r + j) % len(configs)
                 for c in configs[k:] + configs[:k]:  # interleaved in chunks, the order rotated
-                    c.times[-1] += time_steps(c.step, n, device)
+                    c.times[-1] += c.timed(n, device)
             log(f"bench: {size}x{size} round {r + 1}/{repeats}: " + ", ".join(
-                f"{c.variant}{'/cl' if c.channels_last else ''} {steps * batch / c.times[-1]:.1f}" for c in configs))
+                f"{c.variant}{'/cl' if c.channels_last else ''}{'/nondet' if c.deterministic is False else ''} "
+                f"{steps * batch / c.times[-1]:.1f}" for c in configs))
         ref_ips = steps * batch / statistics.median(configs[0].times)
         for c in configs:
             ips = [steps * batch / t for t in c.times]
@@ -209,6 +227,7 @@ def run(sizes: Sequence[int], steps: int, device: torch.device, repeats: int = 3
             rows.append({
                 "size": size, "batch": batch, "width": width, "variant": c.variant, "channels_last": c.channels_last,
                 "default_format": c.default_format or c.variant == "reference", "img_s": med,
+                "deterministic": c.deterministic,
                 "img_s_all": ips, "speedup": med / ref_ips, "steps": steps, "repeats": repeats,
             })
     return rows
@@ -220,9 +239,10 @@ def run(sizes: Sequence[int], steps: int, device: torch.device, repeats: int = 3
 
 def render_table(rows: Sequence[dict[str, object]]) -> str:
     lines = [
-        "| config | step | memory format | img/s (median) | min-max | vs reference |",
-        "|---|---|---|---:|---|---:|",
+        "| config | step | memory format | kernels | img/s (median) | min-max | vs reference |",
+        "|---|---|---|---|---:|---|---:|",
     ]
+    kernels = {None: "torch defaults", True: "deterministic", False: "autotuned (deterministic=false)"}
     for r in rows:
         fmt = "channels_last" if r["channels_last"] else "contiguous"
         if r["variant"] != "reference" and r["default_format"]:
@@ -230,23 +250,34 @@ def render_table(rows: Sequence[dict[str, object]]) -> str:
         config = f"DCGAN {r['size']}x{r['size']}, ngf=ndf={r['width']}, batch {r['batch']}"
         lo, hi = min(r["img_s_all"]), max(r["img_s_all"])
         speed = f"{r['speedup']:.2f}x"
-        if r["variant"] == "fresh_z" and r["default_format"]:
+        if _is_headline(r):
             speed = f"**{speed}**"
-        lines.append(f"| {config} | {VARIANT_LABEL[r['variant']]} | {fmt} | {r['img_s']:.1f} | "
-                     f"{lo:.1f}-{hi:.1f} | {speed} |")
+        lines.append(f"| {config} | {VARIANT_LABEL[r['variant']]} | {fmt} | {kernels[r.get('deterministic')]} | "
+                     f"{r['img_s']:.1f} | {lo:.1f}-{hi:.1f} | {speed} |")
     return "\n".join(lines)
+
+
+def _is_headline(row: dict[str, object]) -> bool:
+    """ganforge's row in the trainer's defaults: same algorithm, its memory format, deterministic kernels."""
+    return row["variant"] == "fresh_z" and bool(row["default_format"]) and row.get("deterministic") is not False
 
 
 def headline(rows: Sequence[dict[str, object]]) -> list[str]:
     out = []
     for size in dict.fromkeys(r["size"] for r in rows):
-        sel = {(r["variant"], r["default_format"]): r for r in rows if r["size"] == size}
-        ref, a, b = sel.get(("reference", True)), sel.get(("fresh_z", True)), sel.get(("reuse_fake", True))
+        mine = [r for r in rows if r["size"] == size]
+        ref = next((r for r in mine if r["variant"] == "reference"), None)
+        a = next((r for r in mine if _is_headline(r)), None)
+        b = next((r for r in mine if r["variant"] == "reuse_fake" and r["default_format"]), None)
+        fast = next((r for r in mine if r.get("deterministic") is False), None)
         if ref and a:
             text = (f"{size}x{size}: ganforge {a['img_s']:.1f} img/s vs reference {ref['img_s']:.1f} img/s: "
                     f"**{a['speedup']:.2f}x** (same algorithm)")
             if b:
                 text += f"; {b['speedup']:.2f}x reusing the fake batch"
+            if fast:
+                text += (f"; {fast['speedup']:.2f}x with train.deterministic=false (exactness costs "
+                         f"{1 - a['img_s'] / fast['img_s']:+.1%})")
             out.append(text)
     return out
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ganforge.config import RunConfig
 
-MAY_CHANGE = {"train": {"epochs", "steps", "time_limit", "device", "threads", "log_every", "checkpoint_every",
+MAY_CHANGE = {"train": {"epochs", "steps", "time_limit", "device", "deterministic", "threads", "log_every", "checkpoint_every",
                         "keep_checkpoints", "sample_every"}, "data": {"num_workers", "root", "download"}}
 
 

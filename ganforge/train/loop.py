@@ -32,7 +32,7 @@ from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text
 from ganforge.models import build_models, count_parameters, get_family, sample_z
-from ganforge.train import fingerprint as fp
+from ganforge.train import determinism, fingerprint as fp
 from ganforge.train.batches import BatchSource
 from ganforge.train.distributed import Dist, init_from_env
 from ganforge.train.ema import EMA
@@ -158,11 +158,14 @@ def train(
     force: bool = False,  # resume even when the config or the dataset changed since the checkpoint
     detect_anomaly: bool = False,  # torch.autograd anomaly detection: slow, names the op that made a NaN
 ) -> RunSummary:
+    if cfg.train.deterministic and cfg.train.device != "cpu" and torch.cuda.is_available():
+        determinism.check_cublas_workspace(log)  # before this process's CUDA work starts
     dist = init_from_env(cfg.train.device)  # one process of a data-parallel run, or the only one
     try:
-        return _train(cfg, run_dir, dist, resume=resume, dry_run=dry_run, strict_data=strict_data,
-                      progress=progress and dist.is_main, log=log if dist.is_main else _silent,
-                      stop_after_steps=stop_after_steps, force=force, detect_anomaly=detect_anomaly)
+        with determinism.kernels(cfg.train.deterministic, dist.device):
+            return _train(cfg, run_dir, dist, resume=resume, dry_run=dry_run, strict_data=strict_data,
+                          progress=progress and dist.is_main, log=log if dist.is_main else _silent,
+                          stop_after_steps=stop_after_steps, force=force, detect_anomaly=detect_anomaly)
     finally:
         dist.shutdown()
 
