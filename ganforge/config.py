@@ -8,51 +8,40 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from ganforge.config_base import ModelBase, Strict
 from ganforge.errors import UserError
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Strict = Strict
 
 
-class ModelConfig(_Strict):
-    """Architecture of the generator and discriminator."""
+def _family_configs() -> tuple[type[ModelBase], ...]:
+    from ganforge.models import all_families
 
-    family: Literal["mlp", "dcgan", "cdcgan"] = "dcgan"
-    image_size: int = 32  # side of the square images; a power of two from 16 to 256 (mlp: any size)
-    channels: Literal[1, 3] = 1
-    z_dim: int = Field(100, ge=1)
-    z_dist: Literal["normal", "uniform"] = "normal"  # uniform is in [-1, 1], as in the seeds' notebooks
-    g_width: int = Field(64, ge=1)  # ngf / conv_dim; mlp: hidden_dim of G's first layer
-    d_width: int = Field(64, ge=1)  # ndf / conv_dim; mlp: hidden_dim of D's last hidden layer
-    g_input: Literal["convt", "linear"] = "convt"  # z -> 4x4 by a 4x4 transposed conv (PyTorch DCGAN) or a Linear (SVHN notebook)
-    d_output: Literal["conv", "linear"] = "conv"  # 4x4 -> logit by a 4x4 conv (PyTorch DCGAN) or a Linear (SVHN notebook)
-    batch_norm: bool = True  # BatchNorm in G and D (never on G's output nor D's input); the seeds' BN comparison switch
-    bias: bool = False  # conv biases (redundant before BatchNorm, the seeds switch them off)
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)  # mlp only
-    num_classes: int = Field(10, ge=2)  # cdcgan only
-    init_std: float = Field(0.02, gt=0.0)  # weights ~ N(0, init_std); BatchNorm gamma ~ N(1, init_std)
-    point_dim: Optional[int] = Field(None, ge=1)  # mlp on vectors (2D synthetic sets) instead of images
-    pack: int = Field(1, ge=1, le=8)  # PacGAN: D judges `pack` samples at once (joined along channels); fights mode collapse
+    return tuple(f.config for f in sorted(all_families().values(), key=lambda f: f.name))
 
-    @model_validator(mode="after")
-    def _check_size(self) -> "ModelConfig":
-        if self.pack > 1 and self.family == "cdcgan":
-            raise ValueError("pack > 1 is for unconditional families (mlp, dcgan)")
-        if self.point_dim is not None and self.family != "mlp":
-            raise ValueError(f"point_dim is for family 'mlp' only, not {self.family!r}")
-        if self.family != "mlp":
-            s = self.image_size
-            if s < 16 or s > 256 or s & (s - 1):
-                raise ValueError(f"image_size={s} must be a power of two from 16 to 256 for {self.family}")
-        elif self.point_dim is None and self.image_size < 4:
-            raise ValueError(f"image_size={self.image_size} is too small")
-        return self
+
+# model.family picks the family's own schema (each family module declares it; see ganforge/models/__init__.py)
+ModelConfig = Annotated[Union[_family_configs()], Field(discriminator="family")]
+_MODEL_ADAPTER: TypeAdapter = TypeAdapter(ModelConfig)
+
+
+def model_config(**keys: Any) -> ModelBase:
+    """A family's model config from keyword arguments (``family`` defaults to dcgan)."""
+    return _MODEL_ADAPTER.validate_python({"family": "dcgan", **keys})
+
+
+def family_keys(family: str) -> list[str]:
+    """The model keys a family accepts (for error messages)."""
+    for cls in _family_configs():
+        if cls.model_fields["family"].default == family:
+            return list(cls.model_fields)
+    return []
 
 
 class DataConfig(_Strict):
@@ -63,6 +52,7 @@ class DataConfig(_Strict):
     download: bool = False  # allow torchvision to download a missing set (--download)
     num_workers: int = Field(0, ge=0)
     limit: Optional[int] = Field(None, ge=1)  # use only the first N images (quick experiments)
+    labeled: Optional[int] = Field(None, ge=1)  # semi-supervised: keep labels on only this many (class-balanced, seeded)
 
 
 class EmaConfig(_Strict):
@@ -73,6 +63,9 @@ class EmaConfig(_Strict):
     start_step: int = Field(0, ge=0)  # copy G's weights verbatim until this step
 
 
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
+
+
 class TrainConfig(_Strict):
     """The optimisation recipe. Defaults are the DCGAN paper's."""
 
@@ -80,14 +73,25 @@ class TrainConfig(_Strict):
     steps: Optional[int] = Field(None, ge=1)  # overrides epochs when set: number of D+G updates
     time_limit: Optional[float] = Field(None, gt=0)  # seconds: stop cleanly (checkpoint, pictures) once exceeded
     batch_size: int = Field(64, ge=1)
-    loss: Literal["bce", "lsgan", "hinge"] = "bce"
-    lr_g: float = Field(2e-4, gt=0.0)
+    # the adversarial loss: minimax (Goodfellow's saturating G loss), bce (non-saturating, the seeds' flipped labels),
+    # lsgan (least squares), wgan (critic, with weight_clip), wgan-gp (critic, with gp_lambda), hinge
+    loss: Literal["minimax", "bce", "lsgan", "wgan", "wgan-gp", "hinge"] = "bce"
+    optimizer: Literal["adam", "rmsprop"] = "adam"  # rmsprop: the WGAN paper's (betas unused)
+    lr_g: float = Field(2e-4, gt=0.0)  # two time-scale update rule (Heusel et al. 2017): set lr_d != lr_g
     lr_d: float = Field(2e-4, gt=0.0)
     beta1: float = Field(0.5, ge=0.0, lt=1.0)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     real_label: float = Field(1.0, gt=0.0, le=1.0)  # one-sided label smoothing: 0.9 in the seeds' MLP GAN
     d_steps: int = Field(1, ge=1)  # k discriminator steps per generator step (Goodfellow et al., Algorithm 1)
     r1_gamma: float = Field(0.0, ge=0.0)  # R1 penalty gamma/2 E||grad_x D(x)||^2 on reals (Mescheder et al. 2018); 0 = off
+    r1_every: int = Field(1, ge=1)  # lazy R1 (StyleGAN2): every k D steps, weighted by k
+    gp_lambda: Optional[float] = Field(None, ge=0.0)  # WGAN-GP penalty weight on interpolates; None: 10 for wgan-gp, else off
+    weight_clip: Optional[float] = Field(None, gt=0.0)  # clip D's weights to [-c, c] after each update; None: 0.01 for wgan
+    instance_noise: float = Field(0.0, ge=0.0)  # Gaussian noise sigma on D's inputs, annealed linearly to 0 ...
+    instance_noise_steps: Optional[int] = Field(None, ge=1)  # ... over this many steps (None: the whole budget)
+    g_objective: Literal["adversarial", "feature_matching"] = "adversarial"  # feature matching: Salimans et al. 2016
+    diffaugment: str = ""  # DiffAugment policy for D's inputs, real and fake alike, e.g. "color,translation,cutout"
+    unrolled_steps: int = Field(0, ge=0)  # unrolled GAN (Metz et al. 2017): G looks k D steps ahead; 0 = off
     lr_decay: Literal["none", "linear", "cosine"] = "none"  # learning rates fall to 0 at the end of the budget ...
     lr_decay_start: float = Field(0.0, ge=0.0, lt=1.0)  # ... starting at this fraction of the steps (0 = from the start)
     reuse_fake: bool = False  # G step reuses D-step fakes (PyTorch tutorial) instead of drawing new z (seeds' notebooks)
@@ -109,7 +113,21 @@ class TrainConfig(_Strict):
     def _need_budget(self) -> "TrainConfig":
         if self.epochs is None and self.steps is None:
             raise ValueError("set train.epochs or train.steps")
+        bad = [p for p in self.diffaugment.split(",") if p.strip() and p.strip() not in DIFFAUGMENT_POLICIES]
+        if bad:
+            raise ValueError(f"diffaugment: unknown transform {bad[0]!r}: use a comma-separated subset of "
+                             f"{','.join(DIFFAUGMENT_POLICIES)}")
         return self
+
+    @property
+    def gradient_penalty(self) -> float:
+        """WGAN-GP's lambda in effect (10, as in the paper, unless set)."""
+        return self.gp_lambda if self.gp_lambda is not None else (10.0 if self.loss == "wgan-gp" else 0.0)
+
+    @property
+    def clip(self) -> float:
+        """The weight clipping in effect (0.01, as in the WGAN paper, unless set)."""
+        return self.weight_clip if self.weight_clip is not None else (0.01 if self.loss == "wgan" else 0.0)
 
 
 class GuardConfig(_Strict):
@@ -149,7 +167,7 @@ class RunConfig(_Strict):
 
     name: str = "custom"
     description: str = ""
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = Field(default_factory=lambda: model_config())
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -164,13 +182,16 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _pack_divides_batch(self) -> "RunConfig":
-        if self.train.batch_size % self.model.pack:
-            raise ValueError(f"train.batch_size={self.train.batch_size} must be a multiple of model.pack={self.model.pack}")
+        pack = getattr(self.model, "pack", 1)
+        if self.train.batch_size % pack:
+            raise ValueError(f"train.batch_size={self.train.batch_size} must be a multiple of model.pack={pack}")
         return self
 
     @property
     def conditional(self) -> bool:
-        return self.model.family == "cdcgan"
+        from ganforge.models import get_family
+
+        return get_family(self.model.family).conditional
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -248,20 +269,69 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], values: Optional
     return data
 
 
-def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
-    """Build a RunConfig, turning pydantic's report into one line per bad key, each with its full path."""
+# keys of the one flat model config of ganforge 0.1, which every family accepted and most ignored
+V1_MODEL_KEYS = ("family", "image_size", "channels", "z_dim", "z_dist", "g_width", "d_width", "g_input", "d_output",
+                 "batch_norm", "bias", "dropout", "num_classes", "init_std", "point_dim", "pack")
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A config written by ganforge 0.1 (run directories, checkpoints) in today's schema.
+
+    0.1 had one flat model section and saved every key of it; the keys a family never read (``dropout`` for
+    dcgan, ``num_classes`` for mlp...) are dropped. Only for what ganforge itself wrote: presets and users' YAML
+    files are validated as they are, so a misplaced key there is still an error.
+    """
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return data
+    accepted = set(family_keys(str(model.get("family", "dcgan"))))
+    if not accepted:
+        return data
+    inert = [k for k in model if k in V1_MODEL_KEYS and k not in accepted]
+    if not inert:
+        return data
+    data = copy.deepcopy(data)
+    for k in inert:
+        data["model"].pop(k)
+    return data
+
+
+def _error_line(err: dict[str, Any]) -> str:
+    loc = [str(x) for x in err["loc"]]
+    if len(loc) >= 2 and loc[0] == "model" and family_keys(loc[1]):
+        family, loc = loc[1], [loc[0], *loc[2:]]  # drop pydantic's union tag from the path
+    else:
+        family = None
+    where = ".".join(loc) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; 'ganforge presets --show NAME' prints every key)"
+        if family:
+            msg = f"unknown key for family {family!r}, which accepts: {', '.join(family_keys(family))}"
+    elif err["type"] == "union_tag_invalid":
+        msg = (f"unknown family {err.get('ctx', {}).get('tag')!r}: choose one of "
+               f"{', '.join(sorted(_known_families()))}")
+    bad = err.get("input")
+    shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(bad, dict) else f" (got {bad!r})"
+    return f"{where}: {msg}{shown}"
+
+
+def _known_families() -> list[str]:
+    return [cls.model_fields["family"].default for cls in _family_configs()]
+
+
+def validate(data: dict[str, Any], source: str = "config", written_by_ganforge: bool = False) -> RunConfig:
+    """Build a RunConfig, turning pydantic's report into one line per bad key, each with its full path.
+
+    ``written_by_ganforge``: the config comes from a run directory or a checkpoint, and may be from an older
+    version (see ``migrate``).
+    """
+    if written_by_ganforge:
+        data = migrate(data)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; 'ganforge presets --show NAME' prints every key)"
-            bad = err.get("input")
-            shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(bad, dict) else f" (got {bad!r})"
-            lines.append(f"{loc}: {msg}{shown}")
+        lines = [_error_line(err) for err in exc.errors()]
         raise UserError(f"invalid {source}: " + "; ".join(lines)) from None
 
 
@@ -276,7 +346,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a ganforge run directory: {path} is missing")
-    return validate(yaml.safe_load(path.read_text()) or {}, source=str(path))
+    return validate(yaml.safe_load(path.read_text()) or {}, source=str(path), written_by_ganforge=True)
 
 
 def dump_config(cfg: RunConfig) -> str:

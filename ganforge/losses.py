@@ -35,3 +35,13 @@ def g_loss(fake_logits: torch.Tensor, kind: str = "bce") -> torch.Tensor:
     if kind == "hinge":
         return -fake_logits.mean()
     raise ValueError(f"unknown loss {kind!r}")
+
+
+def r1_penalty(real_logits: torch.Tensor, real_in: torch.Tensor) -> torch.Tensor:
+    """(temporary) E ||grad_x D(x)||^2 on real inputs (Mescheder et al. 2018)."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_in, create_graph=True)
+    return grad.float().pow(2).reshape(grad.shape[0], -1).sum(1).mean()
+
+
+def lazy_weight(gamma: float, every: int) -> float:
+    return gamma * every

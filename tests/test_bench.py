@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from ganforge.bench import throughput as tp
-from ganforge.config import ModelConfig, TrainConfig
+from ganforge.config import model_config, TrainConfig
 from ganforge.models import build_models
 
 CPU = torch.device("cpu")
 
 
 def _tiny(size: int = 16, width: int = 8, batch: int = 16):
-    mc = ModelConfig(family="dcgan", image_size=size, channels=3, g_width=width, d_width=width)
+    mc = model_config(family="dcgan", image_size=size, channels=3, g_width=width, d_width=width)
     torch.manual_seed(0)
     G, D = build_models(mc)
     real = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -31,7 +31,7 @@ def _params(*modules):
     return [p.detach().clone() for m in modules for p in m.parameters()]
 
 
-def _pair(mc, G, D, real, *, channels_last: bool, make_optimizer=tp._make_optimizer):
+def _pair(mc, G, D, real, *, channels_last: bool, make_optimizer=tp.make_optimizer):
     ref = tp.ReferenceTrainer(copy.deepcopy(G), copy.deepcopy(D), real, mc.z_dim, CPU)
     tc = TrainConfig(batch_size=real.shape[0], reuse_fake=False, channels_last=channels_last, steps=1)
     parts = tp.make_parts(copy.deepcopy(G), copy.deepcopy(D), mc, tc, CPU, make_optimizer=make_optimizer)
@@ -39,7 +39,7 @@ def _pair(mc, G, D, real, *, channels_last: bool, make_optimizer=tp._make_optimi
 
 
 def test_reference_is_the_fresh_z_algorithm_bit_for_bit():
-    """Same weights, same seed, plain Adam, NCHW: the textbook step and gan_step(reuse_fake=False) agree exactly."""
+    """Same weights, same seed, plain Adam, NCHW: the textbook step and the GAN family's step (reuse_fake=False) agree exactly."""
     mc, G, D, real = _tiny()
     ref, parts, gf = _pair(mc, G, D, real, channels_last=False, make_optimizer=_plain_adam)
     before = _params(G, D)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ganforge.config import DataConfig, ModelConfig
+from ganforge.config import DataConfig, model_config
 from ganforge.data import (
     EXTENSIONS,
     build_dataset,
@@ -23,8 +23,8 @@ from ganforge.data.embedded import load_raw
 from ganforge.errors import DataError, UserError
 
 
-def model(size: int = 32, channels: int = 1) -> ModelConfig:
-    return ModelConfig(image_size=size, channels=channels)
+def model(size: int = 32, channels: int = 1):
+    return model_config(image_size=size, channels=channels)
 
 
 # --------------------------------------------------------------------------- mnist-embedded

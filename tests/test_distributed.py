@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 import ganforge.train.loop as loop
-import ganforge.train.steps as steps
+import ganforge.train.gan as gan_family
 from ganforge.checkpoint import load_latest
 from ganforge.config import validate
 from ganforge.errors import UserError
@@ -74,13 +74,13 @@ def _worker(rank: int, root: str, cfg_data: dict, ports: tuple[int, int]) -> Non
 
         # a NaN loss on rank 1 only, with finite gradients: every rank skips, then all roll back together
         if rank == 1:
-            real, calls = steps.g_loss, {"n": 0}
+            real, calls = gan_family.g_loss, {"n": 0}
 
             def g_loss(logits, kind):
                 calls["n"] += 1
                 return real(logits, kind) + (float("nan") if 3 <= calls["n"] <= 5 else 0.0)
 
-            steps.g_loss = g_loss
+            gan_family.g_loss = g_loss
         nan_run = train(validate({**cfg_data, "guard": {"max_skips": 3}}), root / "dp-nan", **quiet)
         assert nan_run.steps == cfg.train.steps
         save_file(_state(nan_run.models), str(root / "dumps" / f"nan{rank}.safetensors"))

@@ -10,7 +10,7 @@ import pytest
 
 from ganforge import viz
 from ganforge.checkpoint import list_checkpoints
-from ganforge.config import DataConfig, ModelConfig
+from ganforge.config import DataConfig, model_config
 from ganforge.data import build_dataset
 from ganforge.errors import UserError
 from ganforge.metrics.evaluate import evaluate, eval_json_path, metric_is_better
@@ -26,7 +26,7 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def real_npz(tmp_path_factory):
-    ds = build_dataset(DataConfig(spec="mnist-embedded"), ModelConfig(image_size=32, channels=1))
+    ds = build_dataset(DataConfig(spec="mnist-embedded"), model_config(image_size=32, channels=1))
     path = tmp_path_factory.mktemp("npz") / "real.npz"
     viz.save_npz(ds.tensor[:500], path)
     return path
@@ -77,7 +77,7 @@ def test_run_directory_and_folder_sources(tmp_path, tiny):
 
 
 def test_stacked_mnist_mode_coverage_on_real_data(tmp_path):
-    ds = build_dataset(DataConfig(spec="stacked-mnist", limit=3000), ModelConfig(image_size=32, channels=3))
+    ds = build_dataset(DataConfig(spec="stacked-mnist", limit=3000), model_config(image_size=32, channels=3))
     path = tmp_path / "stacked.npz"
     viz.save_npz(ds.tensor, path)
     m = evaluate(path, "stacked-mnist", ["coverage"], n=3000)["metrics"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ganforge.config import ModelConfig, load_config
+from ganforge.config import model_config, load_config
 from ganforge.models import build_models, count_parameters
 
 
 def counts(**kw):
-    g, d = build_models(ModelConfig(**kw))
+    g, d = build_models(model_config(**kw))
     return count_parameters(g), count_parameters(d)
 
 
@@ -32,7 +32,7 @@ def test_conditional_dcgan_counts():
 def test_mlp_notebook_counts_and_batchnorm_switch():
     kw = dict(family="mlp", image_size=28, g_width=32, d_width=32)
     assert counts(batch_norm=False, **kw) == (114_800, 110_849)
-    g, d = build_models(ModelConfig(batch_norm=True, **kw))
+    g, d = build_models(model_config(batch_norm=True, **kw))
     assert any(isinstance(m, torch.nn.BatchNorm1d) for m in g.modules())
     # D's input layer never gets BatchNorm: its first module after the Linear is the activation
     assert isinstance(d.net[1], torch.nn.LeakyReLU)
@@ -42,7 +42,7 @@ def test_mlp_notebook_counts_and_batchnorm_switch():
 @pytest.mark.parametrize("size", [16, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shapes(family, size, channels):
-    cfg = ModelConfig(family=family, image_size=size, channels=channels, g_width=4, d_width=4, z_dim=8)
+    cfg = model_config(family=family, image_size=size, channels=channels, g_width=4, d_width=4, z_dim=8)
     g, d = build_models(cfg)
     z = torch.randn(3, 8)
     y = torch.tensor([0, 5, 9])
@@ -53,12 +53,12 @@ def test_shapes(family, size, channels):
 
 
 def test_large_sizes_build():
-    g, d = build_models(ModelConfig(family="dcgan", image_size=256, channels=3, g_width=2, d_width=2, z_dim=4))
+    g, d = build_models(model_config(family="dcgan", image_size=256, channels=3, g_width=2, d_width=2, z_dim=4))
     assert g(torch.randn(1, 4)).shape == (1, 3, 256, 256)
 
 
 def test_conditional_generator_uses_the_label():
-    cfg = ModelConfig(family="cdcgan", image_size=16, g_width=8, d_width=8, z_dim=8)
+    cfg = model_config(family="cdcgan", image_size=16, g_width=8, d_width=8, z_dim=8)
     g, d = build_models(cfg)
     g.eval()
     z = torch.randn(1, 8).repeat(2, 1)
@@ -69,7 +69,7 @@ def test_conditional_generator_uses_the_label():
 
 
 def test_init_follows_dcgan():
-    g, d = build_models(ModelConfig(family="dcgan", image_size=32, g_width=64, d_width=64))
+    g, d = build_models(model_config(family="dcgan", image_size=32, g_width=64, d_width=64))
     w = torch.cat([m.weight.flatten() for m in d.modules() if isinstance(m, torch.nn.Conv2d)])
     assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.001
 

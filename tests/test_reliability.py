@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import ganforge.train.steps as steps
+import ganforge.train.gan as gan_family
 from ganforge.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest
 from ganforge.errors import UserError
 from ganforge.train import train
@@ -35,7 +35,7 @@ def events(run: Path) -> list[dict]:
 
 def poison_g_loss(monkeypatch, bad_calls: set[int]):
     """Make the generator loss NaN on the given call numbers (0-based)."""
-    real = steps.g_loss
+    real = gan_family.g_loss
     calls = {"n": 0}
 
     def g_loss(logits, kind):
@@ -44,7 +44,7 @@ def poison_g_loss(monkeypatch, bad_calls: set[int]):
         calls["n"] += 1
         return out * float("nan") if i in bad_calls else out
 
-    monkeypatch.setattr(steps, "g_loss", g_loss)
+    monkeypatch.setattr(gan_family, "g_loss", g_loss)
     return calls
 
 

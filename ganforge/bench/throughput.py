@@ -7,8 +7,9 @@ on one fixed random batch in [-1, 1] that already lies on the device: data loadi
   with nothing optimised: default ``torch.optim.Adam``, contiguous (NCHW) tensors, ``opt.zero_grad()``, D's fake
   batch made *with* gradients (the backward pass runs on through G for nothing), a fresh z for the G step with
   D's weights still collecting gradients, and ``.item()`` on both losses every step.
-* **ganforge** -- the trainer's own ``gan_step`` with ``GanParts`` built as ``ganforge.train.loop`` builds them
-  (its optimizer factory, its memory format), and the per-step ``stats.cpu()`` the loop does. Rows:
+* **ganforge** -- the trainer's own step (``engine.run_step`` over the GAN family's phases) with its optimizers
+  and memory format built as ``ganforge.train.loop`` builds them, and the loop's per-step accumulation of the stats
+  on the device (no host sync). Rows:
   ``fresh z`` (``reuse_fake=False``: the reference's algorithm, the headline comparison) and ``reuse fake``
   (``reuse_fake=True``: the PyTorch tutorial's algorithm, one G forward fewer), each in NCHW and channels_last,
   with the trainer's default ``train.deterministic=true`` kernels; one more ``fresh z`` row in the trainer's
@@ -32,13 +33,15 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from ganforge.config import ModelConfig, TrainConfig
 from ganforge.bench.markdown import machine_info, markers, write_block
+from ganforge.config import TrainConfig, model_config, validate
+from ganforge.config_base import ModelBase
 from ganforge.models import build_models, get_family
 from ganforge.sampling import pick_device
 from ganforge.train import determinism
-from ganforge.train.loop import _make_optimizer
-from ganforge.train.steps import GanParts, gan_step
+from ganforge.train.engine import Updater, run_step
+from ganforge.train.family import RunContext, trainer_class
+from ganforge.train.loop import SKIPPED, make_optimizer
 
 MARK_START, MARK_END = markers("throughput")
 WARMUP_STEPS = 3
@@ -93,38 +96,63 @@ class ReferenceTrainer:
         return d_loss.item(), g_loss.item()
 
 
-def trainer_memory_format(train_cfg: TrainConfig, model_cfg: ModelConfig) -> torch.memory_format:
+def trainer_memory_format(train_cfg: TrainConfig, model_cfg: ModelBase) -> torch.memory_format:
     """The memory format ``ganforge.train.loop.train`` picks (keep in step with it)."""
     convolutional = get_family(model_cfg.family).convolutional
     return torch.channels_last if (train_cfg.channels_last and convolutional) else torch.contiguous_format
 
 
-def make_parts(G: nn.Module, D: nn.Module, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,
-               make_optimizer: Callable = _make_optimizer) -> GanParts:
-    """``GanParts`` exactly as the training loop assembles them (``make_optimizer`` is for tests)."""
+@dataclass
+class Parts:
+    """A family's trainer and its updater, assembled as the training loop assembles them."""
+
+    trainer: object
+    updater: Updater
+    keys: tuple[str, ...]
+    memory_format: torch.memory_format
+    device: torch.device
+
+    @property
+    def G(self) -> nn.Module:
+        return self.updater.nets["G"]
+
+    @property
+    def D(self) -> nn.Module:
+        return self.updater.nets["D"]
+
+
+def make_parts(G: nn.Module, D: nn.Module, model_cfg: ModelBase, train_cfg: TrainConfig, device: torch.device,
+               make_optimizer: Callable = make_optimizer) -> Parts:
+    """The GAN family's trainer and optimizers exactly as the training loop builds them (``make_optimizer`` is for
+    tests)."""
     memory_format = trainer_memory_format(train_cfg, model_cfg)
-    G.to(device, memory_format=memory_format)
-    D.to(device, memory_format=memory_format)
-    opt_g = make_optimizer(G.parameters(), train_cfg.lr_g, train_cfg, device)
-    opt_d = make_optimizer(D.parameters(), train_cfg.lr_d, train_cfg, device)
-    G.train()
-    D.train()
-    return GanParts(G, D, opt_g, opt_d, model_cfg, train_cfg, get_family(model_cfg.family).conditional, device,
-                    memory_format, None)
+    nets = {"G": G.to(device, memory_format=memory_format), "D": D.to(device, memory_format=memory_format)}
+    cfg = validate({"model": model_cfg.model_dump(), "train": train_cfg.model_dump()})
+    ctx = RunContext(device, memory_format, total_steps=train_cfg.steps or 1)
+    trainer = trainer_class(get_family(model_cfg.family).trainer)(cfg, nets, ctx)
+    specs = trainer.optimizers()
+    optimizers = {name: make_optimizer([p for n in s.networks for p in nets[n].parameters()], s.lr, train_cfg, device)
+                  for name, s in specs.items()}
+    for net in nets.values():
+        net.train()
+    updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()})
+    return Parts(trainer, updater, (*trainer.stat_keys, SKIPPED), memory_format, device)
 
 
 class GanforgeTrainer:
-    """ganforge's ``gan_step`` on a fixed batch, with the loop's per-step ``stats.cpu()``."""
+    """ganforge's step on a fixed batch, with the loop's accumulation of the stats on the device."""
 
-    def __init__(self, parts: GanParts, real: torch.Tensor):
+    def __init__(self, parts: Parts, real: torch.Tensor):
         self.parts = parts
-        self.batches = [(real.to(parts.device), torch.zeros(real.shape[0], dtype=torch.long))]
+        self.batches = [(real.to(parts.device), torch.zeros(real.shape[0], dtype=torch.long, device=parts.device))]
+        self.acc = torch.zeros(len(parts.keys), device=parts.device)
         self.n = 0
 
     def step(self) -> torch.Tensor:
-        stats = gan_step(self.parts, self.batches, self.n).cpu()
+        values, _ = run_step(self.parts.trainer, self.parts.updater, self.parts.keys, self.batches, self.n)
+        self.acc += values
         self.n += 1
-        return stats
+        return values
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,7 +201,7 @@ def time_steps(step: Callable[[], object], n: int, device: torch.device) -> floa
 
 def _configs_for_size(size: int, device: torch.device, batch: int, width: int, seed: int,
                       formats: Sequence[bool]) -> list[Config]:
-    mc = ModelConfig(family="dcgan", image_size=size, channels=3, g_width=width, d_width=width)
+    mc = model_config(family="dcgan", image_size=size, channels=3, g_width=width, d_width=width)
     torch.manual_seed(seed)
     G0, D0 = build_models(mc)
     real = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed + 1)) * 2 - 1

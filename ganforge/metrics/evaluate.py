@@ -114,11 +114,11 @@ def generated_source(spec: str | Path, n: int, seed: int = 0, device: str = "cpu
 
 def reference_source(spec: str, size: int, channels: int, n: int, data_root: str = "data",
                      download: bool = False) -> ImageSource:
-    from ganforge.config import DataConfig, ModelConfig
+    from ganforge.config import DataConfig, model_config
     from ganforge.data import build_dataset
 
     ds = build_dataset(DataConfig(spec=spec, root=data_root, download=download),
-                       ModelConfig(family="dcgan", image_size=size, channels=channels))
+                       model_config(family="dcgan", image_size=size, channels=channels))
     if ds.kind != "images":
         raise UserError(f"reference {spec!r} is not an image set")
     count = min(n, len(ds))

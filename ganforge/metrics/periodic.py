@@ -12,17 +12,17 @@ from torch import nn
 
 from ganforge.config import EvalConfig, ModelConfig
 from ganforge.metrics import evaluate as ev
-from ganforge.models import sample_z
 
 
 class PeriodicEvaluator:
-    def __init__(self, cfg: EvalConfig, model_cfg: ModelConfig, train_spec: str, conditional: bool,
+    def __init__(self, cfg: EvalConfig, model_cfg: ModelConfig, train_spec: str, make_inputs,
                  device: torch.device, data_root: str = "data", log=print):
+        """``make_inputs(n, generator)``: the generator's inputs (the family's trainer knows them)."""
         from ganforge.metrics.extractors import get_extractor
 
         self.cfg = cfg
         self.model_cfg = model_cfg
-        self.conditional = conditional
+        self.make_inputs = make_inputs
         self.device = device
         self.ref_spec = (cfg.ref or train_spec).strip()
         self.extractor_name = ev.auto_extractor(self.ref_spec) if cfg.extractor == "auto" else cfg.extractor
@@ -42,16 +42,13 @@ class PeriodicEvaluator:
     @torch.no_grad()
     def __call__(self, G: nn.Module, step: int) -> dict[str, float]:
         gen = torch.Generator().manual_seed(987_654 + step)
-        n, k = self.cfg.n, self.model_cfg.num_classes
+        n = self.cfg.n
         was_training = G.training
         G.eval()
 
         def batches(bs: int):
             for i in range(0, n, bs):
-                m = min(bs, n - i)
-                z = sample_z(m, self.model_cfg, "cpu", generator=gen).to(self.device)
-                y = torch.randint(0, k, (m,), generator=gen).to(self.device) if self.conditional else None
-                yield G(z, y).float().cpu().clamp_(-1, 1)
+                yield G(*self.make_inputs(min(bs, n - i), gen)).float().cpu().clamp_(-1, 1)
 
         src = ev.ImageSource("training", self.model_cfg.channels, self.model_cfg.image_size, n, batches)
         keep = any(m in self.cfg.metrics for m in ("kid", "prc"))

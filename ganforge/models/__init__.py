@@ -1,33 +1,41 @@
-"""Model families and the registry that maps ``model.family`` to builders.
+"""Model families and the registry that finds them by convention.
 
-A new family is a new module in this package that calls ``register(...)`` at import time; ``build_models``
-imports the module named after the family (convention, as in junyanz's CycleGAN ``models/__init__.py``).
-Every generator has the signature ``G(z, y=None)`` and every discriminator ``D(x, y=None)`` returning logits,
-so one training step serves unconditional and conditional families alike.
+A family is one module in this package that calls ``register(Family(...))`` at import time: its model config
+(a ``ModelBase`` subclass tagged with ``family: Literal[name]``), a builder of its named networks and the dotted
+path of its trainer (how it trains: its optimizers, phases and stats; see ``ganforge/train/family.py``). Every
+module here is imported when the registry is first asked for (as junyanz's CycleGAN ``models/__init__.py`` finds
+``<name>_model.py``), so adding a family is adding a file. Modules that register nothing (``layers``) are helpers.
+
+The noise-to-image generators have the signature ``G(z, y=None)`` and their discriminators ``D(x, y=None)``
+returning logits, so one training step serves unconditional and conditional families alike.
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from ganforge.config import ModelConfig
+from ganforge.config_base import ModelBase
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
-    build_generator: Callable[[ModelConfig], nn.Module]
-    build_discriminator: Callable[[ModelConfig], nn.Module]
+    config: type[ModelBase]  # the family's model config; ``model.family`` picks it
+    build_networks: Callable[[ModelBase], dict[str, nn.Module]]  # named networks, not yet initialised
+    trainer: str  # "module:Class" of its trainer, imported when a run starts (no import cycle with config)
     conditional: bool = False  # G and D take class labels
     convolutional: bool = True  # channels_last helps
+    generator: str = "G"  # the network that draws samples (its EMA copy when the run keeps one)
+    after_init: Optional[Callable[[ModelBase, dict[str, nn.Module]], None]] = None  # e.g. spectral norm, after init
 
 
 _REGISTRY: dict[str, Family] = {}
-_MODULE_OF = {"mlp": "mlp", "dcgan": "dcgan", "cdcgan": "conditional"}
+_DISCOVERED = False
 
 
 def register(family: Family) -> Family:
@@ -35,10 +43,22 @@ def register(family: Family) -> Family:
     return family
 
 
+def all_families() -> dict[str, Family]:
+    """Every family of this package, importing each module once (by convention, not a list kept by hand)."""
+    global _DISCOVERED
+    if not _DISCOVERED:
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{info.name}")
+        _DISCOVERED = True
+    return dict(_REGISTRY)
+
+
 def get_family(name: str) -> Family:
-    if name not in _REGISTRY:
-        importlib.import_module(f"ganforge.models.{_MODULE_OF.get(name, name)}")
-    return _REGISTRY[name]
+    families = all_families()
+    if name not in families:
+        raise KeyError(f"unknown model family {name!r}: choose one of {', '.join(sorted(families))}")
+    return families[name]
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -53,13 +73,21 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
-    """Generator and discriminator of ``cfg.family``, initialised."""
-    fam = get_family(cfg.family)
-    g, d = fam.build_generator(cfg), fam.build_discriminator(cfg)
-    init_weights(g, cfg.init_std)
-    init_weights(d, cfg.init_std)
-    return g, d
+def build_networks(cfg: ModelBase) -> dict[str, nn.Module]:
+    """The named networks of ``cfg.family``, initialised."""
+    family = get_family(cfg.family)
+    nets = family.build_networks(cfg)
+    for net in nets.values():
+        init_weights(net, cfg.init_std)
+    if family.after_init is not None:  # reparametrisations go on initialised weights
+        family.after_init(cfg, nets)
+    return nets
+
+
+def build_models(cfg: ModelBase) -> tuple[nn.Module, nn.Module]:
+    """Generator and discriminator of a noise-to-image family, initialised."""
+    nets = build_networks(cfg)
+    return nets["G"], nets["D"]
 
 
 def pack_samples(x: torch.Tensor, pack: int) -> torch.Tensor:
@@ -73,7 +101,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def sample_z(n: int, cfg: ModelConfig, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_z(n: int, cfg: ModelBase, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> torch.Tensor:
     """Latent vectors (n, z_dim): N(0, 1) or U(-1, 1) as the config says."""
     if cfg.z_dist == "uniform":
         return torch.rand(n, cfg.z_dim, device=device, generator=generator) * 2 - 1

@@ -6,13 +6,30 @@ strided conv (half of ndf each), are joined after that first layer, then downsam
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
-from ganforge.config import ModelConfig
+from ganforge.config_base import DiscriminatorTricks, ModelBase, check_power_of_two
 from ganforge.models import Family, register
-from ganforge.models.dcgan import down_block, n_resamples, upsampling_body
+from ganforge.models.dcgan import (conv_head, down_block, gan_networks, n_resamples, spectral_norm_discriminators,
+                                   upsampling_body)
+
+
+class CdcganConfig(DiscriminatorTricks, ModelBase):
+    """Conditional DCGAN: class labels into G and D."""
+
+    family: Literal["cdcgan"] = "cdcgan"
+    num_classes: int = Field(10, ge=2)
+    bias: bool = False  # conv biases (redundant before BatchNorm)
+
+    @model_validator(mode="after")
+    def _size(self) -> "CdcganConfig":
+        check_power_of_two(self.image_size, self.family)
+        return self
 
 
 def _stem(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> nn.Sequential:
@@ -24,7 +41,7 @@ def _stem(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> nn.Sequential:
 
 
 class ConditionalGenerator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: CdcganConfig):
         super().__init__()
         self.num_classes = cfg.num_classes
         n = n_resamples(cfg.image_size)
@@ -42,7 +59,7 @@ class ConditionalGenerator(nn.Module):
 
 
 class ConditionalDiscriminator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: CdcganConfig):
         super().__init__()
         self.num_classes = cfg.num_classes
         n = n_resamples(cfg.image_size)
@@ -54,14 +71,18 @@ class ConditionalDiscriminator(nn.Module):
             layers += down_block(c, c * 2, cfg.batch_norm, cfg.bias or not cfg.batch_norm)
             c *= 2
         self.features = nn.Sequential(*layers)
-        self.head = nn.Conv2d(c, 1, 4, 1, 0, bias=cfg.bias)
+        self.head = conv_head(c, cfg)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_with_features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if y is None:
             raise ValueError("a conditional discriminator needs class labels y")
         planes = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
-        h = torch.cat([self.x_stem(x), self.y_stem(planes)], dim=1)
-        return self.head(self.features(h)).reshape(-1)
+        h = self.features(torch.cat([self.x_stem(x), self.y_stem(planes)], dim=1))
+        return self.head(h).reshape(-1), h.flatten(1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_with_features(x, y)[0]
 
 
-register(Family("cdcgan", ConditionalGenerator, ConditionalDiscriminator, conditional=True))
+register(Family("cdcgan", CdcganConfig, gan_networks(ConditionalGenerator, ConditionalDiscriminator),
+                "ganforge.train.gan:GanTrainer", conditional=True, after_init=spectral_norm_discriminators))

@@ -8,12 +8,30 @@ D returns logits: the sigmoid lives in the loss (BCE-with-logits, the stable for
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from ganforge.config import ModelConfig
+from ganforge.config_base import DiscriminatorTricks, ModelBase, check_power_of_two
 from ganforge.models import Family, register
+from ganforge.models.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm
+
+
+class DcganConfig(DiscriminatorTricks, ModelBase):
+    """DCGAN: transposed-conv generator, strided-conv discriminator."""
+
+    family: Literal["dcgan"] = "dcgan"
+    g_input: Literal["convt", "linear"] = "convt"  # z -> 4x4 by a 4x4 transposed conv (PyTorch DCGAN) or a Linear (SVHN notebook)
+    d_output: Literal["conv", "linear"] = "conv"  # 4x4 -> logit by a 4x4 conv (PyTorch DCGAN) or a Linear (SVHN notebook)
+    bias: bool = False  # conv biases (redundant before BatchNorm, the seeds switch them off)
+    pack: int = Field(1, ge=1, le=8)  # PacGAN: D judges `pack` samples at once (joined along channels); fights mode collapse
+
+    @model_validator(mode="after")
+    def _size(self) -> "DcganConfig":
+        check_power_of_two(self.image_size, self.family)
+        return self
 
 
 def n_resamples(image_size: int) -> int:
@@ -29,7 +47,7 @@ def up_block(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> list[nn.Mod
     return layers
 
 
-def upsampling_body(c: int, n: int, cfg: ModelConfig) -> nn.Sequential:
+def upsampling_body(c: int, n: int, cfg: ModelBase) -> nn.Sequential:
     """From the 4x4 map with ``c`` channels to the image: ``n - 1`` up blocks halving channels, then tanh."""
     body: list[nn.Module] = []
     for _ in range(n - 1):
@@ -49,7 +67,7 @@ def down_block(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> list[nn.M
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: DcganConfig):
         super().__init__()
         n = n_resamples(cfg.image_size)
         c = cfg.g_width * 2 ** (n - 1)
@@ -76,7 +94,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: DcganConfig):
         super().__init__()
         n = n_resamples(cfg.image_size)
         c = cfg.d_width
@@ -86,13 +104,45 @@ class DCGANDiscriminator(nn.Module):
             layers += down_block(c, c * 2, cfg.batch_norm, cfg.bias or not cfg.batch_norm)
             c *= 2
         self.features = nn.Sequential(*layers)
-        if cfg.d_output == "linear":
-            self.head: nn.Module = nn.Sequential(nn.Flatten(), nn.Linear(c * 16, 1))
-        else:
-            self.head = nn.Conv2d(c, 1, 4, 1, 0, bias=cfg.bias)
+        self.head = conv_head(c, cfg)
+
+    def forward_with_features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the 4x4 feature map flattened (feature matching, semi-supervised heads)."""
+        h = self.features(x)
+        return self.head(h).reshape(-1), h.flatten(1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(x)).reshape(-1)
 
 
-register(Family("dcgan", DCGANGenerator, DCGANDiscriminator))
+def conv_head(c: int, cfg, outputs: int = 1) -> nn.Module:
+    """From D's 4x4 map with ``c`` channels to ``outputs`` logits per sample, with the optional add-ons between."""
+    pre: list[nn.Module] = []
+    if getattr(cfg, "minibatch_std", False):
+        pre.append(MinibatchStdDev())
+        c += 1
+    kernels = getattr(cfg, "minibatch_disc", 0)
+    if kernels:
+        return nn.Sequential(*pre, nn.Flatten(), MinibatchDiscrimination(c * 16, kernels),
+                             nn.Linear(c * 16 + kernels, outputs))
+    if getattr(cfg, "d_output", "conv") == "linear":
+        return nn.Sequential(*pre, nn.Flatten(), nn.Linear(c * 16, outputs))
+    conv = nn.Conv2d(c, outputs, 4, 1, 0, bias=getattr(cfg, "bias", False))
+    return nn.Sequential(*pre, conv) if pre else conv
+
+
+def spectral_norm_discriminators(cfg, nets: dict[str, nn.Module]) -> None:
+    """After initialisation: spectral normalisation on every discriminator when the config asks for it."""
+    if getattr(cfg, "spectral_norm", False):
+        for name, net in nets.items():
+            if name.startswith("D"):
+                apply_spectral_norm(net)
+
+
+def gan_networks(generator: type[nn.Module], discriminator: type[nn.Module]):
+    """The builder of a G/D family: {"G": generator(cfg), "D": discriminator(cfg)}."""
+    return lambda cfg: {"G": generator(cfg), "D": discriminator(cfg)}
+
+
+register(Family("dcgan", DcganConfig, gan_networks(DCGANGenerator, DCGANDiscriminator), "ganforge.train.gan:GanTrainer",
+                after_init=spectral_norm_discriminators))

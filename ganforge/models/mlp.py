@@ -6,15 +6,36 @@ With ``batch_norm`` the hidden Linear layers lose their bias and get BatchNorm1d
 from __future__ import annotations
 
 import math
+from typing import Literal, Optional
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from ganforge.config import ModelConfig
+from ganforge.config_base import DiscriminatorTricks, ModelBase
 from ganforge.models import Family, register
+from ganforge.models.dcgan import gan_networks, spectral_norm_discriminators
+from ganforge.models.layers import MinibatchDiscrimination
 
 
-def _out_shape(cfg: ModelConfig) -> tuple[int, ...]:
+class MlpConfig(DiscriminatorTricks, ModelBase):
+    """Fully connected G and D, on images (any size) or on points (``point_dim``)."""
+
+    family: Literal["mlp"] = "mlp"
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)  # after every hidden layer of G and D, as in the seeds' notebook
+    point_dim: Optional[int] = Field(None, ge=1)  # vectors (2D synthetic sets) instead of images
+    pack: int = Field(1, ge=1, le=8)  # PacGAN: D judges `pack` samples at once; fights mode collapse
+
+    @model_validator(mode="after")
+    def _size(self) -> "MlpConfig":
+        if self.point_dim is None and self.image_size < 4:
+            raise ValueError(f"image_size={self.image_size} is too small")
+        if self.minibatch_std:
+            raise ValueError("minibatch_std is for convolutional discriminators: use minibatch_disc with mlp")
+        return self
+
+
+def _out_shape(cfg: MlpConfig) -> tuple[int, ...]:
     if cfg.point_dim is not None:
         return (cfg.point_dim,)
     return (cfg.channels, cfg.image_size, cfg.image_size)
@@ -31,7 +52,7 @@ def _hidden(n_in: int, n_out: int, batch_norm: bool, dropout: float) -> list[nn.
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: MlpConfig):
         super().__init__()
         self.out_shape = _out_shape(cfg)
         h = cfg.g_width
@@ -49,18 +70,27 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: MlpConfig):
         super().__init__()
         h = cfg.d_width
         widths = [math.prod(_out_shape(cfg)) * cfg.pack, h * 4, h * 2, h]  # PacGAN: pack samples side by side
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             layers += _hidden(a, b, cfg.batch_norm and i > 0, cfg.dropout)
-        layers.append(nn.Linear(widths[-1], 1))
+        if cfg.minibatch_disc:
+            layers.append(MinibatchDiscrimination(h, cfg.minibatch_disc))
+            h += cfg.minibatch_disc
+        layers.append(nn.Linear(h, 1))
         self.net = nn.Sequential(*layers)
+
+    def forward_with_features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the last hidden layer's activations (feature matching)."""
+        h = self.net[:-1](x.reshape(x.shape[0], -1))
+        return self.net[-1](h).view(-1), h
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x.reshape(x.shape[0], -1)).view(-1)
 
 
-register(Family("mlp", MLPGenerator, MLPDiscriminator, conditional=False, convolutional=False))
+register(Family("mlp", MlpConfig, gan_networks(MLPGenerator, MLPDiscriminator), "ganforge.train.gan:GanTrainer",
+                convolutional=False, after_init=spectral_norm_discriminators))

@@ -54,7 +54,7 @@ class DiversitySpace:
 
 def choose_space(data_spec: str, model: ModelConfig) -> DiversitySpace:
     """The in-domain feature space for digit data (when the classifier loads), else pixels or points."""
-    if model.point_dim is not None:
+    if getattr(model, "point_dim", None) is not None:
         return DiversitySpace("points")
     from ganforge.metrics.evaluate import DIGIT_SETS
 

@@ -10,13 +10,12 @@ fresh latent batches ("standing statistics", as in BigGAN), using its own RNG so
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from ganforge.config import ModelConfig
-from ganforge.models import sample_z
+InputMaker = Callable[[int, torch.Generator], tuple]  # (n, generator) -> the generator network's inputs
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -44,9 +43,9 @@ class EMA:
         self._refreshed_at = None
 
     @torch.no_grad()
-    def refresh_batchnorm(self, cfg: ModelConfig, conditional: bool, device: torch.device, step: int,
-                          batches: int = 8, batch_size: int = 256) -> None:
-        """Recompute BatchNorm running mean/var of the averaged generator (no-op without BatchNorm)."""
+    def refresh_batchnorm(self, make_inputs: InputMaker, step: int, batches: int = 8, batch_size: int = 256) -> None:
+        """Recompute BatchNorm running mean/var of the averaged generator (no-op without BatchNorm), feeding it
+        ``batches`` batches of ``make_inputs`` (the family's inputs: latents, labels...)."""
         norms = _batchnorms(self.model)
         if not norms or self._refreshed_at == step:
             return
@@ -57,9 +56,7 @@ class EMA:
             m.momentum = None  # cumulative average over the refresh batches
         self.model.train()
         for _ in range(batches):
-            z = sample_z(batch_size, cfg, "cpu", generator=gen).to(device)
-            y = torch.randint(0, cfg.num_classes, (batch_size,), generator=gen).to(device) if conditional else None
-            self.model(z, y)
+            self.model(*make_inputs(batch_size, gen))
         for m, mom in zip(norms, momenta):
             m.momentum = mom
         self.model.eval()

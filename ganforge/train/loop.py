@@ -1,18 +1,19 @@
-"""The training loop: one plain function, every knob in the RunConfig.
+"""The run: data, step counter, logging, guards, EMA, evaluation, signals, time limits, checkpoints.
 
-``train(cfg, run_dir)`` builds data and models (failing before anything is written when the input is bad),
-then alternates D and G updates, logging to ``metrics.jsonl``, drawing the fixed latent vectors into
-``samples/`` every epoch, and checkpointing atomically. ``resume=True`` continues a run exactly where its
-newest good checkpoint stopped: weights, optimizers, EMA, RNG states and the position inside the epoch.
+``train(cfg, run_dir)`` builds data and networks (failing before anything is written when the input is bad), then
+runs the family's phases (``engine.run_step``) step after step, logging to ``metrics.jsonl``, drawing the fixed
+inputs into ``samples/`` every epoch, and checkpointing atomically. ``resume=True`` continues a run exactly where
+its newest good checkpoint stopped: every network and optimizer, EMA copies, loss scales, RNG states, the
+family's extra state and the position inside the epoch.
 
-Under ``accelerate launch`` or ``torchrun`` every process runs ``train``: each trains a replica on its slice of the
-global batch with gradients averaged before every update (see ``distributed.py``); only rank 0 logs and writes
+The loop knows no family: it handles named networks and optimizers, and the stats a trainer declares
+(``family.py``). Under ``accelerate launch`` or ``torchrun`` every process runs ``train`` on its slice of the
+global batch with gradients averaged before every update (``distributed.py``); only rank 0 logs and writes
 files, and every decision that ends or rewinds the run is taken the same on all ranks.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sys
@@ -31,16 +32,17 @@ from ganforge.config import RunConfig, dump_config
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text
-from ganforge.models import build_models, count_parameters, get_family, sample_z
+from ganforge.models import build_networks, count_parameters, get_family
 from ganforge.train import determinism, fingerprint as fp
 from ganforge.train.batches import BatchSource
 from ganforge.train.distributed import Dist, init_from_env
-from ganforge.train.ema import EMA
 from ganforge.train.diversity import choose_space
+from ganforge.train.ema import EMA
+from ganforge.train.engine import Updater, run_step
+from ganforge.train.family import RunContext, Trainer, trainer_class
 from ganforge.train.guards import CollapseWatch, Event, NonFiniteGuard, tensors_finite
 from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
 from ganforge.train.signals import StopRequest
-from ganforge.train.steps import STAT_KEYS, GanParts, gan_step
 
 
 @dataclass
@@ -49,16 +51,24 @@ class RunSummary:
     steps: int
     epochs: int
     seconds: float
-    params_g: int
-    params_d: int
+    params: dict[str, int]  # parameter count of every network
     last: dict[str, float]
     stopped: Optional[str] = None  # why the run ended before its budget: a signal name, or "interrupted"
-    models: Optional[dict[str, nn.Module]] = field(default=None, repr=False)  # the trained G, D (and G_ema)
+    models: Optional[dict[str, nn.Module]] = field(default=None, repr=False)  # the trained networks and EMA copies
     rank: int = 0  # this process's rank in a data-parallel run: only rank 0 wrote run_dir
+
+    @property
+    def params_g(self) -> int:
+        return self.params.get("G", 0)
+
+    @property
+    def params_d(self) -> int:
+        return self.params.get("D", 0)
 
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_DEVICES = ("cuda",)  # where train.precision=fp16 runs (GradScaler + float16 autocast)
+SKIPPED = "skipped"  # the stat the loop adds to every family's: updates refused for a NaN/Inf
 
 
 def seed_everything(seed: int) -> None:
@@ -67,28 +77,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def fixed_latents(cfg: RunConfig, conditional: bool) -> tuple[torch.Tensor, Optional[torch.Tensor], int]:
-    """The latent vectors drawn every epoch (and their labels), and the grid's row length.
-
-    Conditional runs follow the seeds' cDCGAN: row k shows class k, the same z in every row.
-    """
-    gen = torch.Generator().manual_seed(cfg.train.seed + 12345)
-    n = cfg.train.n_fixed
-    if conditional:
-        k = cfg.model.num_classes
-        per_class = max(1, n // k)
-        z = sample_z(per_class, cfg.model, generator=gen).repeat(k, 1)
-        y = torch.arange(k).repeat_interleave(per_class)
-        return z, y, per_class
-    z = sample_z(n, cfg.model, generator=gen)
-    return z, None, max(1, math.ceil(math.sqrt(n)))
-
-
-def _make_optimizer(params, lr: float, tc, device: torch.device) -> torch.optim.Optimizer:
-    # fused Adam: one kernel for all parameters on CUDA and CPU alike
-    opt = torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), fused=device.type in ("cuda", "cpu"))
+def make_optimizer(params, lr: float, tc, device: torch.device) -> torch.optim.Optimizer:
+    """Adam (fused: one kernel for all parameters, and the device-side NaN skip) or the WGAN paper's RMSprop."""
+    if tc.optimizer == "rmsprop":
+        opt: torch.optim.Optimizer = torch.optim.RMSprop(params, lr=lr)
+    else:
+        opt = torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), fused=device.type in ("cuda", "cpu"))
     remember_base_lr(opt)  # the schedule (train.lr_decay) and the rollbacks work from this base rate
     return opt
+
+
+_make_optimizer = make_optimizer  # the name the throughput bench imports
 
 
 def _match_param_layout(opt: torch.optim.Optimizer) -> None:
@@ -104,24 +103,9 @@ def _match_param_layout(opt: torch.optim.Optimizer) -> None:
                     opt.state[p][key] = torch.empty_like(p, dtype=val.dtype).copy_(val)
 
 
-def _restore(ckpt, parts: GanParts) -> tuple[int, int, int]:
-    """Load a checkpoint's models, optimizers, loss scales and RNG states; returns (step, epoch, position)."""
-    G, D, ema, opt_g, opt_d = parts.G, parts.D, parts.ema, parts.opt_g, parts.opt_d
-    G.load_state_dict(ckpt.module_state("G"))
-    D.load_state_dict(ckpt.module_state("D"))
-    if ema is not None:
-        ema.model.load_state_dict(ckpt.module_state("G_ema") or ckpt.module_state("G"))
-    opt_g.load_state_dict(ckpt.optimizer_state("opt_g"))
-    opt_d.load_state_dict(ckpt.optimizer_state("opt_d"))
-    _match_param_layout(opt_g)
-    _match_param_layout(opt_d)
-    restore_rng(ckpt.optim, ckpt.state["rng"])
-    parts.dist.sync_rng()  # a CUDA generator is per device: every rank continues rank 0's stream
-    scalers = ckpt.state.get("scalers") or {}
-    for key, scaler in (("g", parts.scaler_g), ("d", parts.scaler_d)):
-        if scaler is not None and key in scalers:
-            scaler.load_state_dict(scalers[key])
-    return ckpt.state["step"], ckpt.state["epoch"], ckpt.state["position"]
+def _opt_key(name: str) -> str:
+    """Checkpoint key of an optimizer ("G" -> "opt_g", as ganforge 0.1 wrote them)."""
+    return f"opt_{name.lower()}"
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -163,9 +147,14 @@ def train(
     dist = init_from_env(cfg.train.device)  # one process of a data-parallel run, or the only one
     try:
         with determinism.kernels(cfg.train.deterministic, dist.device):
-            return _train(cfg, run_dir, dist, resume=resume, dry_run=dry_run, strict_data=strict_data,
-                          progress=progress and dist.is_main, log=log if dist.is_main else _silent,
-                          stop_after_steps=stop_after_steps, force=force, detect_anomaly=detect_anomaly)
+            torch.autograd.set_detect_anomaly(detect_anomaly)
+            run = Run(cfg, dist, log=log if dist.is_main else _silent, strict_data=strict_data,
+                      with_evaluator=not dry_run)
+            if dry_run:
+                return run.summary(None, 0.0)
+            assert run_dir is not None
+            run.open(Path(run_dir), resume=resume, force=force)
+            return run.loop(progress=progress and dist.is_main, stop_after_steps=stop_after_steps)
     finally:
         dist.shutdown()
 
@@ -174,357 +163,475 @@ def _silent(_: str) -> None:
     pass
 
 
-def _train(cfg: RunConfig, run_dir: Optional[Path], dist: Dist, *, resume: bool, dry_run: bool, strict_data: bool,
-           progress: bool, log: Callable[[str], None], stop_after_steps: Optional[int], force: bool,
-           detect_anomaly: bool) -> RunSummary:
-    tc, mc, gc = cfg.train, cfg.model, cfg.guard
-    family = get_family(mc.family)
-    torch.autograd.set_detect_anomaly(detect_anomaly)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = dist.device
-    if tc.precision == "fp16" and device.type not in FP16_DEVICES:
-        raise UserError(f"train.precision=fp16 needs a CUDA device (this run is on {device}): use bf16")
-    if tc.sync_batchnorm and dist.enabled and device.type != "cuda":
-        raise UserError("train.sync_batchnorm needs CUDA (torch's SyncBatchNorm has no CPU implementation): "
-                        "leave it off, or drop BatchNorm with --set model.batch_norm=false")
-    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if launcher_precision in ("bf16", "fp16") and launcher_precision != tc.precision:
-        log(f"warning: accelerate's mixed precision ({launcher_precision}) is not applied; ganforge uses "
-            f"train.precision={tc.precision}: pass --set train.precision={launcher_precision}")
-    if run_dir is not None and not resume and not dry_run:
-        _check_new_run_dir(Path(run_dir))
+class Run:
+    """One training run: built (and validated) by ``__init__``, given its directory by ``open``, run by ``loop``."""
 
-    # --- validate everything up front: data, models; nothing is written before this passes
-    dataset = build_dataset(cfg.data, mc, strict=strict_data)
-    if family.conditional and getattr(dataset, "num_classes", None) is None:
-        raise UserError(f"family {mc.family!r} needs class labels but {cfg.data.spec!r} has none: "
-                        "use a labelled set (mnist-embedded, mnist, cifar10, ...)")
-    if family.conditional and dataset.num_classes > mc.num_classes:
-        raise UserError(f"{cfg.data.spec!r} has {dataset.num_classes} classes but model.num_classes="
-                        f"{mc.num_classes}: --set model.num_classes={dataset.num_classes}")
-    local_batch = dist.local_batch(tc.batch_size, mc.pack)
-    source = BatchSource(dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
-                         rank=dist.rank, world_size=dist.world_size)
-    evaluator = None
-    if cfg.eval.every and not dry_run and dist.is_main:  # rank 0 evaluates; the others wait for its verdict
-        from ganforge.metrics.periodic import PeriodicEvaluator
+    def __init__(self, cfg: RunConfig, dist: Dist, *, log: Callable[[str], None], strict_data: bool,
+                 with_evaluator: bool):
+        self.cfg, self.dist, self.log = cfg, dist, log
+        tc, mc = cfg.train, cfg.model
+        self.family = get_family(mc.family)
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        self.device = dist.device
+        self._check_options()
+        self.dataset = build_dataset(cfg.data, mc, strict=strict_data)
+        self._check_labels()
+        dist.local_batch(tc.batch_size, getattr(mc, "pack", 1))  # a UserError unless the batch splits evenly
+        self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
+                                  rank=dist.rank, world_size=dist.world_size)
+        self.total_steps = tc.steps if tc.steps is not None else tc.epochs * self.source.steps_per_epoch
+        self.evaluator = None
+        self.diversity_space = choose_space(cfg.data.spec, mc)  # chosen once: diversities compared in one space
+        seed_everything(tc.seed)
+        self.nets = build_networks(mc)
+        self.params = {name: count_parameters(net) for name, net in self.nets.items()}
+        self.memory_format = torch.channels_last if (tc.channels_last and self.family.convolutional) \
+            else torch.contiguous_format
+        self.ctx = RunContext(self.device, self.memory_format, AMP_DTYPES[tc.precision], dist.rank, dist.world_size,
+                              self.total_steps, self.dataset)
+        self.trainer: Trainer = trainer_class(self.family.trainer)(cfg, self.nets, self.ctx)
+        self.keys = (*self.trainer.stat_keys, SKIPPED)
+        if with_evaluator and cfg.eval.every and dist.is_main:  # rank 0 evaluates; the others await its verdict
+            from ganforge.metrics.periodic import PeriodicEvaluator
 
-        evaluator = PeriodicEvaluator(cfg.eval, mc, cfg.data.spec, family.conditional, device, cfg.data.root, log=log)
-    diversity_space = choose_space(cfg.data.spec, mc)  # chosen once: diversities are compared within one space
-    seed_everything(tc.seed)
-    G, D = build_models(mc)
-    pg, pd = count_parameters(G), count_parameters(D)
-    total_steps = tc.steps if tc.steps is not None else tc.epochs * source.steps_per_epoch
-    log(f"data: {describe(dataset)}")
-    shape = f"{mc.point_dim}-D points" if mc.point_dim is not None else f"{mc.image_size}px"
-    log(f"models: G {pg:,} parameters, D {pd:,} parameters ({mc.family}, {shape}, device {device})")
-    log(diversity_space.describe())
-    log(f"budget: {total_steps:,} steps of batch {tc.batch_size} ({source.steps_per_epoch} steps per epoch)")
-    if dist.enabled:
-        log(f"data-parallel: {dist.world_size} processes, {local_batch} samples each per batch, "
-            f"precision {tc.precision}")
-    if dry_run:
-        return RunSummary(None, 0, 0, 0.0, pg, pd, {})
-    assert run_dir is not None
-    run_dir = Path(run_dir)
+            self.evaluator = PeriodicEvaluator(cfg.eval, mc, cfg.data.spec, self.trainer.generator_inputs,
+                                               self.device, cfg.data.root, log=log)
+        self._describe()
 
-    memory_format = torch.channels_last if (tc.channels_last and family.convolutional) else torch.contiguous_format
-    G.to(device, memory_format=memory_format)
-    D.to(device, memory_format=memory_format)
-    dist.broadcast_module(G)  # identical replicas from the first step
-    dist.broadcast_module(D)
-    opt_g = _make_optimizer(G.parameters(), tc.lr_g, tc, device)
-    opt_d = _make_optimizer(D.parameters(), tc.lr_d, tc, device)
-    ema = EMA(G, tc.ema.decay, tc.ema.start_step) if tc.ema.enabled else None
-    if tc.sync_batchnorm and dist.enabled:  # after the EMA copy: its BatchNorm re-estimation stays local
-        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)  # same parameter objects: the optimizers still hold them
-        D = nn.SyncBatchNorm.convert_sync_batchnorm(D)
-    fixed_z, fixed_y, grid_row = fixed_latents(cfg, family.conditional)
-    scaler = (lambda: torch.amp.GradScaler(device.type)) if tc.precision == "fp16" else (lambda: None)
-    parts = GanParts(G, D, opt_g, opt_d, mc, tc, family.conditional, device, memory_format, ema, dist=dist,
-                     amp_dtype=AMP_DTYPES[tc.precision], scaler_g=scaler(), scaler_d=scaler())
-    models = {"G": G, "D": D, **({"G_ema": ema.model} if ema is not None else {})}
+    # ------------------------------------------------------------------ set-up
 
-    step, epoch, pos = 0, 0, 0
-    best_value: Optional[float] = None  # of cfg.eval.best, for checkpoints/best
-    ckpt_root = run_dir / "checkpoints"
-    if resume:
-        ckpt = load_latest(ckpt_root, map_location=device, warn=log)
-        diffs = fp.mismatch(ckpt.state.get("fingerprint", {}), fp.fingerprint(cfg, dataset))
+    def _check_options(self) -> None:
+        tc = self.cfg.train
+        if tc.precision == "fp16" and self.device.type not in FP16_DEVICES:
+            raise UserError(f"train.precision=fp16 needs a CUDA device (this run is on {self.device}): use bf16")
+        if tc.sync_batchnorm and self.dist.enabled and self.device.type != "cuda":
+            raise UserError("train.sync_batchnorm needs CUDA (torch's SyncBatchNorm has no CPU implementation): "
+                            "leave it off, or drop BatchNorm with --set model.batch_norm=false")
+        launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        if launcher_precision in ("bf16", "fp16") and launcher_precision != tc.precision:
+            self.log(f"warning: accelerate's mixed precision ({launcher_precision}) is not applied; ganforge uses "
+                     f"train.precision={tc.precision}: pass --set train.precision={launcher_precision}")
+
+    def _check_labels(self) -> None:
+        mc = self.cfg.model
+        if not self.family.conditional:
+            return
+        if getattr(self.dataset, "num_classes", None) is None:
+            raise UserError(f"family {mc.family!r} needs class labels but {self.cfg.data.spec!r} has none: "
+                            "use a labelled set (mnist-embedded, mnist, cifar10, ...)")
+        if self.dataset.num_classes > mc.num_classes:
+            raise UserError(f"{self.cfg.data.spec!r} has {self.dataset.num_classes} classes but model.num_classes="
+                            f"{mc.num_classes}: --set model.num_classes={self.dataset.num_classes}")
+
+    def _describe(self) -> None:
+        mc, tc = self.cfg.model, self.cfg.train
+        point_dim = getattr(mc, "point_dim", None)
+        shape = f"{point_dim}-D points" if point_dim is not None else f"{mc.image_size}px"
+        nets = ", ".join(f"{name} {n:,}" for name, n in self.params.items())
+        self.log(f"data: {describe(self.dataset)}")
+        self.log(f"models: {nets} parameters ({mc.family}, {shape}, device {self.device})")
+        self.log(self.diversity_space.describe())
+        self.log(f"budget: {self.total_steps:,} steps of batch {tc.batch_size} "
+                 f"({self.source.steps_per_epoch} steps per epoch)")
+        if self.dist.enabled:
+            self.log(f"data-parallel: {self.dist.world_size} processes, "
+                     f"{self.dist.local_batch(tc.batch_size, getattr(mc, 'pack', 1))} samples each per batch, "
+                     f"precision {tc.precision}")
+
+    def summary(self, run_dir: Optional[Path], seconds: float, stopped: Optional[str] = None) -> RunSummary:
+        models = {**self.nets, **{f"{n}_ema": e.model for n, e in getattr(self, "ema", {}).items()}}
+        return RunSummary(run_dir, getattr(self, "step", 0), getattr(self, "epoch", 0), seconds, self.params,
+                          getattr(self, "last", {}), stopped, models, self.dist.rank)
+
+    def _place_networks(self) -> None:
+        """Device and memory format, replicas made identical, optimizers, EMA copies, loss scalers."""
+        tc, dist = self.cfg.train, self.dist
+        for net in self.nets.values():
+            net.to(self.device, memory_format=self.memory_format)
+            dist.broadcast_module(net)  # identical replicas from the first step
+        specs = self.trainer.optimizers()
+        self.optimizers = {name: make_optimizer([p for n in s.networks for p in self.nets[n].parameters()],
+                                                s.lr, tc, self.device) for name, s in specs.items()}
+        self.ema = {n: EMA(self.nets[n], tc.ema.decay, tc.ema.start_step) for n in self.trainer.ema_networks
+                    if tc.ema.enabled and n in self.nets}
+        if tc.sync_batchnorm and dist.enabled:  # after the EMA copies: their BatchNorm re-estimation stays local
+            for name, net in self.nets.items():  # same parameter objects: the optimizers still hold them
+                self.nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            self.trainer.nets = self.nets
+        scalers = {name: torch.amp.GradScaler(self.device.type) for name in specs} if tc.precision == "fp16" else {}
+        self.updater = Updater(self.nets, self.optimizers, {n: s.networks for n, s in specs.items()}, dist, scalers)
+
+    def open(self, run_dir: Path, *, resume: bool, force: bool) -> None:
+        """Create the run directory (or restore from it); nothing was written before this point."""
+        self.run_dir, self.ckpt_root = run_dir, run_dir / "checkpoints"
+        if not resume:
+            _check_new_run_dir(run_dir)
+        self._place_networks()
+        self.fixed = self.trainer.fixed_inputs(self.cfg.train.seed, self.cfg.train.n_fixed)
+        self.step = self.epoch = self.pos = 0
+        self.best_value: Optional[float] = None  # of cfg.eval.best, for checkpoints/best
+        self.acc = torch.zeros(len(self.keys), device=self.device)  # stat sums since the last metrics line
+        self.acc_n = np.zeros(len(self.keys))  # how many steps produced each stat in that window
+        self.last: dict[str, float] = {}
+        self.fingerprint = fp.fingerprint(self.cfg, self.dataset)
+        if resume:
+            self._resume(force)
+        else:
+            self.dist.barrier()  # every rank has checked the directory is new before rank 0 writes into it
+            if self.dist.is_main:
+                _check_new_run_dir(run_dir)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(run_dir / "config.yaml", dump_config(self.cfg))
+        if self.dist.is_main:
+            (run_dir / "samples").mkdir(exist_ok=True)
+        self.dist.barrier()
+
+    def _resume(self, force: bool) -> None:
+        ckpt = load_latest(self.ckpt_root, map_location=self.device, warn=self.log)
+        diffs = fp.mismatch(ckpt.state.get("fingerprint", {}), self.fingerprint)
         if diffs and not force:
-            raise UserError(f"{run_dir} was trained with something else: {'; '.join(diffs[:5])}"
+            raise UserError(f"{self.run_dir} was trained with something else: {'; '.join(diffs[:5])}"
                             f"{' ...' if len(diffs) > 5 else ''} (pass --force to resume anyway)")
         if diffs:
-            log(f"warning: resuming despite changes (--force): {'; '.join(diffs)}")
-        step, epoch, pos = _restore(ckpt, parts)
-        best_value = ckpt.state.get("best_value")
-        dist.barrier()  # every rank has read the checkpoint before rank 0 writes anything
-        if dist.is_main:
-            _truncate_metrics(run_dir / "metrics.jsonl", step)
-        log(f"resumed {run_dir} from {ckpt.path.name}: step {step}, epoch {epoch}, batch {pos}")
-    else:
-        dist.barrier()  # every rank has checked the directory is new before rank 0 writes into it
-        if dist.is_main:
-            _check_new_run_dir(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    if dist.is_main:
-        (run_dir / "samples").mkdir(exist_ok=True)
-    dist.barrier()
-    run_fingerprint = fp.fingerprint(cfg, dataset)
+            self.log(f"warning: resuming despite changes (--force): {'; '.join(diffs)}")
+        self._restore(ckpt)
+        self.best_value = ckpt.state.get("best_value")
+        window = ckpt.state.get("log_window")
+        if window and len(window["sum"]) == len(self.keys):  # so a resumed run logs exactly what a straight one would
+            self.acc = torch.tensor(window["sum"], dtype=torch.float32, device=self.device)
+            n = window["n"]
+            self.acc_n = np.array(n if isinstance(n, list) else [n] * len(self.keys), dtype=np.float64)
+        self.dist.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+        if self.dist.is_main:
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        self.log(f"resumed {self.run_dir} from {ckpt.path.name}: step {self.step}, epoch {self.epoch}, "
+                 f"batch {self.pos}")
 
-    def refresh_ema() -> None:
-        if ema is not None:
-            ema.refresh_batchnorm(mc, family.conditional, device, step)
+    def _restore(self, ckpt) -> None:
+        """Networks, EMA copies, optimizers, loss scales, RNG states, the family's extra state, the position."""
+        for name, net in self.nets.items():
+            net.load_state_dict(ckpt.module_state(name))
+        for name, ema in self.ema.items():
+            ema.model.load_state_dict(ckpt.module_state(f"{name}_ema") or ckpt.module_state(name))
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt.optimizer_state(_opt_key(name)))
+            _match_param_layout(opt)
+        restore_rng(ckpt.optim, ckpt.state["rng"])
+        self.dist.sync_rng()  # a CUDA generator is per device: every rank continues rank 0's stream
+        saved_scalers = ckpt.state.get("scalers") or {}
+        for name, scaler in self.updater.scalers.items():
+            if name.lower() in saved_scalers:
+                scaler.load_state_dict(saved_scalers[name.lower()])
+        extra = {k[len("extra."):]: v for k, v in ckpt.optim.items() if k.startswith("extra.")}
+        self.trainer.load_extra_state(extra, ckpt.state.get("extra", {}))
+        self.step, self.epoch, self.pos = ckpt.state["step"], ckpt.state["epoch"], ckpt.state["position"]
 
-    def save(reason: str, best: bool = False) -> Optional[Path]:
+    # ------------------------------------------------------------------ checkpoints, pictures, evaluation
+
+    def _sampler(self) -> nn.Module:
+        """The network that draws samples: the generator's EMA copy when there is one (BatchNorm refreshed)."""
+        name = self.family.generator
+        ema = self.ema.get(name)
+        if ema is None:
+            return self.nets[name]
+        ema.refresh_batchnorm(self.trainer.generator_inputs, self.step)
+        return ema.model
+
+    def save(self, reason: str, best: bool = False) -> Optional[Path]:
         """Every rank calls this (it holds collectives); rank 0 writes the checkpoint while the others wait."""
-        refresh_ema()
-        if dist.enabled:  # the log window as the next metrics line will average it, saved and kept alike
-            acc.copy_(dist.all_reduce_mean(acc))
-        path = write_checkpoint(reason, best) if dist.is_main else None
-        dist.barrier()
+        for ema in self.ema.values():
+            ema.refresh_batchnorm(self.trainer.generator_inputs, self.step)
+        if self.dist.enabled:  # the log window as the next metrics line will average it, saved and kept alike
+            self.acc.copy_(self.dist.all_reduce_mean(self.acc))
+        path = self._write_checkpoint(reason, best) if self.dist.is_main else None
+        self.dist.barrier()
         return path
 
-    def write_checkpoint(reason: str, best: bool) -> Optional[Path]:
-        rng_tensors, rng_meta = capture_rng()
-        modules = {"G": G.state_dict(), "D": D.state_dict()}
-        if ema is not None:
-            modules["G_ema"] = ema.model.state_dict()
+    def _write_checkpoint(self, reason: str, best: bool) -> Optional[Path]:
+        modules = {name: net.state_dict() for name, net in self.nets.items()}
+        modules.update({f"{name}_ema": ema.model.state_dict() for name, ema in self.ema.items()})
         weights = flatten_modules(modules)
         if not tensors_finite(weights.values()):
-            log(f"warning: not saving a checkpoint at step {step}: the weights hold NaN/Inf")
+            self.log(f"warning: not saving a checkpoint at step {self.step}: the weights hold NaN/Inf")
             return None
-        weights["fixed.z"] = fixed_z.contiguous()
-        if fixed_y is not None:
-            weights["fixed.y"] = fixed_y.contiguous()
+        weights.update({f"fixed.{k}": v.contiguous() for k, v in self.fixed.tensors.items()})
+        rng_tensors, rng_meta = capture_rng()
         optim: dict[str, torch.Tensor] = dict(rng_tensors)
         meta: dict[str, Any] = {}
-        for name, opt in (("opt_g", opt_g), ("opt_d", opt_d)):
-            tensors, meta[name] = flatten_optimizer(name, opt.state_dict())
+        for name, opt in self.optimizers.items():
+            tensors, meta[_opt_key(name)] = flatten_optimizer(_opt_key(name), opt.state_dict())
             optim.update(tensors)
-        state = {"position": pos, "config": cfg.model_dump(mode="json"), "optimizers": meta, "rng": rng_meta,
-                 "log_window": {"sum": acc.tolist(), "n": acc_n}, "best_value": best_value, "reason": reason,
-                 "fingerprint": run_fingerprint, "time": time.time()}
-        if parts.scaler_g is not None:  # fp16 loss scales: plain numbers
-            state["scalers"] = {"g": parts.scaler_g.state_dict(), "d": parts.scaler_d.state_dict()}
-        if dataset.skipped:  # unreadable images, listed for the user (and counted in the log)
-            atomic_write_text(run_dir / "skipped_files.txt", "".join(f"{p}\n" for p in dataset.skipped))
-        return save_checkpoint(ckpt_root, epoch=epoch, step=step, weights=weights, optim=optim, state=state,
-                               keep=tc.keep_checkpoints, best=best)
+        extra_tensors, extra_meta = self.trainer.extra_state()
+        optim.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra_tensors.items()})
+        state = {"position": self.pos, "config": self.cfg.model_dump(mode="json"), "optimizers": meta,
+                 "rng": rng_meta, "log_window": {"sum": self.acc.tolist(), "n": self.acc_n.tolist()},
+                 "best_value": self.best_value, "reason": reason, "fingerprint": self.fingerprint,
+                 "time": time.time(), "extra": extra_meta}
+        if self.updater.scalers:  # fp16 loss scales: plain numbers
+            state["scalers"] = {name.lower(): s.state_dict() for name, s in self.updater.scalers.items()}
+        if self.dataset.skipped:  # unreadable images, listed for the user (and counted in the log)
+            atomic_write_text(self.run_dir / "skipped_files.txt", "".join(f"{p}\n" for p in self.dataset.skipped))
+        return save_checkpoint(self.ckpt_root, epoch=self.epoch, step=self.step, weights=weights, optim=optim,
+                               state=state, keep=self.cfg.train.keep_checkpoints, best=best)
 
-    def run_eval() -> None:
+    def evaluate(self) -> None:
         """Rank 0 evaluates; every rank takes part in saving checkpoints/best when the metric improved."""
-        nonlocal best_value
-        refresh_ema()
         improved = False
-        if evaluator is not None:
-            values = evaluator(ema.model if ema is not None else G, step)
-            metrics_file.write(json.dumps({"step": step, "epoch": epoch, "eval": values}) + "\n")
-            log("eval @ step {}: {}".format(step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
-            key = evaluator.best_key()
+        if self.evaluator is not None:
+            values = self.evaluator(self._sampler(), self.step)
+            self.write({"step": self.step, "epoch": self.epoch, "eval": values})
+            self.log("eval @ step {}: {}".format(self.step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
+            key = self.evaluator.best_key()
             if key is not None and key in values:
                 from ganforge.metrics.evaluate import metric_is_better
 
-                if metric_is_better(key, values[key], best_value):
-                    best_value = values[key]
+                if metric_is_better(key, values[key], self.best_value):
+                    self.best_value = values[key]
                     improved = True
-        if dist.any(improved):
-            save("best", best=True)
+        if self.dist.any(improved):
+            self.save("best", best=True)
 
-    def draw_fixed() -> list[Event]:
-        """Draw the fixed latents into samples/ and check their diversity; returns the watch's findings."""
-        refresh_ema()
-        sampler = ema.model if ema is not None else G
+    def draw_fixed(self) -> list[Event]:
+        """Draw the fixed inputs into samples/ and check their diversity; returns the watch's findings."""
+        sampler = self._sampler()
         was_training = sampler.training
         sampler.eval()
         with torch.inference_mode():
-            y = fixed_y.to(device) if fixed_y is not None else None
-            fake = sampler(fixed_z.to(device), y).float().cpu()
+            fake = self.trainer.draw(sampler, self.fixed)
         sampler.train(was_training)
-        findings = watch.on_samples(dist.broadcast_float(diversity_space.diversity(fake))) if step > 0 else []
+        diversity = self.dist.broadcast_float(self.diversity_space.diversity(fake))
+        findings = self.watch.on_samples(diversity) if self.step > 0 else []
         for e in findings:
-            event(e)
-        if not dist.is_main:
-            return findings
-        path = run_dir / "samples" / f"e{epoch:04d}-s{step:08d}.png"
-        if mc.point_dim is not None:
-            viz.save_points_plot(dataset.tensor[:2000], fake, path, title=f"step {step}")
-        else:
-            viz.save_grid(fake, path, nrow=grid_row)
+            self.event(e)
+        if self.dist.is_main:
+            path = self.run_dir / "samples" / f"e{self.epoch:04d}-s{self.step:08d}.png"
+            if getattr(self.cfg.model, "point_dim", None) is not None:
+                viz.save_points_plot(self.dataset.tensor[:2000], fake, path, title=f"step {self.step}")
+            else:
+                viz.save_grid(fake, path, nrow=self.fixed.nrow)
         return findings
 
-    if step == 0:
-        draw_fixed()  # the untrained generator: the first frame of the progression
-    metrics_file = open(run_dir / "metrics.jsonl" if dist.is_main else os.devnull, "a", buffering=1)
-    acc = torch.zeros(len(STAT_KEYS))  # running sums of the stats since the last metrics line
-    acc_n, window_start, window_images = 0, time.perf_counter(), 0
-    if resume and "log_window" in ckpt.state:  # so a resumed run logs exactly what a straight one would
-        acc = torch.tensor(ckpt.state["log_window"]["sum"], dtype=torch.float32)
-        acc_n = ckpt.state["log_window"]["n"]
-    if step == 0:
-        save("start")  # a rollback target before the first epoch ends
-    t0 = time.perf_counter()
-    last: dict[str, float] = {}
-    nonfinite = NonFiniteGuard(gc.max_skips, gc.max_rollbacks)
-    watch = CollapseWatch(gc.d_fake_floor, gc.d_fake_windows, gc.collapse_ratio, space=diversity_space.name)
+    def write(self, record: dict) -> None:
+        self.metrics_file.write(json.dumps(record) + "\n")
 
-    def event(e: Event) -> None:
-        metrics_file.write(json.dumps(e.record(step)) + "\n")
-        log(f"warning: step {step}: {e.message}")
+    def event(self, e: Event) -> None:
+        self.write(e.record(self.step))
+        self.log(f"warning: step {self.step}: {e.message}")
 
-    rolled_back = False  # set by roll_back: the epoch iterator must restart from the restored position
+    # ------------------------------------------------------------------ the loop
 
-    def roll_back(why: str) -> bool:
-        """Back to the newest good checkpoint with lower learning rates; False when out of rollbacks."""
-        nonlocal step, epoch, pos, rolled_back
-        if not nonfinite.can_roll_back():
-            event(Event("stop", f"{why}; already rolled back {nonfinite.rollbacks} times (guard.max_rollbacks)"))
-            return False
-        ckpt = load_latest(ckpt_root, map_location=device, warn=log)
-        step, epoch, pos = _restore(ckpt, parts)
-        nonfinite.rollbacks += 1
-        nonfinite.consecutive = 0
-        for opt in (opt_g, opt_d):
-            scale_base_lr(opt, gc.rollback_lr_factor)
-        event(Event("rollback", f"{why}: rolled back to {ckpt.path.name} (step {step}), learning rates x"
-                                f"{gc.rollback_lr_factor:g} (rollback {nonfinite.rollbacks} of {gc.max_rollbacks})"))
-        bar.n = step
-        rolled_back = True
-        return True
-    from tqdm.auto import tqdm
+    def loop(self, *, progress: bool, stop_after_steps: Optional[int]) -> RunSummary:
+        gc = self.cfg.guard
+        self.watch = CollapseWatch(gc.d_fake_floor, gc.d_fake_windows, gc.collapse_ratio,
+                                   space=self.diversity_space.name)
+        self.nonfinite = NonFiniteGuard(gc.max_skips, gc.max_rollbacks)
+        self.metrics_file = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a",
+                                 buffering=1)
+        self.consecutive_skips = torch.zeros((), device=self.device)  # on the device: read once per log line
+        self.worst_skips = torch.zeros((), device=self.device)
+        if self.step == 0:
+            self.draw_fixed()  # the untrained generator: the first frame of the progression
+            self.save("start")  # a rollback target before the first epoch ends
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, disable=None if progress else True, unit="step",
-               dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
-    G.train()
-    D.train()
-    stopped: Optional[str] = None
-    stop = StopRequest()
-    try:
-        with stop.installed():
-            while step < total_steps:
-                for real_batches in source.epoch(epoch, start_step=pos):
-                    if tc.lr_decay != "none":
-                        factor = lr_factor(step, total_steps, tc.lr_decay, tc.lr_decay_start)
-                        apply_lr(opt_g, factor)
-                        apply_lr(opt_d, factor)
-                    stats = gan_step(parts, real_batches, step)
-                    if stats[-1] > 0:  # an update was refused: non-finite loss or gradient
-                        if nonfinite.skipped():  # too many in a row: the state itself went bad
-                            if not roll_back(f"{nonfinite.consecutive} updates in a row had NaN/Inf losses or gradients"):
-                                stopped = "diverged"
-                                break
-                            rolled_back = False
-                            break
-                    else:
-                        nonfinite.ok()
-                    step += 1
-                    pos += 1
-                    acc += stats.cpu()
-                    acc_n += 1
-                    window_images += sum(b[0].shape[0] for b in real_batches) * dist.world_size
-                    if (tc.time_limit is not None and step < total_steps
-                            and dist.any(time.perf_counter() - t0 >= tc.time_limit)):  # rank clocks differ
-                        log(f"time limit of {tc.time_limit:.0f}s reached at step {step}")
-                        total_steps = step  # ends the run here, logged, drawn and checkpointed like any last step
-                    if step % tc.log_every == 0 or step == total_steps:
-                        dt = time.perf_counter() - window_start
-                        window = dist.all_reduce_mean(acc)  # over the ranks: the global batch's statistics
-                        last = {k: round(v / acc_n, 5) for k, v in zip(STAT_KEYS, window.tolist())}
-                        rec = {"step": step, "epoch": epoch, **last, "lr_g": opt_g.param_groups[0]["lr"],
-                               "lr_d": opt_d.param_groups[0]["lr"], "img_s": round(window_images / max(dt, 1e-9), 1),
-                               "time": round(time.time(), 3)}
-                        metrics_file.write(json.dumps(rec) + "\n")
-                        for e in watch.on_log(last):
-                            event(e)
-                            stopped = stopped or _collapse_action(gc.on_collapse, e, roll_back)
-                        bar.set_postfix(D=f"{last['loss_d']:.3f}", G=f"{last['loss_g']:.3f}",
-                                        Dx=f"{last['d_real']:.2f}", DGz=f"{last['d_fake']:.2f}", refresh=False)
-                        acc.zero_()
-                        acc_n, window_start, window_images = 0, time.perf_counter(), 0
-                    bar.update(1)
-                    if cfg.eval.every and step % cfg.eval.every == 0:
-                        run_eval()
-                    if step >= total_steps:
-                        break
-                    if stopped:
-                        break
-                    if rolled_back:  # restart the epoch loop from the restored position
-                        rolled_back = False
-                        break
-                    if dist.any(stop.signum is not None) or (stop_after_steps is not None and step >= stop_after_steps):
-                        stopped = stop.name or "interrupted"
-                        break
+        self.bar = tqdm(total=self.total_steps, initial=self.step, disable=None if progress else True, unit="step",
+                        dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        for net in self.nets.values():
+            net.train()
+        self.t0 = self.window_start = time.perf_counter()
+        self.window_images = 0
+        stopped: Optional[str] = None
+        stop = StopRequest()
+        try:
+            with stop.installed():
+                stopped = self._epochs(stop, stop_after_steps)
                 if stopped:
-                    break
-                if pos >= source.steps_per_epoch:  # a full epoch is done
-                    epoch += 1
-                    pos = 0
-                    if epoch % tc.sample_every == 0:
-                        for e in draw_fixed():
-                            stopped = stopped or _collapse_action(gc.on_collapse, e, roll_back)
-                        if stopped:
-                            break
-                        if rolled_back:
-                            rolled_back = False
-                            continue
-                    if epoch % tc.checkpoint_every == 0 and step < total_steps:
-                        save("epoch")
-            if stopped:
-                save(stopped)  # the exact current step: resume continues with the next one
-            else:
-                draw_fixed()
-                save("final")
-    finally:
-        bar.close()
-        metrics_file.close()
-    seconds = time.perf_counter() - t0
-    if stopped:
-        log(f"stopped ({stopped}) at step {step} with a checkpoint; continue with: ganforge train --resume {run_dir}")
-        return RunSummary(run_dir, step, epoch, seconds, pg, pd, last, stopped, models, dist.rank)
-    if step > 0 and dist.is_main:
-        _write_pictures(run_dir, dataset, parts, fixed_z, fixed_y, mc, log)
-    if dataset.skipped:
-        log(f"warning: {len(dataset.skipped)} unreadable images were skipped; see {run_dir / 'skipped_files.txt'}")
-    log(f"done: {step} steps in {seconds:.0f}s; run directory {run_dir}")
-    return RunSummary(run_dir, step, epoch, seconds, pg, pd, last, models=models, rank=dist.rank)
+                    self.save(stopped)  # the exact current step: resume continues with the next one
+                else:
+                    self.draw_fixed()
+                    self.save("final")
+        finally:
+            self.bar.close()
+            self.metrics_file.close()
+        return self._finish(stopped, time.perf_counter() - self.t0)
 
+    def _epochs(self, stop: StopRequest, stop_after_steps: Optional[int]) -> Optional[str]:
+        """Epoch after epoch until the budget is spent; returns why it stopped early, or None."""
+        while self.step < self.total_steps:
+            outcome = self._one_epoch(stop, stop_after_steps)
+            if outcome == "rewound":
+                continue
+            if outcome:
+                return outcome
+            if self.pos >= self.source.steps_per_epoch:  # a full epoch is done
+                outcome = self._end_of_epoch()
+                if outcome == "rewound":
+                    continue
+                if outcome:
+                    return outcome
+        return None
 
-def _collapse_action(action: str, e: Event, roll_back) -> Optional[str]:
-    """Apply guard.on_collapse to a finding; returns a stop reason or None."""
-    if action == "stop":
-        return e.kind
-    if action == "rollback" and not roll_back(e.message):
-        return e.kind
-    return None
+    def _one_epoch(self, stop: StopRequest, stop_after_steps: Optional[int]) -> Optional[str]:
+        """Steps from the current position to the end of the epoch: None when it ran out, "rewound" after a
+        rollback (start again from the restored position), else the reason to stop."""
+        for batches in self.source.epoch(self.epoch, start_step=self.pos):
+            batches = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+                       for x, y in batches]
+            self._train_step(batches)
+            self.window_images += sum(b[0].shape[0] for b in batches) * self.dist.world_size
+            self._check_time_limit()
+            if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
+                outcome = self._log_window()
+                if outcome:
+                    return outcome
+            self.bar.update(1)
+            if self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
+                self.evaluate()
+            if self.step >= self.total_steps:
+                return None
+            if self.dist.any(stop.signum is not None) or (stop_after_steps is not None
+                                                         and self.step >= stop_after_steps):
+                return stop.name or "interrupted"
+        return None
 
+    def _train_step(self, batches) -> None:
+        tc = self.cfg.train
+        if tc.lr_decay != "none":
+            factor = lr_factor(self.step, self.total_steps, tc.lr_decay, tc.lr_decay_start)
+            for opt in self.optimizers.values():
+                apply_lr(opt, factor)
+        values, produced = run_step(self.trainer, self.updater, self.keys, batches, self.step)
+        for name, ema in self.ema.items():
+            ema.update(self.nets[name], self.step)
+        refused = values[-1] > 0
+        self.consecutive_skips = torch.where(refused, self.consecutive_skips + 1, torch.zeros_like(values[-1]))
+        self.worst_skips = torch.maximum(self.worst_skips, self.consecutive_skips)
+        self.acc += values
+        self.acc_n += produced
+        self.step += 1
+        self.pos += 1
 
-def _write_pictures(run_dir: Path, dataset, parts: GanParts, fixed_z, fixed_y, mc, log) -> None:
-    """progress.gif, losses.png and real_vs_fake.png: what people look at first."""
-    try:
-        frames = sorted((run_dir / "samples").glob("e*-s*.png"))
-        if frames:
-            viz.save_progress_gif(frames, run_dir / "progress.gif")
-        if (run_dir / "metrics.jsonl").is_file():
-            try:
-                viz.plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
-            except ValueError:
-                pass  # nothing logged yet
-        sampler = parts.ema.model if parts.ema is not None else parts.G
-        n = min(64, len(dataset))
+    def _check_time_limit(self) -> None:
+        limit = self.cfg.train.time_limit
+        if (limit is not None and self.step < self.total_steps
+                and self.dist.any(time.perf_counter() - self.t0 >= limit)):  # rank clocks differ
+            self.log(f"time limit of {limit:.0f}s reached at step {self.step}")
+            self.total_steps = self.step  # ends the run here, logged, drawn and checkpointed like any last step
+
+    def _log_window(self) -> Optional[str]:
+        """One metrics line (the host reads the device's sums here, once); then the guards decide."""
+        dt = time.perf_counter() - self.window_start
+        window = self.dist.all_reduce_mean(self.acc).tolist()  # over the ranks: the global batch's statistics
+        self.last = {k: round(v / n, 5) for k, v, n in zip(self.keys, window, self.acc_n) if n > 0}
+        rec = {"step": self.step, "epoch": self.epoch, **self.last,
+               **{f"lr_{name.lower()}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()},
+               "img_s": round(self.window_images / max(dt, 1e-9), 1), "time": round(time.time(), 3)}
+        self.write(rec)
+        self.acc.zero_()
+        self.acc_n[:] = 0
+        self.window_start, self.window_images = time.perf_counter(), 0
+        outcome = self._nonfinite_guard()
+        if outcome:
+            return outcome
+        watched = self.last if self.trainer.watch_d_fake else {k: v for k, v in self.last.items() if k != "d_fake"}
+        for e in self.watch.on_log(watched):
+            self.event(e)
+            outcome = outcome or self._collapse_action(e)
+        self.bar.set_postfix({k: f"{self.last[k]:.3f}" for k in self.keys[:4] if k in self.last}, refresh=False)
+        return outcome
+
+    def _nonfinite_guard(self) -> Optional[str]:
+        """``guard.max_skips`` refused updates in a row: the state went bad; roll back, or stop out of rollbacks."""
+        worst = int(self.dist.all_reduce_mean(self.worst_skips.reshape(1)).item())
+        self.worst_skips.zero_()
+        if worst < self.nonfinite.max_skips:
+            return None
+        if not self.roll_back(f"{worst} updates in a row had NaN/Inf losses or gradients"):
+            return "diverged"
+        return "rewound"
+
+    def _collapse_action(self, e: Event) -> Optional[str]:
+        """Apply guard.on_collapse to a finding: None, "rewound" or a reason to stop."""
+        action = self.cfg.guard.on_collapse
+        if action == "stop":
+            return e.kind
+        if action == "rollback":
+            return "rewound" if self.roll_back(e.message) else e.kind
+        return None
+
+    def _end_of_epoch(self) -> Optional[str]:
+        tc = self.cfg.train
+        self.epoch += 1
+        self.pos = 0
+        outcome = None
+        if self.epoch % tc.sample_every == 0:
+            for e in self.draw_fixed():
+                outcome = outcome or self._collapse_action(e)
+            if outcome:
+                return outcome
+        if self.epoch % tc.checkpoint_every == 0 and self.step < self.total_steps:
+            self.save("epoch")
+        return None
+
+    def roll_back(self, why: str) -> bool:
+        """Back to the newest good checkpoint with lower learning rates; False when out of rollbacks."""
+        if not self.nonfinite.can_roll_back():
+            self.event(Event("stop", f"{why}; already rolled back {self.nonfinite.rollbacks} times "
+                                     "(guard.max_rollbacks)"))
+            return False
+        ckpt = load_latest(self.ckpt_root, map_location=self.device, warn=self.log)
+        self._restore(ckpt)
+        self.nonfinite.rollbacks += 1
+        self.consecutive_skips.zero_()
+        factor = self.cfg.guard.rollback_lr_factor
+        for opt in self.optimizers.values():
+            scale_base_lr(opt, factor)
+        self.event(Event("rollback", f"{why}: rolled back to {ckpt.path.name} (step {self.step}), learning rates "
+                                     f"x{factor:g} (rollback {self.nonfinite.rollbacks} of "
+                                     f"{self.cfg.guard.max_rollbacks})"))
+        self.bar.n = self.step
+        return True
+
+    def _finish(self, stopped: Optional[str], seconds: float) -> RunSummary:
+        if stopped:
+            self.log(f"stopped ({stopped}) at step {self.step} with a checkpoint; continue with: "
+                     f"ganforge train --resume {self.run_dir}")
+            return self.summary(self.run_dir, seconds, stopped)
+        if self.step > 0 and self.dist.is_main:
+            self._write_pictures()
+        if self.dataset.skipped:
+            self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
+                     f"{self.run_dir / 'skipped_files.txt'}")
+        self.log(f"done: {self.step} steps in {seconds:.0f}s; run directory {self.run_dir}")
+        return self.summary(self.run_dir, seconds)
+
+    def _write_pictures(self) -> None:
+        """progress.gif, losses.png and real_vs_fake.png: what people look at first."""
+        run_dir = self.run_dir
+        try:
+            frames = sorted((run_dir / "samples").glob("e*-s*.png"))
+            if frames:
+                viz.save_progress_gif(frames, run_dir / "progress.gif")
+            if (run_dir / "metrics.jsonl").is_file():
+                try:
+                    viz.plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
+                except ValueError:
+                    pass  # nothing logged yet
+            self._real_vs_fake()
+        except Exception as exc:  # pictures must never cost the user a finished run
+            self.log(f"warning: could not draw the run's pictures: {exc}")
+
+    def _real_vs_fake(self) -> None:
+        sampler = self._sampler()
         sampler.eval()
+        n = min(64, len(self.dataset))
         with torch.inference_mode():
-            y = fixed_y[:n].to(parts.device) if fixed_y is not None else None
-            fake = sampler(fixed_z[:n].to(parts.device), y).float().cpu()
-        parts.G.train()
-        if mc.point_dim is not None:
-            with torch.inference_mode():
-                many = sampler(sample_z(2000, mc, parts.device)).float().cpu()
-            viz.save_points_plot(dataset.tensor[:2000], many, run_dir / "real_vs_fake.png")
-        else:
-            idx = torch.arange(n)
-            real = torch.stack([dataset[int(i)][0] for i in idx])
-            viz.save_real_vs_fake(real, fake, run_dir / "real_vs_fake.png")
-    except Exception as exc:  # pictures must never cost the user a finished run
-        log(f"warning: could not draw the run's pictures: {exc}")
+            if getattr(self.cfg.model, "point_dim", None) is not None:
+                many = sampler(*self.trainer.generator_inputs(2000, torch.Generator().manual_seed(0))).float().cpu()
+                viz.save_points_plot(self.dataset.tensor[:2000], many, self.run_dir / "real_vs_fake.png")
+                return
+            fixed = type(self.fixed)({k: v[:n] for k, v in self.fixed.tensors.items()}, self.fixed.nrow)
+            fake = self.trainer.draw(sampler, fixed)
+        real = torch.stack([self.dataset[i][0] for i in range(n)])
+        viz.save_real_vs_fake(real, fake, self.run_dir / "real_vs_fake.png")

@@ -1,0 +1,42 @@
+"""What every family's model config shares, kept apart from ``config.py`` so family modules can import it.
+
+Each family module (``ganforge/models/<family>.py``) subclasses ``ModelBase`` with its own keys and a
+``family: Literal["<name>"]`` tag; ``config.py`` joins them into a discriminated union, so ``model.family``
+selects the schema and a key that family does not know is an error naming the keys it does.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelBase(Strict):
+    """Keys of every family: image shape, latent, widths, initialisation."""
+
+    family: str
+    image_size: int = 32  # side of the square images; a power of two from 16 to 256 for conv families
+    channels: Literal[1, 3] = 1
+    z_dim: int = Field(100, ge=1)
+    z_dist: Literal["normal", "uniform"] = "normal"  # uniform is in [-1, 1], as in the seeds' notebooks
+    g_width: int = Field(64, ge=1)  # ngf / conv_dim; mlp: hidden_dim of G's first layer
+    d_width: int = Field(64, ge=1)  # ndf / conv_dim; mlp: hidden_dim of D's last hidden layer
+    batch_norm: bool = True  # BatchNorm in G and D (never on G's output nor D's input); the seeds' BN comparison switch
+    init_std: float = Field(0.02, gt=0.0)  # weights ~ N(0, init_std); BatchNorm gamma ~ N(1, init_std)
+
+
+class DiscriminatorTricks(Strict):
+    """Discriminator add-ons of the GAN literature, each a switch (see ``ganforge/models/layers.py``)."""
+
+    spectral_norm: bool = False  # every conv/linear of D spectrally normalised (Miyato et al. 2018)
+    minibatch_std: bool = False  # a minibatch standard-deviation channel before D's head (Karras et al. 2018)
+    minibatch_disc: int = Field(0, ge=0)  # minibatch discrimination kernels before D's head (Salimans et al. 2016); 0 = off
+
+
+def check_power_of_two(size: int, family: str) -> None:
+    if size < 16 or size > 256 or size & (size - 1):
+        raise ValueError(f"image_size={size} must be a power of two from 16 to 256 for {family}")

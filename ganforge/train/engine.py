@@ -1,0 +1,100 @@
+"""One training step of any family: its phases, each a guarded optimizer update, with no host sync.
+
+For every phase due at this step: freeze the networks it does not train, compute its loss under autocast,
+backward (scaled by a GradScaler for fp16), average gradients over the data-parallel ranks, then step the
+optimizer **only if** the loss and every gradient are finite. That check stays on the device: fused Adam takes
+it as its ``found_inf`` flag and skips the update inside the kernel, so a NaN never reaches the weights and the
+host never waits for the GPU. Optimizers without that flag (RMSprop, unfused ones) read it back, one sync each.
+
+The step returns the stats over ``keys`` as one device vector, and (on the host) which of them this step produced:
+the loop sums both over a log window and reads the device sums once per logged line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ganforge.train.distributed import Dist
+from ganforge.train.family import Batch, Trainer
+
+
+@dataclass
+class Updater:
+    """The optimizers of a run and everything an update needs besides the loss."""
+
+    nets: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    networks_of: dict[str, tuple[str, ...]]  # optimizer name -> the networks it updates
+    dist: Dist = field(default_factory=Dist)
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)  # fp16 only, one per optimizer
+
+    def params(self, optimizer: str) -> list[torch.Tensor]:
+        return [p for n in self.networks_of[optimizer] for p in self.nets[n].parameters()]
+
+    def update(self, optimizer: str, loss: torch.Tensor) -> torch.Tensor:
+        """Backward ``loss`` and step ``optimizer`` unless something is not finite; returns ok as a device bool."""
+        opt, scaler = self.optimizers[optimizer], self.scalers.get(optimizer)
+        params = self.params(optimizer)
+        opt.zero_grad(set_to_none=True)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        loss = self.dist.all_reduce_grads(params, loss)  # no-op in a single process
+        if scaler is not None:  # fp16: the scaler skips overflowed steps itself (routine while its scale settles)
+            ok = torch.isfinite(loss.detach())
+            if bool(ok):
+                scaler.step(opt)
+                scaler.update()
+            return ok
+        ok = all_finite(loss, params)
+        if opt.defaults.get("fused"):
+            opt.found_inf = (~ok).float()  # the fused kernel skips the whole update where this is 1
+            try:
+                opt.step()
+            finally:
+                del opt.found_inf
+        elif bool(ok):
+            opt.step()
+        return ok
+
+
+def all_finite(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """Loss and every gradient finite, as a 0-d bool tensor on the loss's device (one fused norm, no sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    ok = torch.isfinite(loss.detach().float())
+    if grads:
+        ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads)).float()).all()
+    return ok
+
+
+def _freeze_all_but(nets: dict[str, nn.Module], trains: tuple[str, ...]) -> None:
+    for name, net in nets.items():
+        net.requires_grad_(name in trains)
+
+
+def run_step(trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches: list[Batch],
+             step: int) -> tuple[torch.Tensor, tuple[bool, ...]]:
+    """Every phase due at ``step``; returns (values, produced) over ``keys``, "skipped" counting refused updates."""
+    stats: dict[str, torch.Tensor] = {}
+    skipped: Optional[torch.Tensor] = None
+    trainer.begin_step(step)
+    for phase in trainer.phases():
+        if step % phase.every:
+            continue
+        _freeze_all_but(trainer.nets, phase.trains)
+        for i in range(phase.repeat):
+            batch = batches[i] if phase.repeat > 1 else batches[-1]
+            loss, named = phase.loss(batch, step)
+            refused = ~updater.update(phase.optimizer, loss)
+            skipped = refused.float() if skipped is None else skipped + refused.float()
+            if phase.after_update is not None:
+                phase.after_update()
+            stats.update(named)  # with repeats, the last update's values
+    for net in trainer.nets.values():
+        net.requires_grad_(True)
+    device = trainer.ctx.device
+    stats["skipped"] = skipped if skipped is not None else torch.zeros((), device=device)
+    zero = torch.zeros((), device=device)
+    values = torch.stack([stats[k].detach().float().reshape(()) if k in stats else zero for k in keys])
+    return values, tuple(k in stats for k in keys)

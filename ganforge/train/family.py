@@ -1,0 +1,129 @@
+"""What a family declares about its training; the loop (``loop.py``) runs any family without knowing which.
+
+A family's trainer names its networks (built by the model registry), its optimizers (which networks each one
+updates, and its learning rate), its **phases** -- as NVlabs stylegan2-ada's ``Gmain / Greg / Dmain / Dreg``: which
+loss, which networks take gradients, which optimizer steps, every how many steps -- and the statistics it logs.
+It also says what sampling means for it (the fixed inputs drawn into ``samples/`` every epoch), which networks
+keep an EMA copy, and any extra state it needs checkpointed.
+
+``engine.run_step`` does the rest the same way for every family: autocast, backward, gradient averaging over the
+data-parallel ranks, the NaN/Inf check on the device and the optimizer step.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images or points, labels) of this rank, already on the device
+StatDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class Phase:
+    """One kind of update. ``loss(batch, step)`` returns the loss to minimise and named scalar stats."""
+
+    name: str  # e.g. "Dmain", "Dreg", "Gmain"
+    optimizer: str  # the optimizer that steps after it
+    trains: tuple[str, ...]  # networks that take gradients (the others are frozen for it)
+    loss: Callable[[Batch, int], tuple[torch.Tensor, StatDict]]
+    every: int = 1  # run at steps where step % every == 0 (lazy regularisation)
+    repeat: int = 1  # updates per step, each on its own real batch (k discriminator steps)
+    after_update: Optional[Callable[[], None]] = None  # e.g. WGAN's weight clipping
+
+
+@dataclass
+class OptimizerSpec:
+    networks: tuple[str, ...]  # whose parameters it updates
+    lr: float
+
+
+@dataclass
+class RunContext:
+    """What the loop tells a trainer about the run it is part of."""
+
+    device: torch.device
+    memory_format: torch.memory_format = torch.contiguous_format
+    amp_dtype: Optional[torch.dtype] = None  # autocast dtype of the forwards (bf16/fp16); None: float32
+    rank: int = 0
+    world_size: int = 1
+    total_steps: int = 1
+    dataset: Any = None
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+@dataclass
+class Fixed:
+    """The inputs drawn into ``samples/`` every epoch, and how many go in a grid row."""
+
+    tensors: dict[str, torch.Tensor]  # saved in checkpoints as ``fixed.<name>``
+    nrow: int
+
+
+class Trainer:
+    """Base class of a family's training; subclasses fill in the declarations below."""
+
+    stat_keys: tuple[str, ...] = ()  # what ``metrics.jsonl`` gets each log window (the loop adds "skipped")
+    ema_networks: tuple[str, ...] = ("G",)  # networks with an EMA copy when train.ema.enabled
+    watch_d_fake: bool = True  # the collapse watch may read the "d_fake" stat as a probability
+
+    def __init__(self, cfg, nets: dict[str, nn.Module], ctx: RunContext):
+        self.cfg, self.nets, self.ctx = cfg, nets, ctx
+
+    # --- declarations
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        raise NotImplementedError
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    # --- sampling: noise -> image by default; other families override both
+    def fixed_inputs(self, seed: int, n: int) -> Fixed:
+        from ganforge.models import sample_z
+
+        gen = torch.Generator().manual_seed(seed + 12345)
+        z = sample_z(n, self.cfg.model, generator=gen)
+        return Fixed({"z": z}, max(1, math.ceil(math.sqrt(n))))
+
+    def generator_inputs(self, n: int, gen: torch.Generator) -> tuple:
+        """``n`` random inputs of the generator, drawn from ``gen`` (BatchNorm refresh of the EMA, evaluation)."""
+        from ganforge.models import sample_z
+
+        z = sample_z(n, self.cfg.model, "cpu", generator=gen).to(self.ctx.device)
+        if "num_classes" not in type(self.cfg.model).model_fields:
+            return (z,)
+        y = torch.randint(0, self.cfg.model.num_classes, (n,), generator=gen).to(self.ctx.device)
+        return z, y
+
+    def draw(self, generator: nn.Module, fixed: Fixed) -> torch.Tensor:
+        """What the fixed inputs give with ``generator`` (G or its EMA copy), as float32 on the CPU."""
+        y = fixed.tensors.get("y")
+        return generator(fixed.tensors["z"].to(self.ctx.device),
+                         None if y is None else y.to(self.ctx.device)).float().cpu()
+
+    # --- per step and extra state
+    def begin_step(self, step: int) -> None:
+        """Called before the phases of every step (e.g. clear what a step shares between its phases)."""
+
+    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors and JSON values to checkpoint beyond networks, optimizers and RNG states (e.g. an image pool)."""
+        return {}, {}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        pass
+
+
+def trainer_class(path: str) -> type[Trainer]:
+    """``"module:Class"`` -> the class (families name their trainer lazily, so config imports stay light)."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
