@@ -112,7 +112,7 @@ def sample(
         except ValueError:
             _fail(f"bad --labels {labels!r}: write comma-separated integers, e.g. --labels 0,1,2")
     g = load_generator(run_dir, device=device, checkpoint=checkpoint)
-    if g.config.model.point_dim is not None:
+    if getattr(g.config.model, "point_dim", None) is not None:
         _fail("this run generates 2D points, not images: use the Python API (load_generator(...).sample)")
     images = g.sample(n, seed=seed, labels=lab)
     suffix = out.suffix.lower()

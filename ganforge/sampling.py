@@ -10,7 +10,7 @@ from torch import nn
 from ganforge.checkpoint import Checkpoint, load_checkpoint, load_latest
 from ganforge.config import RunConfig, load_run_config, validate
 from ganforge.errors import UserError
-from ganforge.models import build_models, get_family, sample_z
+from ganforge.models import build_networks, get_family, sample_z
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -70,13 +70,15 @@ class TrainedGenerator:
             zb = z[i:i + batch_size].to(self.device)
             yb = y[i:i + batch_size].to(self.device) if y is not None else None
             out.append(self.module(zb, yb).float().cpu())
-        return torch.cat(out).clamp_(-1, 1) if self.config.model.point_dim is None else torch.cat(out)
+        points = getattr(self.config.model, "point_dim", None) is not None
+        return torch.cat(out) if points else torch.cat(out).clamp_(-1, 1)
 
 
 def generator_from_checkpoint(ckpt: Checkpoint, device: torch.device) -> TrainedGenerator:
-    cfg = validate(ckpt.state["config"], source=f"{ckpt.path}/state.json")
-    G, _ = build_models(cfg.model)
-    state = ckpt.module_state("G_ema") or ckpt.module_state("G")
+    cfg = validate(ckpt.state["config"], source=f"{ckpt.path}/state.json", written_by_ganforge=True)
+    name = get_family(cfg.model.family).generator
+    G = build_networks(cfg.model)[name]
+    state = ckpt.module_state(f"{name}_ema") or ckpt.module_state(name)
     G.load_state_dict(state)
     return TrainedGenerator(G, cfg, device, ckpt.path)
 

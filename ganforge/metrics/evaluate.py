@@ -82,7 +82,7 @@ def generated_source(spec: str | Path, n: int, seed: int = 0, device: str = "cpu
 
         g = load_generator(path, device=device)
         mc = g.config.model
-        if mc.point_dim is not None:
+        if getattr(mc, "point_dim", None) is not None:
             raise UserError(f"{path} generates 2D points: use 'ganforge bench coverage' for point metrics")
 
         def run_batches(bs: int) -> Iterator[torch.Tensor]:
