@@ -53,7 +53,8 @@ class PeriodicEvaluator:
                 y = torch.randint(0, k, (m,), generator=gen).to(self.device) if self.conditional else None
                 yield G(z, y).float().cpu().clamp_(-1, 1)
 
-        src = ev.ImageSource("training", self.model_cfg.channels, self.model_cfg.image_size, n, batches)
+        size = self.model_cfg.image_size
+        src = ev.ImageSource("training", self.model_cfg.channels, size, size, n, batches)
         keep = any(m in self.cfg.metrics for m in ("kid", "prc"))
         got = ev.collect(src, self.extractor, 250, keep_features=keep, per_channel=self.per_channel)
         G.train(was_training)
