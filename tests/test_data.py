@@ -13,7 +13,9 @@ from ganforge.config import DataConfig, model_config
 from ganforge.data import (
     EXTENSIONS,
     build_dataset,
+    build_spec,
     describe,
+    folder_shape,
     list_images,
     mode_centers,
     mode_std,
@@ -273,6 +275,26 @@ def test_torchvision_mnist_in_memory_and_per_item_agree(fake_mnist_root, monkeyp
         img, label = lazy[i]
         assert img.shape == (3, 32, 32) and label == labels[i]
         assert (img - ds.tensor[i]).abs().max() < 0.03  # both resize paths agree to ~1 grey level
+
+
+def test_any_shape_without_a_model_config(fake_mnist_root, image_folder, monkeypatch):
+    """``build_spec`` takes (h, w): the tensor and per-item paths agree on non-square targets too."""
+    root, _, _ = fake_mnist_root
+    ds = build_spec("mnist", str(root), channels=3, size=(24, 40), limit=10)
+    assert ds.tensor.shape == (10, 3, 24, 40)
+    assert ds.prep == "resized and centre-cropped 28x28 -> 24x40, grey repeated to RGB"
+    from ganforge.data import tvsets
+
+    monkeypatch.setattr(tvsets, "TENSOR_BUDGET_BYTES", 0)
+    lazy = build_spec("mnist", str(root), channels=3, size=(24, 40), limit=10)
+    assert max((lazy[i][0] - ds.tensor[i]).abs().max().item() for i in range(10)) < 0.03
+    assert "24x40" in lazy.prep
+    digits = build_spec("mnist-embedded", channels=1, size=28, limit=10)
+    raw = torch.from_numpy(load_raw()[0][:10].copy()).float() / 127.5 - 1
+    assert digits.prep == "28x28 as is" and torch.allclose(digits.tensor[:, 0], raw)
+    assert build_spec("mnist-embedded", channels=1, size=32, limit=1).prep == "padded 28x28 -> 32x32"
+    assert folder_shape(image_folder) == (40, 30, 1)  # a_gray.png, the first file: 30 wide, 40 high, mode L
+    assert build_spec(f"folder:{image_folder}", channels=1, size=(20, 30))[1][0].shape == (1, 20, 30)
 
 
 # --------------------------------------------------------------------------- 2-D points

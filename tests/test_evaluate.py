@@ -7,13 +7,16 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ganforge import viz
 from ganforge.checkpoint import list_checkpoints
 from ganforge.config import DataConfig, model_config
 from ganforge.data import build_dataset
+from ganforge.data.embedded import load_raw
+from ganforge.data.imageops import resize_center_crop
 from ganforge.errors import UserError
-from ganforge.metrics.evaluate import evaluate, eval_json_path, metric_is_better
+from ganforge.metrics.evaluate import evaluate, eval_json_path, format_table, metric_is_better
 from ganforge.train import train
 
 quiet = dict(progress=False, log=lambda s: None)
@@ -121,6 +124,96 @@ def test_periodic_evaluation_logs_and_keeps_the_best_checkpoint(tmp_path, tiny):
     assert best_step == evals[int(np.argmin(fids))]["step"]
     assert (run / "checkpoints" / best_name).is_dir()  # kept even with keep_checkpoints=1
     assert len(list_checkpoints(run / "checkpoints")) <= 2
+
+
+# ------------------------------------------------------------------------------------------ any size and shape
+
+
+def _digits_at(hw: tuple[int, int], start: int = 0, n: int = 500) -> np.ndarray:
+    """The raw 28x28 embedded digits ``start:start+n`` taken to (h, w) by PIL, one at a time, as uint8 (N, H, W, 1):
+    made independently of the reference's batched tensor pipeline."""
+    raw = load_raw()[0][start:start + n]
+    if hw == (28, 28):
+        return raw[..., None].copy()
+    return np.stack([np.asarray(resize_center_crop(Image.fromarray(x), hw)) for x in raw])[..., None]
+
+
+def _npz(path, arr):
+    np.savez(path, arr)
+    return path
+
+
+def test_raw_28px_digits_score_zero_against_the_reference_as_is(tmp_path):
+    res = evaluate(_npz(tmp_path / "d28.npz", _digits_at((28, 28))), "mnist-embedded", ["fid"], n=500)
+    assert res["metrics"]["fid[mnist-cnn]"] < 1e-3  # the very same images: measured 2e-12
+    assert res["reference_prep"] == "28x28 as is"
+    assert (res["image_size"], res["image_height"], res["image_width"], res["channels"]) == (28, 28, 28, 1)
+
+
+def test_48px_digits_resized_by_pil_score_near_zero(tmp_path):
+    res = evaluate(_npz(tmp_path / "d48.npz", _digits_at((48, 48))), "mnist-embedded", ["fid"], n=500)
+    # measured 5e-6 (PIL vs torch bilinear); two disjoint 500-digit sets score ~1.6 at 48x48 and ~2.5 at 28x28
+    assert res["metrics"]["fid[mnist-cnn]"] < 0.01
+    assert res["reference_prep"] == "resized 28x28 -> 48x48"
+
+
+def test_non_square_npz_is_evaluated_at_its_own_shape(tmp_path, capsys):
+    res = evaluate(_npz(tmp_path / "d.npz", _digits_at((28, 40))), "mnist-embedded", ["fid"], n=500)
+    # PIL's resize_center_crop per image and the reference's batched resize follow one rule: measured 1e-5
+    assert res["metrics"]["fid[mnist-cnn]"] < 0.01
+    assert res["reference_prep"] == "resized and centre-cropped 28x28 -> 28x40"
+    assert res["image_size"] is None and (res["image_height"], res["image_width"]) == (28, 40)
+    assert "reference mnist-embedded: resized and centre-cropped 28x28 -> 28x40" in format_table(res)
+    assert [f.name for f in (tmp_path / "cache" / "refstats").glob("*.npz")] == \
+        ["mnist-embedded-28x40px-1ch-mnist-cnn-n500.npz"]
+    rgb = np.repeat(_digits_at((28, 40), n=100), 3, axis=3)
+    again = evaluate(_npz(tmp_path / "rgb.npz", rgb), "mnist-embedded", ["fid"], n=100)
+    assert again["channels"] == 3 and again["reference_prep"].endswith(", grey repeated to RGB")
+
+
+def test_folder_of_grey_pngs_is_read_at_its_own_size(tmp_path):
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, x in enumerate(_digits_at((28, 28), n=100)[..., 0]):
+        Image.fromarray(x).save(folder / f"{i:03d}.png")
+    res = evaluate(folder, "mnist-embedded", ["fid"], n=100)
+    assert (res["image_height"], res["image_width"], res["channels"]) == (28, 28, 1)
+    assert res["reference_prep"] == "28x28 as is" and res["metrics"]["fid[mnist-cnn]"] < 1e-3
+
+
+@pytest.mark.parametrize("arr, match", [
+    (np.zeros((4, 28, 28, 2), dtype=np.uint8), "C = 1 or 3"),
+    (np.zeros((0, 28, 28, 1), dtype=np.uint8), "N >= 1"),
+    (np.zeros((4, 6, 40, 1), dtype=np.uint8), "6x40, too small"),
+])
+def test_bad_shapes_are_user_errors(tmp_path, arr, match):
+    with pytest.raises(UserError, match=match):
+        evaluate(_npz(tmp_path / "bad.npz", arr), "mnist-embedded", ["fid"])
+
+
+def test_empty_or_tiny_folder_is_a_user_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no image files"):
+        evaluate(tmp_path / "empty", "mnist-embedded", ["fid"])
+    (tmp_path / "tiny").mkdir()
+    Image.new("L", (5, 5)).save(tmp_path / "tiny" / "a.png")
+    with pytest.raises(UserError, match="5x5, too small"):
+        evaluate(tmp_path / "tiny", "mnist-embedded", ["fid"])
+
+
+def test_cli_evaluates_28px_and_rejects_a_bad_npz_in_one_line(tmp_path):
+    good = _npz(tmp_path / "x.npz", _digits_at((28, 28), n=300))
+    cmd = [sys.executable, "-m", "ganforge", "evaluate"]
+    res = subprocess.run(cmd + [str(good), "--ref", "mnist-embedded", "--metrics", "fid", "--n", "300"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "reference mnist-embedded: 28x28 as is" in res.stdout
+    data = json.loads((tmp_path / "x.eval.json").read_text())
+    assert data["reference_prep"] == "28x28 as is" and data["image_size"] == 28
+    bad = _npz(tmp_path / "bad.npz", np.zeros((4, 28, 28), dtype=np.uint8))
+    res = subprocess.run(cmd + [str(bad), "--metrics", "fid"], capture_output=True, text=True)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "arr_0 is uint8 (4, 28, 28)" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_metric_direction():

@@ -89,7 +89,9 @@ def test_28px_3ch_and_other_sizes_accepted(cnn, digits):
         torch.testing.assert_close(cnn(x3), ref, atol=1e-4, rtol=1e-4)
         assert cnn.features(x3).shape == (200, 128)
         acc64 = (cnn(x64).argmax(1) == ys).float().mean().item()
-    assert acc64 >= 0.95
+        wide = F.interpolate(x28, size=(28, 40), mode="bilinear", align_corners=False, antialias=True)
+        acc_wide = (cnn(wide).argmax(1) == ys).float().mean().item()  # non-square: squeezed back to 28x28
+    assert acc64 >= 0.95 and acc_wide >= 0.95
 
 
 def test_classify_channels_stacked(cnn, digits):
@@ -175,6 +177,7 @@ def test_inception_extractor_with_local_weights(fake_inception_weights, monkeypa
     out = e(gray)
     assert out["features"].shape == (3, 2048) and out["logits"].shape == (3, 1008)
     torch.testing.assert_close(e(gray.repeat(1, 3, 1, 1))["features"], out["features"])  # grey == 3 equal channels
+    assert e(torch.rand(2, 1, 28, 40) * 2 - 1)["features"].shape == (2, 2048)  # non-square: resized to 299x299
     u8 = ex.InceptionExtractor.to_uint8_rgb(torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3))
     assert u8.dtype == torch.uint8 and u8.shape == (1, 3, 1, 3) and u8[0, 0, 0].tolist() == [0, 128, 255]
 

@@ -6,8 +6,8 @@ Specs: ``mnist-embedded`` (default, offline), ``mnist``, ``fashion-mnist``, ``ci
 from __future__ import annotations
 
 from ganforge.data.base import GanDataset, TensorGanDataset
-from ganforge.data.build import NAMED_SPECS, build_dataset, describe
-from ganforge.data.folder import EXTENSIONS, SCAN_MAX_FILES, FolderDataset, list_images, scan_folder
+from ganforge.data.build import NAMED_SPECS, build_dataset, build_spec, describe
+from ganforge.data.folder import EXTENSIONS, SCAN_MAX_FILES, FolderDataset, folder_shape, list_images, scan_folder
 from ganforge.data.points import mode_centers, mode_std
 
 __all__ = [
@@ -18,7 +18,9 @@ __all__ = [
     "GanDataset",
     "TensorGanDataset",
     "build_dataset",
+    "build_spec",
     "describe",
+    "folder_shape",
     "list_images",
     "mode_centers",
     "mode_std",

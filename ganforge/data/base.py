@@ -18,12 +18,14 @@ class GanDataset(Dataset):
 
     Attributes:
         name: the spec the set was built from (``mnist-embedded``, ``folder:/x``...), for logs.
-        kind: ``"images"`` (C, S, S) in [-1, 1] or ``"points"`` (2,) in data coordinates.
+        kind: ``"images"`` (C, H, W) in [-1, 1] or ``"points"`` (2,) in data coordinates.
         sample_shape: shape of one item's tensor.
         num_classes: number of classes, or None when the labels are all -1.
         skipped: files found unreadable so far (folders only; empty otherwise).
         tensor: every item stacked (N, ...) when the set lives in memory, else None.
         labels: LongTensor (N,) matching ``tensor``, else None.
+        prep: what the builder did to the source images, in words for logs (``"padded 28x28 -> 32x32"``), so an
+            evaluation can say how its reference was shaped; empty when there is nothing to say.
     """
 
     name: str
@@ -33,6 +35,7 @@ class GanDataset(Dataset):
     skipped: list[str]
     tensor: Optional[torch.Tensor]
     labels: Optional[torch.Tensor]
+    prep: str
 
     def __init__(self, name: str, kind: Kind, sample_shape: tuple[int, ...], num_classes: Optional[int]) -> None:
         self.name = name
@@ -42,6 +45,7 @@ class GanDataset(Dataset):
         self.skipped = []
         self.tensor = None
         self.labels = None
+        self.prep = ""
 
     def __len__(self) -> int:  # pragma: no cover - subclasses define it
         raise NotImplementedError

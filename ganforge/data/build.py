@@ -6,6 +6,7 @@ import os
 from ganforge.config import DataConfig, ModelConfig
 from ganforge.data import embedded, folder, points, stacked, tvsets
 from ganforge.data.base import GanDataset
+from ganforge.data.imageops import Size
 from ganforge.errors import DataError
 
 FOLDER_PREFIX = "folder:"
@@ -22,14 +23,23 @@ def _unknown(spec: str) -> DataError:
 def build_dataset(data: DataConfig, model: ModelConfig, *, strict: bool = False, scan: bool | None = None) -> GanDataset:
     """The dataset ``data.spec`` names, shaped for ``model`` (channels, image_size) and cut to ``data.limit``.
 
+    ``strict`` and ``scan``: see ``build_spec``.
+    """
+    return build_spec(data.spec, data.root, data.download, model.channels, model.image_size, limit=data.limit,
+                      strict=strict, scan=scan)
+
+
+def build_spec(spec: str, root: str = "data", download: bool = False, channels: int = 3, size: Size = 32, *,
+               limit: int | None = None, strict: bool = False, scan: bool | None = None) -> GanDataset:
+    """The dataset ``spec`` names, images shaped (channels, *size) with ``size`` an int or (h, w).
+
+    No model config involved, so evaluation can build a reference at whatever shape the samples have.
     ``strict``: a folder image that cannot be decoded raises DataError instead of being skipped.
     ``scan``: for folders, decode every file now (``scan_folder``) and keep only readable ones, listing the
     others in ``skipped``; fails here, before any model is built, when none is readable. ``None`` (the
     default) scans folders of up to SCAN_MAX_FILES images and trusts larger ones to the per-item skipping.
     """
-    spec = data.spec.strip()
-    limit = data.limit
-    channels, size = model.channels, model.image_size
+    spec = spec.strip()
     if spec.startswith(FOLDER_PREFIX):
         path = spec[len(FOLDER_PREFIX) :].strip()
         if not path:
@@ -47,7 +57,7 @@ def build_dataset(data: DataConfig, model: ModelConfig, *, strict: bool = False,
     if name == stacked.NAME:
         return stacked.build(channels, size, limit)
     if name in tvsets.NAMES:
-        return tvsets.build(name, data.root, data.download, channels, size, limit)
+        return tvsets.build(name, root, download, channels, size, limit)
     if name in points.MIXTURES:
         return points.build(name, limit)
     raise _unknown(spec)

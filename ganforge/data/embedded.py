@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.data.base import TensorGanDataset
-from ganforge.data.imageops import batch_to_tensor
+from ganforge.data.imageops import Size, as_hw, batch_note, batch_to_tensor
 from ganforge.errors import DataError
 
 NAME = "mnist-embedded"
@@ -52,14 +52,21 @@ def load_raw() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def build(channels: int, size: int, limit: int | None = None) -> TensorGanDataset:
-    """The embedded digits at ``size`` px: 28 as is, 32 by padding 2 px of background (the usual 32x32 MNIST),
-    any other size by antialiased bilinear resizing."""
+RAW_HW = (28, 28)
+PADDED_HW = (32, 32)  # the usual 32x32 MNIST: 2 px of background around the 28x28 digit
+
+
+def build(channels: int, size: Size, limit: int | None = None) -> TensorGanDataset:
+    """The embedded digits at ``size`` (int or (h, w)): 28x28 as is, 32x32 by padding 2 px of background (the
+    usual 32x32 MNIST), anything else by antialiased bilinear cover-resizing and a centred crop."""
     images, labels = load_raw()
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     u8 = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, 28, 28)
-    if size == 32:
+    padded = as_hw(size) == PADDED_HW
+    if padded:
         u8 = F.pad(u8, (2, 2, 2, 2), value=0)
-    tensor = batch_to_tensor(u8, channels, size)
-    return TensorGanDataset(NAME, "images", tensor, torch.from_numpy(labels.copy()), num_classes=10)
+    ds = TensorGanDataset(NAME, "images", batch_to_tensor(u8, channels, size), torch.from_numpy(labels.copy()),
+                          num_classes=10)
+    ds.prep = batch_note((1, *RAW_HW), channels, size, resize="padded 28x28 -> 32x32" if padded else "")
+    return ds

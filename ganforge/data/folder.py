@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 from ganforge.data.base import GanDataset
-from ganforge.data.imageops import MAX_IMAGE_PIXELS, pil_to_tensor
+from ganforge.data.imageops import MAX_IMAGE_PIXELS, Size, as_hw, per_image_note, pil_to_tensor, upright
 from ganforge.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SCAN_MAX_FILES = 20_000  # the trainer scans folders up to this size before building a model
+GREY_MODES = ("1", "L", "LA", "La", "F")  # plus every "I..." mode (32-bit and 16-bit grey)
 
 
 def _folder_or_raise(path: str | Path) -> Path:
@@ -49,16 +50,38 @@ def list_images(path: str | Path) -> list[str]:
     return sorted(found, key=lambda p: os.path.relpath(p, root))
 
 
-def load_image(path: str, channels: int, size: int) -> torch.Tensor:
-    """Decode one file to (channels, size, size) in [-1, 1]; raises on anything unreadable."""
+def load_image(path: str, channels: int, size: Size) -> torch.Tensor:
+    """Decode one file to (channels, h, w) in [-1, 1] (``size`` an int or (h, w)); raises on anything unreadable."""
+    th, tw = as_hw(size)
     with Image.open(path) as img:
         w, h = img.size
         if w * h > MAX_IMAGE_PIXELS:  # PIL only warns below 2x the bound; treat it as bad either way
             raise Image.DecompressionBombError(f"{w}x{h} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
         if img.format == "JPEG":
-            img.draft(None, (size, size))  # DCT-domain downscale: decodes big photos several times faster
+            img.draft(None, (tw, th))  # DCT-domain downscale: decodes big photos several times faster
         img.load()
-        return pil_to_tensor(img, channels, size)
+        return pil_to_tensor(img, channels, (th, tw))
+
+
+def image_shape(path: str) -> tuple[int, int, int]:
+    """(height, width, channels) one file decodes to (after EXIF orientation): grey modes -> 1 channel, else 3."""
+    check_image(path)
+    with Image.open(path) as img:
+        mode = img.mode
+        w, h = upright(img).size
+    return h, w, 1 if mode in GREY_MODES or mode.startswith("I") else 3
+
+
+def folder_shape(path: str | Path) -> tuple[int, int, int]:
+    """(height, width, channels) of the first readable image under ``path``: the shape a folder of generated
+    images is evaluated at. Raises DataError when the folder has no images or none is readable."""
+    paths, errors = list_images(path), []
+    for p in paths:
+        try:
+            return image_shape(p)
+        except Exception as exc:  # any decode failure means "bad file", as in scan_folder
+            errors.append(_reason(exc))
+    raise _no_readable(path, paths, errors[0])
 
 
 def check_image(path: str, channels: int = 3, size: int = 16) -> None:
@@ -110,16 +133,18 @@ class FolderDataset(GanDataset):
         self,
         path: str | Path,
         channels: int,
-        size: int,
+        size: Size,
         *,
         paths: list[str] | None = None,
         skipped: list[str] | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(f"folder:{path}", "images", (channels, size, size), num_classes=None)
+        h, w = as_hw(size)
+        super().__init__(f"folder:{path}", "images", (channels, h, w), num_classes=None)
         self.root = str(path)
         self.paths = list(paths) if paths is not None else list_images(path)
-        self.channels, self.size, self.strict = channels, size, strict
+        self.channels, self.size, self.strict = channels, (h, w), strict
+        self.prep = per_image_note(size)
         self.skipped = list(skipped or [])
         self._bad: set[int] = set()
 

@@ -1,9 +1,12 @@
-"""Image conversion shared by every source: PIL image -> (C, S, S) float tensor in [-1, 1].
+"""Image conversion shared by every source: PIL image -> (C, H, W) float tensor in [-1, 1].
 
 Kept in one place so folders and torchvision sets see exactly the same mode handling, resize and crop, and so
-in-memory batches (``resize_batch``) follow the same rules as single PIL images.
+in-memory batches (``resize_batch``) follow the same rules as single PIL images. A target size is an int (square)
+or ``(height, width)``: evaluation builds its reference at whatever shape the samples have.
 """
 from __future__ import annotations
+
+from typing import Union
 
 import numpy as np
 import torch
@@ -15,6 +18,59 @@ MAX_IMAGE_PIXELS = 89_478_485
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 _WHITE = (255, 255, 255)
+
+Size = Union[int, tuple[int, int]]  # side of a square, or (height, width)
+
+
+def as_hw(size: Size) -> tuple[int, int]:
+    """``size`` as (height, width); an int means a square."""
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def cover_size(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) that ``src_hw`` is resized to before the centred crop: the smallest scaling that covers
+    ``dst_hw`` (for a square target, the shorter side to ``size``), never below the target on either side."""
+    (h, w), (th, tw) = src_hw, dst_hw
+    scale = max(th / h, tw / w)
+    return max(th, round(h * scale)), max(tw, round(w * scale))
+
+
+def _crop_box(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) of the centred ``dst_hw`` window in ``src_hw``."""
+    return (src_hw[0] - dst_hw[0]) // 2, (src_hw[1] - dst_hw[1]) // 2
+
+
+def resize_note(src_hw: tuple[int, int], size: Size) -> str:
+    """What ``resize_center_crop`` / ``resize_batch`` do to a ``src_hw`` image, in words for logs."""
+    dst = as_hw(size)
+    src = f"{src_hw[0]}x{src_hw[1]}"
+    if src_hw == dst:
+        return f"{src} as is"
+    cropped = cover_size(src_hw, dst) != dst
+    return f"resized{' and centre-cropped' if cropped else ''} {src} -> {dst[0]}x{dst[1]}"
+
+
+def channel_note(src_channels: int, channels: int) -> str:
+    """'' when the channels already match, else how ``match_channels`` converts them."""
+    if src_channels == channels:
+        return ""
+    return "grey repeated to RGB" if channels == 3 else "RGB to grey (luma)"
+
+
+def per_image_note(size: Size) -> str:
+    """The note for sets decoded per item (folders, CelebA), whose image shapes are not known up front."""
+    h, w = as_hw(size)
+    return f"each image resized and centre-cropped to {h}x{w} where its shape differs"
+
+
+def batch_note(src_chw: tuple[int, int, int], channels: int, size: Size, resize: str = "") -> str:
+    """What ``batch_to_tensor`` does to (C, H, W) images, in words: ``resize`` overrides the resize part (for a
+    builder that pads first)."""
+    parts = (resize or resize_note(tuple(src_chw[1:]), size), channel_note(src_chw[0], channels))
+    return ", ".join(p for p in parts if p)
 
 
 def _scale_to_8bit(img: Image.Image) -> Image.Image:
@@ -54,17 +110,19 @@ def to_channels(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L") if channels == 1 else img
 
 
-def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Shorter side to ``size`` (antialiased bilinear, like torchvision's Resize), then a centred square crop."""
+def resize_center_crop(img: Image.Image, size: Size) -> Image.Image:
+    """Cover-resize to ``size`` (antialiased bilinear, like torchvision's Resize), then a centred crop.
+
+    For a square ``size`` that is the shorter side to ``size``; for (h, w) the smallest scaling covering both.
+    """
+    th, tw = as_hw(size)
     w, h = img.size
-    if (w, h) != (size, size):
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
-        w, h = nw, nh
-    if (w, h) != (size, size):
-        left, top = (w - size) // 2, (h - size) // 2
-        img = img.crop((left, top, left + size, top + size))
+    if (h, w) != (th, tw):
+        h, w = cover_size((h, w), (th, tw))
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
+    if (h, w) != (th, tw):
+        top, left = _crop_box((h, w), (th, tw))
+        img = img.crop((left, top, left + tw, top + th))
     return img
 
 
@@ -77,12 +135,17 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return t.to(torch.float32).div_(127.5).sub_(1.0)
 
 
-def pil_to_tensor(img: Image.Image, channels: int, size: int) -> torch.Tensor:
-    """The full per-image pipeline: EXIF orientation, channel conversion, resize + crop, scale to [-1, 1]."""
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says (phone photos), or as it is when that tag is malformed."""
     try:
-        img = ImageOps.exif_transpose(img)
+        return ImageOps.exif_transpose(img)
     except Exception:  # malformed EXIF must not make an otherwise fine image unusable
-        pass
+        return img
+
+
+def pil_to_tensor(img: Image.Image, channels: int, size: Size) -> torch.Tensor:
+    """The full per-image pipeline: EXIF orientation, channel conversion, resize + crop, scale to [-1, 1]."""
+    img = upright(img)
     img = to_channels(img, channels)
     img = resize_center_crop(img, size)
     return to_tensor(img)
@@ -106,25 +169,25 @@ def match_channels(batch: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"cannot convert {c} channels to {channels}")
 
 
-def resize_batch(batch: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) in [0, 1] -> shorter side ``size`` (antialiased bilinear) and a centred square crop."""
+def resize_batch(batch: torch.Tensor, size: Size) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> cover-resized to ``size`` (antialiased bilinear) and centre-cropped, by the
+    same rule as ``resize_center_crop``."""
+    th, tw = as_hw(size)
     h, w = batch.shape[-2:]
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        batch = F.interpolate(batch, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        h, w = nh, nw
-    top, left = (h - size) // 2, (w - size) // 2
-    return batch[..., top : top + size, left : left + size]
+    if (h, w) != (th, tw):
+        h, w = cover_size((h, w), (th, tw))
+        batch = F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    top, left = _crop_box((h, w), (th, tw))
+    return batch[..., top : top + th, left : left + tw]
 
 
-def batch_to_tensor(images: torch.Tensor, channels: int, size: int, chunk: int = 4096) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 (N, channels, size, size) in [-1, 1], converted ``chunk`` images at a time.
+def batch_to_tensor(images: torch.Tensor, channels: int, size: Size, chunk: int = 4096) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 (N, channels, h, w) in [-1, 1], converted ``chunk`` images at a time.
 
     Chunking bounds the float intermediates, so only the result itself has to fit in memory.
     """
     n = images.shape[0]
-    out = torch.empty((n, channels, size, size), dtype=torch.float32)
+    out = torch.empty((n, channels, *as_hw(size)), dtype=torch.float32)
     for start in range(0, n, chunk):
         part = images[start : start + chunk].to(torch.float32).div_(255.0)
         part = resize_batch(match_channels(part, channels), size)

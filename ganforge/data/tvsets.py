@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ganforge.data.base import GanDataset, TensorGanDataset
-from ganforge.data.imageops import batch_to_tensor, pil_to_tensor
+from ganforge.data.imageops import Size, as_hw, batch_note, batch_to_tensor, per_image_note, pil_to_tensor
 from ganforge.errors import DataError
 
 TENSOR_BUDGET_BYTES = 1 << 30  # 1 GiB: MNIST at 64 px, CIFAR-10 and SVHN at 32 px fit
@@ -82,9 +82,11 @@ def _in_memory_images(ds: Any) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
 class TorchvisionDataset(GanDataset):
     """A torchvision set decoded per item (PIL image -> shared pipeline)."""
 
-    def __init__(self, name: str, ds: Any, channels: int, size: int, limit: Optional[int]) -> None:
-        super().__init__(name, "images", (channels, size, size), NUM_CLASSES[name])
-        self.ds, self.channels, self.size = ds, channels, size
+    def __init__(self, name: str, ds: Any, channels: int, size: Size, limit: Optional[int]) -> None:
+        h, w = as_hw(size)
+        super().__init__(name, "images", (channels, h, w), NUM_CLASSES[name])
+        self.ds, self.channels, self.size = ds, channels, (h, w)
+        self.prep = per_image_note(size)
         self.length = len(ds) if limit is None else min(limit, len(ds))
 
     def __len__(self) -> int:
@@ -98,13 +100,16 @@ class TorchvisionDataset(GanDataset):
         return pil_to_tensor(img, self.channels, self.size), label
 
 
-def build(name: str, root: str, download: bool, channels: int, size: int, limit: Optional[int]) -> GanDataset:
+def build(name: str, root: str, download: bool, channels: int, size: Size, limit: Optional[int]) -> GanDataset:
     ds = open_torchvision(name, str(Path(root).expanduser()), download)
     mem = _in_memory_images(ds)
     if mem is not None:
         images, labels = mem
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
-        if images.shape[0] * channels * size * size * 4 <= TENSOR_BUDGET_BYTES:
-            return TensorGanDataset(name, "images", batch_to_tensor(images, channels, size), labels, NUM_CLASSES[name])
+        h, w = as_hw(size)
+        if images.shape[0] * channels * h * w * 4 <= TENSOR_BUDGET_BYTES:
+            out = TensorGanDataset(name, "images", batch_to_tensor(images, channels, size), labels, NUM_CLASSES[name])
+            out.prep = batch_note(tuple(images.shape[1:]), channels, size)
+            return out
     return TorchvisionDataset(name, ds, channels, size, limit)

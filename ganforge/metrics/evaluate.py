@@ -1,13 +1,15 @@
 """``ganforge evaluate``: stream generated and reference images through a feature extractor, compute metrics.
 
 Sources of generated images: a run directory (its generator), an ``.npz`` (``arr_0`` uint8 N,H,W,C) or a folder
-of images. The reference is a data spec (``mnist-embedded``, ``cifar10``, ``folder:PATH``...), shaped like the
-generated images. Images flow in batches: FID needs only running mean/covariance (memory flat in N); KID and
-precision/recall keep the features (N x D floats, e.g. 10,000 x 128 = 5 MB for mnist-cnn).
+of images, at any size and shape (H != W included), 1 or 3 channels. The reference is a data spec
+(``mnist-embedded``, ``cifar10``, ``folder:PATH``...), built at the generated images' own (H, W) and channels
+without any model config; what that took (``"padded 28x28 -> 32x32"``) is reported as ``reference_prep``.
+Images flow in batches: FID needs only running mean/covariance (memory flat in N); KID and precision/recall
+keep the features (N x D floats, e.g. 10,000 x 128 = 5 MB for mnist-cnn).
 
 Every metric is labelled with the extractor that produced it, e.g. ``fid[mnist-cnn]`` vs ``fid[inception-v3]``:
 in-domain numbers are for comparing ganforge runs with each other, Inception numbers for comparing with papers.
-Reference statistics are cached on disk, keyed by dataset, size, channels, extractor and N.
+Reference statistics are cached on disk, keyed by dataset, H x W, channels, extractor and N.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import math
 import os
 import re
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -27,6 +30,7 @@ from ganforge.errors import UserError
 METRICS = ("fid", "kid", "is", "prc", "coverage")
 DIGIT_SETS = ("mnist-embedded", "mnist", "stacked-mnist")
 HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "modes_covered")
+MIN_SIDE = 8  # smaller images carry too little for any extractor (both resize up, to 28 or 299)
 
 
 def cache_dir() -> Path:
@@ -63,9 +67,15 @@ class ImageSource:
 
     describe: str
     channels: int
-    size: int
+    height: int
+    width: int
     count: int
     batches: Callable[[int], Iterator[torch.Tensor]]  # batch_size -> iterator
+    prep: str = ""  # what building the images took, for a reference set (GanDataset.prep)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.height, self.width
 
 
 def _from_uint8_nhwc(arr: np.ndarray) -> torch.Tensor:
@@ -73,52 +83,89 @@ def _from_uint8_nhwc(arr: np.ndarray) -> torch.Tensor:
     return t / 127.5 - 1.0
 
 
-def generated_source(spec: str | Path, n: int, seed: int = 0, device: str = "cpu", size: int = 32,
-                     channels: Optional[int] = None) -> ImageSource:
-    """RUN_DIR, SAMPLES.npz or FOLDER -> ImageSource of (up to) ``n`` images."""
-    path = Path(spec)
-    if path.is_dir() and (path / "config.yaml").is_file():
-        from ganforge.sampling import load_generator
+def _check_side(what: str, height: int, width: int) -> None:
+    """Images too small to evaluate fail here, in one line, rather than somewhere inside an extractor."""
+    if min(height, width) < MIN_SIDE:
+        raise UserError(f"{what}: images are {height}x{width}, too small to evaluate (at least {MIN_SIDE} px a side)")
 
-        g = load_generator(path, device=device)
-        mc = g.config.model
-        if getattr(mc, "point_dim", None) is not None:
-            raise UserError(f"{path} generates 2D points: use 'ganforge bench coverage' for point metrics")
 
-        def run_batches(bs: int) -> Iterator[torch.Tensor]:
-            for i in range(0, n, bs):
-                # each batch its own seed: deterministic, and no n-sized latent tensor in memory
-                yield g.sample(min(bs, n - i), seed=seed * 1_000_003 + i)
+def _run_source(path: Path, n: int, seed: int, device: str) -> ImageSource:
+    """A run directory: ``n`` images from its generator, at the model's size and channels."""
+    from ganforge.sampling import load_generator
 
-        return ImageSource(f"run {path}", mc.channels, mc.image_size, n, run_batches)
-    if path.suffix.lower() == ".npz":
-        if not path.is_file():
-            raise UserError(f"samples file {path} does not exist")
+    g = load_generator(path, device=device)
+    mc = g.config.model
+    if getattr(mc, "point_dim", None) is not None:
+        raise UserError(f"{path} generates 2D points: use 'ganforge bench coverage' for point metrics")
+
+    def batches(bs: int) -> Iterator[torch.Tensor]:
+        for i in range(0, n, bs):
+            # each batch its own seed: deterministic, and no n-sized latent tensor in memory
+            yield g.sample(min(bs, n - i), seed=seed * 1_000_003 + i)
+
+    return ImageSource(f"run {path}", mc.channels, mc.image_size, mc.image_size, n, batches)
+
+
+def _load_npz(path: Path) -> np.ndarray:
+    """``arr_0`` of a samples file, checked: uint8 (N, H, W, C), N >= 1, C = 1 or 3."""
+    if not path.is_file():
+        raise UserError(f"samples file {path} does not exist")
+    try:
         with np.load(path) as z:
             if "arr_0" not in z:
                 raise UserError(f"{path} has no arr_0: expected uint8 (N, H, W, C) as written by 'ganforge sample'")
             arr = z["arr_0"]
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] not in (1, 3):
-            raise UserError(f"{path}: arr_0 is {arr.dtype} {arr.shape}, expected uint8 (N, H, W, C) with C = 1 or 3")
-        arr = arr[:n]
-
-        def npz_batches(bs: int) -> Iterator[torch.Tensor]:
-            for i in range(0, len(arr), bs):
-                yield _from_uint8_nhwc(arr[i:i + bs])
-
-        return ImageSource(f"samples {path}", arr.shape[3], arr.shape[1], len(arr), npz_batches)
-    if path.is_dir():
-        return reference_source(f"folder:{path}", size, channels or 3, n)
-    raise UserError(f"{spec}: expected a run directory, a .npz of samples, or a folder of images")
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # not an npz, or arr_0 needs pickle
+        raise UserError(f"cannot read {path} as .npz: {' '.join(str(exc).split())}") from None
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] not in (1, 3) or arr.shape[0] == 0:
+        raise UserError(f"{path}: arr_0 is {arr.dtype} {arr.shape}, expected uint8 (N, H, W, C) with N >= 1 and "
+                        "C = 1 or 3")
+    return arr
 
 
-def reference_source(spec: str, size: int, channels: int, n: int, data_root: str = "data",
+def _npz_source(path: Path, n: int) -> ImageSource:
+    """A samples file: its first ``n`` images, at their own size and channels."""
+    arr = _load_npz(path)[:n]
+
+    def batches(bs: int) -> Iterator[torch.Tensor]:
+        for i in range(0, len(arr), bs):
+            yield _from_uint8_nhwc(arr[i:i + bs])
+
+    _, h, w, c = arr.shape
+    return ImageSource(f"samples {path}", c, h, w, len(arr), batches)
+
+
+def generated_source(spec: str | Path, n: int, seed: int = 0, device: str = "cpu") -> ImageSource:
+    """RUN_DIR, SAMPLES.npz or FOLDER -> ImageSource of (up to) ``n`` images, at the source's own shape.
+
+    A folder is read at the size and channels of its first readable image (grey modes -> 1 channel), since
+    generated images share one shape; a file of another shape is resized and centre-cropped to it.
+    """
+    path = Path(spec)
+    if path.is_dir() and (path / "config.yaml").is_file():
+        src = _run_source(path, n, seed, device)
+    elif path.suffix.lower() == ".npz":
+        src = _npz_source(path, n)
+    elif path.is_dir():
+        from ganforge.data import folder_shape
+
+        h, w, c = folder_shape(path)
+        src = reference_source(f"folder:{path}", (h, w), c, n)
+    else:
+        raise UserError(f"{spec}: expected a run directory, a .npz of samples, or a folder of images")
+    _check_side(str(path), src.height, src.width)
+    return src
+
+
+def reference_source(spec: str, size: int | tuple[int, int], channels: int, n: int, data_root: str = "data",
                      download: bool = False) -> ImageSource:
-    from ganforge.config import DataConfig, model_config
-    from ganforge.data import build_dataset
+    """The data ``spec`` names, built straight at ``size`` (int or (h, w)) and ``channels``: no model config, so
+    no model's size rules apply."""
+    from ganforge.data import build_spec
+    from ganforge.data.imageops import as_hw
 
-    ds = build_dataset(DataConfig(spec=spec, root=data_root, download=download),
-                       model_config(family="dcgan", image_size=size, channels=channels))
+    h, w = as_hw(size)
+    ds = build_spec(spec, data_root, download, channels, (h, w))
     if ds.kind != "images":
         raise UserError(f"reference {spec!r} is not an image set")
     count = min(n, len(ds))
@@ -132,7 +179,7 @@ def reference_source(spec: str, size: int, channels: int, n: int, data_root: str
             for x, _ in loader:
                 yield x
 
-    return ImageSource(f"data {spec}", channels, size, count, batches)
+    return ImageSource(f"data {spec}", channels, h, w, count, batches, prep=ds.prep)
 
 
 # ------------------------------------------------------------------------------------------------ features
@@ -145,6 +192,7 @@ class Collected:
     probs: Optional[np.ndarray]
     channel_preds: Optional[np.ndarray] = None  # (N, C) digit per channel, for Stacked MNIST
     n: int = 0
+    prep: str = ""  # the source's ImageSource.prep
 
 
 def collect(source: ImageSource, extractor, batch_size: int, keep_features: bool, per_channel: bool = False,
@@ -170,34 +218,45 @@ def collect(source: ImageSource, extractor, batch_size: int, keep_features: bool
             if progress:
                 progress(batch.shape[0])
     return Collected(stats, np.concatenate(feats) if feats else None, np.concatenate(probs) if probs else None,
-                     np.concatenate(chans) if chans else None, n)
+                     np.concatenate(chans) if chans else None, n, source.prep)
 
 
-def _cache_key(ref: str, size: int, channels: int, extractor: str, n: int) -> str:
-    raw = f"{ref}-{size}px-{channels}ch-{extractor}-n{n}"
+def shape_text(hw: tuple[int, int]) -> str:
+    """'32px' for a square, '28x40px' otherwise (the cache key keeps the square form it always had)."""
+    h, w = hw
+    return f"{h}px" if h == w else f"{h}x{w}px"
+
+
+def _cache_key(ref: str, hw: tuple[int, int], channels: int, extractor: str, n: int) -> str:
+    raw = f"{ref}-{shape_text(hw)}-{channels}ch-{extractor}-n{n}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
 
 
-def reference_features(ref: str, size: int, channels: int, n: int, extractor, batch_size: int, data_root: str,
-                       download: bool, use_cache: bool = True, log=print) -> Collected:
-    """Reference statistics and features, from the on-disk cache when present (keyed by data, size, extractor)."""
+def reference_features(ref: str, size: int | tuple[int, int], channels: int, n: int, extractor, batch_size: int,
+                       data_root: str, download: bool, use_cache: bool = True, log=print) -> Collected:
+    """Reference statistics and features, from the on-disk cache when present (keyed by data, H x W, channels,
+    extractor and N). ``size``: an int (square) or (h, w)."""
+    from ganforge.data.imageops import as_hw
     from ganforge.io_utils import atomic_target
     from ganforge.metrics.frechet import RunningStats
 
-    key = _cache_key(ref, size, channels, extractor.name, n)
+    key = _cache_key(ref, as_hw(size), channels, extractor.name, n)
     path = cache_dir() / f"{key}.npz"
     cacheable = use_cache and not ref.startswith("folder:")  # a folder's content may change under the same name
     if cacheable and path.is_file():
         try:
             with np.load(path) as z:
-                stats = RunningStats.from_moments(z["mu"], z["sigma"], int(z["n"]))
-                return Collected(stats, z["features"], z["probs"] if "probs" in z.files else None, None, int(z["n"]))
+                if "prep" in z.files:  # older caches lack it: recomputed quietly, so the prep note is never lost
+                    stats = RunningStats.from_moments(z["mu"], z["sigma"], int(z["n"]))
+                    return Collected(stats, z["features"], z["probs"] if "probs" in z.files else None, None,
+                                     int(z["n"]), str(z["prep"]))
         except Exception as exc:  # a stale or broken cache is recomputed, never trusted
             log(f"warning: ignoring reference cache {path}: {exc}")
     src = reference_source(ref, size, channels, n, data_root, download)
     got = collect(src, extractor, batch_size, keep_features=True)
     if cacheable:
-        arrays = {"mu": got.stats.mean, "sigma": got.stats.cov, "n": np.array(got.n), "features": got.features}
+        arrays = {"mu": got.stats.mean, "sigma": got.stats.cov, "n": np.array(got.n), "features": got.features,
+                  "prep": np.array(got.prep)}
         if got.probs is not None:
             arrays["probs"] = got.probs
         with atomic_target(path) as tmp:
@@ -272,13 +331,14 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
     per_channel = "coverage" in metrics and ref == "stacked-mnist"
     keep = any(m in metrics for m in ("kid", "prc"))
     gen = collect(gen_src, ext, batch_size, keep_features=keep, per_channel=per_channel)
-    ref_c = reference_features(ref, gen_src.size, gen_src.channels, n, ext, batch_size, data_root, download,
+    ref_c = reference_features(ref, gen_src.hw, gen_src.channels, n, ext, batch_size, data_root, download,
                                use_cache=use_cache, log=log)
     values = compute(metrics, gen, ref_c, name, ref, seed=seed)
+    h, w = gen_src.hw
     return {
         "source": str(source), "ref": ref, "extractor": name, "n_generated": gen.n, "n_reference": ref_c.n,
-        "image_size": gen_src.size, "channels": gen_src.channels, "seed": seed, "metrics": values,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "image_size": h if h == w else None, "image_height": h, "image_width": w, "channels": gen_src.channels,
+        "reference_prep": ref_c.prep, "seed": seed, "metrics": values, "seconds": round(time.perf_counter() - t0, 2),
     }
 
 
@@ -292,7 +352,9 @@ def eval_json_path(source: str | Path) -> Path:
 def format_table(result: dict) -> str:
     rows = [(k, v) for k, v in result["metrics"].items()]
     width = max(len(k) for k, _ in rows) if rows else 10
+    shape = f"{result['channels']}x{result['image_height']}x{result['image_width']}"
     head = (f"{result['source']} vs {result['ref']}  ({result['n_generated']:,} generated, "
-            f"{result['n_reference']:,} reference, {result['image_size']}px, {result['seconds']}s)")
-    lines = [head] + [f"  {k:<{width}}  {v:.6g}" for k, v in rows]
+            f"{result['n_reference']:,} reference, {shape}, {result['seconds']}s)")
+    prep = [f"reference {result['ref']}: {result['reference_prep']}"] if result.get("reference_prep") else []
+    lines = [head] + prep + [f"  {k:<{width}}  {v:.6g}" for k, v in rows]
     return "\n".join(lines)

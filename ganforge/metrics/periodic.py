@@ -50,7 +50,8 @@ class PeriodicEvaluator:
             for i in range(0, n, bs):
                 yield G(*self.make_inputs(min(bs, n - i), gen)).float().cpu().clamp_(-1, 1)
 
-        src = ev.ImageSource("training", self.model_cfg.channels, self.model_cfg.image_size, n, batches)
+        size = self.model_cfg.image_size
+        src = ev.ImageSource("training", self.model_cfg.channels, size, size, n, batches)
         keep = any(m in self.cfg.metrics for m in ("kid", "prc"))
         got = ev.collect(src, self.extractor, 250, keep_features=keep, per_channel=self.per_channel)
         G.train(was_training)
