@@ -145,16 +145,16 @@ def test_collapse_space_falls_back_to_pixels_off_digits_or_without_the_classifie
 
 
 def test_a_collapsed_generator_is_flagged_in_metrics_with_its_space(tmp_path, tiny, monkeypatch):
-    real_step = loop.gan_step
+    real_step = loop.run_step
 
-    def collapse_after_12(parts, batches, step):  # from step 12 on, G ignores z: every sample is the same image
-        out = real_step(parts, batches, step)
+    def collapse_after_12(trainer, updater, keys, batches, step):  # from step 12 on, G ignores z: one image
+        out = real_step(trainer, updater, keys, batches, step)
         if step >= 11:
             with torch.no_grad():
-                parts.G.stem[0].weight.zero_()
+                trainer.nets["G"].stem[0].weight.zero_()
         return out
 
-    monkeypatch.setattr(loop, "gan_step", collapse_after_12)
+    monkeypatch.setattr(loop, "run_step", collapse_after_12)
     lines = []
     train(tiny("dcgan", steps=24), tmp_path / "run", progress=False, log=lines.append)  # samples at steps 8, 16, 24
     assert [l for l in lines if l.startswith("collapse watch")] == [

@@ -144,6 +144,8 @@ def train(
 ) -> RunSummary:
     if cfg.train.deterministic and cfg.train.device != "cpu" and torch.cuda.is_available():
         determinism.check_cublas_workspace(log)  # before this process's CUDA work starts
+    if run_dir is not None and not resume and not dry_run:
+        _check_new_run_dir(Path(run_dir))  # before anything is built or logged
     dist = init_from_env(cfg.train.device)  # one process of a data-parallel run, or the only one
     try:
         with determinism.kernels(cfg.train.deterministic, dist.device):
