@@ -80,7 +80,8 @@ def train(
     summary = run_training(cfg, None if dry_run else run_dir, resume=resume is not None, dry_run=dry_run,
                            strict_data=strict, progress=not quiet, force=force, detect_anomaly=detect_anomaly)
     if dry_run:
-        typer.echo(f"dry run ok: {cfg.name}: G {summary.params_g:,} / D {summary.params_d:,} parameters")
+        nets = " / ".join(f"{name} {n:,}" for name, n in summary.params.items())
+        typer.echo(f"dry run ok: {cfg.name}: {nets} parameters")
         return
     if getattr(summary, "rank", 0) == 0:
         typer.echo(str(summary.run_dir))
@@ -159,6 +160,23 @@ def evaluate(
     atomic_write_text(dest, json.dumps(result, indent=2) + "\n")
     typer.echo(format_table(result))
     typer.echo(f"wrote {dest}", err=True)
+
+
+@app.command()
+def classify(
+    run_dir: Path = typer.Argument(..., help="A semi-supervised run (e.g. preset ssgan-mnist)."),
+    input_: Path = typer.Option(..., "--input", help="FILE.npz (arr_0 uint8 N,H,W,C; optional 'labels') or a folder of images."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV of predictions (default: INPUT.predictions.csv)."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Classify images with a semi-supervised GAN's discriminator: class and confidence per image."""
+    from ganforge.classify import classify as run_classify
+
+    res = run_classify(run_dir, input_, out, device=device)
+    line = f"{res['n']:,} images classified; predictions in {res['csv']}"
+    if res["accuracy"] is not None:
+        line += f"; accuracy {res['accuracy']:.2%} against the file's labels"
+    typer.echo(line)
 
 
 @app.command("import-weights")

@@ -52,6 +52,7 @@ class DataConfig(_Strict):
     download: bool = False  # allow torchvision to download a missing set (--download)
     num_workers: int = Field(0, ge=0)
     limit: Optional[int] = Field(None, ge=1)  # use only the first N images (quick experiments)
+    split: Literal["all", "train", "test"] = "all"  # mnist-embedded: 4,000 train / 1,000 test digits; torchvision: its splits
     labeled: Optional[int] = Field(None, ge=1)  # semi-supervised: keep labels on only this many (class-balanced, seeded)
 
 

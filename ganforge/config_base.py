@@ -6,7 +6,7 @@ selects the schema and a key that family does not know is an error naming the ke
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,12 @@ class DiscriminatorTricks(Strict):
     spectral_norm: bool = False  # every conv/linear of D spectrally normalised (Miyato et al. 2018)
     minibatch_std: bool = False  # a minibatch standard-deviation channel before D's head (Karras et al. 2018)
     minibatch_disc: int = Field(0, ge=0)  # minibatch discrimination kernels before D's head (Salimans et al. 2016); 0 = off
+    d_batch_norm: Optional[bool] = None  # BatchNorm in D; None: as model.batch_norm (a WGAN-GP critic wants none)
+
+    @property
+    def d_bn(self) -> bool:
+        """BatchNorm in the discriminator, as configured."""
+        return self.d_batch_norm if self.d_batch_norm is not None else bool(getattr(self, "batch_norm", True))
 
 
 def check_power_of_two(size: int, family: str) -> None:

@@ -238,3 +238,38 @@ def test_accelerate_launch_runs_two_cpu_processes_like_one(tmp_path):
         for key in ("loss_d", "loss_g", "d_real", "d_fake"):
             assert a[key] == pytest.approx(b[key], abs=1e-4), key
     assert _files(tmp_path / "launched") == _files(tmp_path / "single")
+
+
+def _family_worker(rank: int, root: str, family: str, port: int) -> None:
+    """One rank of a short run of ``family``: its parameters are dumped for comparison."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import tiny_config
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    summary = train(tiny_config(family, steps=4), Path(root) / "dp", **quiet)
+    params = {f"{name}.{k}": p.detach().cpu().contiguous().clone() for name, m in summary.models.items()
+              for k, p in m.named_parameters()}
+    save_file(params, str(Path(root) / f"params{rank}.safetensors"))
+
+
+@pytest.mark.parametrize("family", ["dcgan", "cdcgan", "ssgan"])  # mlp: the full test above
+def test_two_processes_keep_every_family_in_step(tmp_path, family):
+    """Every family trains data-parallel: gradients averaged, so both replicas hold the same parameters (BatchNorm
+    statistics stay per process, as in PyTorch's DDP), and only rank 0 writes the run directory."""
+    ctx = mp.start_processes(_family_worker, args=(str(tmp_path), family, _free_port()), nprocs=WORLD, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + 180
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"the {WORLD} processes did not finish")
+    p0, p1 = (load_file(str(tmp_path / f"params{r}.safetensors")) for r in range(WORLD))
+    assert p0.keys() == p1.keys() and any(k.startswith("D.") for k in p0)
+    for k in p0:
+        assert torch.equal(p0[k], p1[k]), k
+    assert [r["step"] for r in _metrics(tmp_path / "dp")] == [2, 4]

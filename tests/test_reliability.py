@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import ganforge.train.gan as gan_family
+import ganforge.train.engine as engine
+from conftest import FAMILIES
 from ganforge.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest
 from ganforge.errors import UserError
 from ganforge.train import train
@@ -34,17 +35,18 @@ def events(run: Path) -> list[dict]:
 
 
 def poison_g_loss(monkeypatch, bad_calls: set[int]):
-    """Make the generator loss NaN on the given call numbers (0-based)."""
-    real = gan_family.g_loss
+    """Make the generator's loss NaN on the given updates (0-based), whatever the family computes it from."""
+    real = engine.Updater.update
     calls = {"n": 0}
 
-    def g_loss(logits, kind):
-        out = real(logits, kind)
-        i = calls["n"]
-        calls["n"] += 1
-        return out * float("nan") if i in bad_calls else out
+    def update(self, optimizer, loss):
+        if optimizer == "G":
+            if calls["n"] in bad_calls:
+                loss = loss * float("nan")
+            calls["n"] += 1
+        return real(self, optimizer, loss)
 
-    monkeypatch.setattr(gan_family, "g_loss", g_loss)
+    monkeypatch.setattr(engine.Updater, "update", update)
     return calls
 
 
@@ -59,10 +61,11 @@ def test_a_nan_loss_skips_the_update_and_never_reaches_the_weights(tmp_path, tin
     assert not events(run)  # isolated NaNs are skipped quietly, no rollback
 
 
-def test_repeated_nans_roll_back_with_a_lower_learning_rate(tmp_path, tiny, monkeypatch):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_repeated_nans_roll_back_with_a_lower_learning_rate(tmp_path, tiny, monkeypatch, family):
     poison_g_loss(monkeypatch, set(range(10, 13)))  # 3 in a row from the 11th G step
     run = tmp_path / "run"
-    cfg = tiny("dcgan", steps=16)
+    cfg = tiny(family, steps=16)
     cfg = cfg.model_copy(update={"guard": cfg.guard.model_copy(update={"max_skips": 3})})
     summary = train(cfg, run, **quiet)
     assert summary.steps == 16 and summary.stopped is None
@@ -219,15 +222,17 @@ def test_signal_saves_at_the_current_step_and_resume_continues(tmp_path, sig, co
     assert steps_after[-2:] == [stopped_at + 1, stopped_at + 2]
 
 
-def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path, family):
     run = tmp_path / "run"
     rng = random.Random(0)
     kills = 0
+    n_kills = 8 if family == "dcgan" else 3  # the others take fewer: the same code writes every family's checkpoints
     # checkpoint every epoch of 8 steps: kills land before, during and after checkpoint writes
     args = ["--steps", "100000", *TINY, "--set", "train.keep_checkpoints=2"]
-    proc = _cli("train", "dcgan-mnist", "--out", str(run), *args)
+    proc = _cli("train", FAMILIES[family], "--out", str(run), *args)
     _wait_for_step(run, 1, proc)
-    for i in range(8):
+    for i in range(n_kills):
         time.sleep(rng.uniform(0.0, 1.5))
         proc.kill()
         proc.wait()
@@ -239,7 +244,7 @@ def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path)
         time.sleep(0.5)
     proc.kill()
     proc.wait()
-    assert kills == 8
+    assert kills == n_kills
     assert load_latest(run / "checkpoints", warn=lambda s: None)
 
 

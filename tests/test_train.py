@@ -17,6 +17,7 @@ from ganforge.errors import UserError
 from ganforge.models import build_models
 from ganforge.sampling import load_generator
 from ganforge.train import train
+from conftest import FAMILIES
 
 quiet = dict(progress=False, log=lambda s: None)
 
@@ -89,9 +90,9 @@ def test_save_load_sample_round_trip_is_identical(tmp_path, tiny):
     assert not torch.equal(loaded.sample(5, seed=7), loaded.sample(5, seed=8))
 
 
-@pytest.mark.parametrize("stop_at", [5, 8])  # mid-epoch and exactly at an epoch boundary
-def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny, stop_at, assert_same_run, resume_device):
-    cfg = tiny("dcgan", steps=12, ema={"enabled": True, "decay": 0.9}, device=resume_device)
+@pytest.mark.parametrize("family, stop_at", [(f, 5) for f in FAMILIES] + [("dcgan", 8)])  # mid-epoch; epoch end
+def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny, family, stop_at, assert_same_run, resume_device):
+    cfg = tiny(family, steps=12, ema={"enabled": True, "decay": 0.9}, device=resume_device)
     train(cfg, tmp_path / "straight", **quiet)
     train(cfg, tmp_path / "resumed", stop_after_steps=stop_at, **quiet)
     stopped = load_latest(tmp_path / "resumed" / "checkpoints")

@@ -11,6 +11,7 @@ from ganforge.errors import DataError
 
 FOLDER_PREFIX = "folder:"
 NAMED_SPECS = (embedded.NAME, stacked.NAME, *tvsets.NAMES, *points.MIXTURES)
+SPLIT_SPECS = (embedded.NAME, "mnist", "fashion-mnist", "cifar10", "svhn")  # the sets with a held-out test split
 
 
 def _unknown(spec: str) -> DataError:
@@ -26,11 +27,12 @@ def build_dataset(data: DataConfig, model: ModelConfig, *, strict: bool = False,
     ``strict`` and ``scan``: see ``build_spec``.
     """
     return build_spec(data.spec, data.root, data.download, model.channels, model.image_size, limit=data.limit,
-                      strict=strict, scan=scan)
+                      strict=strict, scan=scan, split=data.split)
 
 
 def build_spec(spec: str, root: str = "data", download: bool = False, channels: int = 3, size: Size = 32, *,
-               limit: int | None = None, strict: bool = False, scan: bool | None = None) -> GanDataset:
+               limit: int | None = None, strict: bool = False, scan: bool | None = None,
+               split: str = "all") -> GanDataset:
     """The dataset ``spec`` names, images shaped (channels, *size) with ``size`` an int or (h, w).
 
     No model config involved, so evaluation can build a reference at whatever shape the samples have.
@@ -40,6 +42,8 @@ def build_spec(spec: str, root: str = "data", download: bool = False, channels: 
     default) scans folders of up to SCAN_MAX_FILES images and trusts larger ones to the per-item skipping.
     """
     spec = spec.strip()
+    if split != "all" and spec.lower() not in SPLIT_SPECS:
+        raise DataError(f"data.split={split!r}: {spec!r} has no train/test split (only {', '.join(SPLIT_SPECS)})")
     if spec.startswith(FOLDER_PREFIX):
         path = spec[len(FOLDER_PREFIX) :].strip()
         if not path:
@@ -53,11 +57,11 @@ def build_spec(spec: str, root: str = "data", download: bool = False, channels: 
         return folder.FolderDataset(path, channels, size, paths=good[:limit], skipped=bad, strict=strict)
     name = spec.lower()
     if name == embedded.NAME:
-        return embedded.build(channels, size, limit)
+        return embedded.build(channels, size, limit, split=split)
     if name == stacked.NAME:
         return stacked.build(channels, size, limit)
     if name in tvsets.NAMES:
-        return tvsets.build(name, root, download, channels, size, limit)
+        return tvsets.build(name, root, download, channels, size, limit, test=split == "test")
     if name in points.MIXTURES:
         return points.build(name, limit)
     raise _unknown(spec)

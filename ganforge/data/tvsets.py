@@ -22,25 +22,25 @@ NUM_CLASSES: dict[str, Optional[int]] = {"mnist": 10, "fashion-mnist": 10, "cifa
 NAMES = tuple(NUM_CLASSES)
 
 
-def _constructor(name: str) -> Callable[..., Any]:
+def _constructor(name: str, test: bool = False) -> Callable[..., Any]:
     from torchvision import datasets as tvd  # imported lazily: torchvision adds ~1 s to every CLI start
 
     if name == "mnist":
-        return lambda root, download: tvd.MNIST(root, train=True, download=download)
+        return lambda root, download: tvd.MNIST(root, train=not test, download=download)
     if name == "fashion-mnist":
-        return lambda root, download: tvd.FashionMNIST(root, train=True, download=download)
+        return lambda root, download: tvd.FashionMNIST(root, train=not test, download=download)
     if name == "cifar10":
-        return lambda root, download: tvd.CIFAR10(root, train=True, download=download)
+        return lambda root, download: tvd.CIFAR10(root, train=not test, download=download)
     if name == "svhn":
-        return lambda root, download: tvd.SVHN(root, split="train", download=download)
+        return lambda root, download: tvd.SVHN(root, split="test" if test else "train", download=download)
     if name == "celeba":
         return lambda root, download: tvd.CelebA(root, split="train", target_type=[], download=download)
     raise ValueError(name)
 
 
-def open_torchvision(name: str, root: str, download: bool) -> Any:
+def open_torchvision(name: str, root: str, download: bool, test: bool = False) -> Any:
     """The torchvision dataset object, with its 'not found' and download failures turned into one-line DataErrors."""
-    make = _constructor(name)
+    make = _constructor(name, test)
     try:
         return make(root, download)
     except (RuntimeError, OSError, ValueError) as exc:
@@ -100,8 +100,10 @@ class TorchvisionDataset(GanDataset):
         return pil_to_tensor(img, self.channels, self.size), label
 
 
-def build(name: str, root: str, download: bool, channels: int, size: Size, limit: Optional[int]) -> GanDataset:
-    ds = open_torchvision(name, str(Path(root).expanduser()), download)
+def build(name: str, root: str, download: bool, channels: int, size: Size, limit: Optional[int],
+          test: bool = False) -> GanDataset:
+    """``test``: the set's test split instead of its training split."""
+    ds = open_torchvision(name, str(Path(root).expanduser()), download, test)
     mem = _in_memory_images(ds)
     if mem is not None:
         images, labels = mem

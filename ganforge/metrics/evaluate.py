@@ -334,12 +334,28 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
     ref_c = reference_features(ref, gen_src.hw, gen_src.channels, n, ext, batch_size, data_root, download,
                                use_cache=use_cache, log=log)
     values = compute(metrics, gen, ref_c, name, ref, seed=seed)
+    values.update(_classifier_metrics(Path(source), str(dev)))
     h, w = gen_src.hw
     return {
         "source": str(source), "ref": ref, "extractor": name, "n_generated": gen.n, "n_reference": ref_c.n,
         "image_size": h if h == w else None, "image_height": h, "image_width": w, "channels": gen_src.channels,
         "reference_prep": ref_c.prep, "seed": seed, "metrics": values, "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _classifier_metrics(source: Path, device: str) -> dict[str, float]:
+    """A semi-supervised run's accuracy on its data's held-out test split (its discriminator is a classifier)."""
+    if not (source.is_dir() and (source / "config.yaml").is_file()):
+        return {}
+    from ganforge.config import load_run_config
+    from ganforge.models import get_family
+
+    if not get_family(load_run_config(source).model.family).classifier:
+        return {}
+    from ganforge.classify import held_out_accuracy
+
+    accuracy, n = held_out_accuracy(source, device)
+    return {"test_accuracy": accuracy, "n_test": float(n)}
 
 
 def eval_json_path(source: str | Path) -> Path:

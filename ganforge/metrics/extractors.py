@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ganforge.data.embedded import heldout_split  # noqa: F401  (re-exported: the classifier's split)
 from ganforge.errors import UserError
 
 __all__ = [
@@ -63,25 +64,6 @@ FEATURE_DIM = 128
 NUM_CLASSES = 10
 INPUT_SIZE = 32  # the network's input: 32x32 = a 28x28 digit plus 2 px of background, as mnist-embedded at size 32
 DIGIT_SIZE = 28
-HELDOUT_EVERY = 5  # held-out = every 5th digit of each class (1,000 of 5,000)
-
-
-def heldout_split() -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, test_idx) into the ``mnist-embedded`` digits (``ganforge.data.embedded.load_raw()`` order).
-
-    Held-out: within each class, the digits whose rank in that class is 4, 9, 14, ... (every 5th), i.e. exactly
-    100 of each class (1,000 in all); training: the other 4,000. Fixed forever: the training script and the
-    accuracy test both use it, so the shipped accuracy is measured on digits the classifier never saw.
-    """
-    from ganforge.data.embedded import load_raw
-
-    _, labels = load_raw()
-    rank = np.zeros(labels.shape[0], dtype=np.int64)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        rank[idx] = np.arange(idx.size)
-    test = (rank % HELDOUT_EVERY) == HELDOUT_EVERY - 1
-    return np.flatnonzero(~test), np.flatnonzero(test)
 
 
 def prepare_digits(x: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ class Family:
     conditional: bool = False  # G and D take class labels
     convolutional: bool = True  # channels_last helps
     generator: str = "G"  # the network that draws samples (its EMA copy when the run keeps one)
+    classifier: bool = False  # its discriminator classifies (``class_logits``): ganforge classify, test accuracy
     after_init: Optional[Callable[[ModelBase, dict[str, nn.Module]], None]] = None  # e.g. spectral norm, after init
 
 

@@ -68,7 +68,7 @@ class ConditionalDiscriminator(nn.Module):
         self.y_stem = nn.Sequential(*down_block(cfg.num_classes, c // 2, batch_norm=False, bias=cfg.bias))
         layers: list[nn.Module] = []
         for _ in range(n - 1):
-            layers += down_block(c, c * 2, cfg.batch_norm, cfg.bias or not cfg.batch_norm)
+            layers += down_block(c, c * 2, cfg.d_bn, cfg.bias or not cfg.d_bn)
             c *= 2
         self.features = nn.Sequential(*layers)
         self.head = conv_head(c, cfg)

@@ -101,7 +101,7 @@ class DCGANDiscriminator(nn.Module):
         # no BatchNorm on D's input layer; PacGAN packs `pack` images along the channels
         layers = down_block(cfg.channels * cfg.pack, c, batch_norm=False, bias=cfg.bias)
         for _ in range(n - 1):
-            layers += down_block(c, c * 2, cfg.batch_norm, cfg.bias or not cfg.batch_norm)
+            layers += down_block(c, c * 2, cfg.d_bn, cfg.bias or not cfg.d_bn)
             c *= 2
         self.features = nn.Sequential(*layers)
         self.head = conv_head(c, cfg)

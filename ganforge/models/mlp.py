@@ -76,7 +76,7 @@ class MLPDiscriminator(nn.Module):
         widths = [math.prod(_out_shape(cfg)) * cfg.pack, h * 4, h * 2, h]  # PacGAN: pack samples side by side
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            layers += _hidden(a, b, cfg.batch_norm and i > 0, cfg.dropout)
+            layers += _hidden(a, b, cfg.d_bn and i > 0, cfg.dropout)
         if cfg.minibatch_disc:
             layers.append(MinibatchDiscrimination(h, cfg.minibatch_disc))
             h += cfg.minibatch_disc

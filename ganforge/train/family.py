@@ -76,7 +76,10 @@ class Trainer:
     watch_d_fake: bool = True  # the collapse watch may read the "d_fake" stat as a probability
 
     def __init__(self, cfg, nets: dict[str, nn.Module], ctx: RunContext):
+        from ganforge.models import get_family
+
         self.cfg, self.nets, self.ctx = cfg, nets, ctx
+        self.conditional = get_family(cfg.model.family).conditional  # G takes class labels
 
     # --- declarations
     def optimizers(self) -> dict[str, OptimizerSpec]:
@@ -98,7 +101,7 @@ class Trainer:
         from ganforge.models import sample_z
 
         z = sample_z(n, self.cfg.model, "cpu", generator=gen).to(self.ctx.device)
-        if "num_classes" not in type(self.cfg.model).model_fields:
+        if not self.conditional:
             return (z,)
         y = torch.randint(0, self.cfg.model.num_classes, (n,), generator=gen).to(self.ctx.device)
         return z, y

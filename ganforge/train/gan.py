@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from ganforge import losses
 from ganforge.losses import d_loss, g_loss
@@ -30,7 +29,6 @@ class GanTrainer(Trainer):
         tc = cfg.train
         self.tc, self.mc = tc, cfg.model
         self.pack = getattr(cfg.model, "pack", 1)
-        self.conditional = "num_classes" in type(cfg.model).model_fields
         self.lazy_r1 = tc.r1_gamma > 0 and tc.r1_every > 1
         self.watch_d_fake = tc.loss in PROBABILITY_LOSSES
         keys = ["loss_d", "loss_g", "loss_d_real", "loss_d_fake", "d_real", "d_fake"]

@@ -525,7 +525,7 @@ class Run:
         """One metrics line (the host reads the device's sums here, once); then the guards decide."""
         dt = time.perf_counter() - self.window_start
         window = self.dist.all_reduce_mean(self.acc).tolist()  # over the ranks: the global batch's statistics
-        self.last = {k: round(v / n, 5) for k, v, n in zip(self.keys, window, self.acc_n) if n > 0}
+        self.last = {k: round(float(v / n), 5) for k, v, n in zip(self.keys, window, self.acc_n) if n > 0}
         rec = {"step": self.step, "epoch": self.epoch, **self.last,
                **{f"lr_{name.lower()}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()},
                "img_s": round(self.window_images / max(dt, 1e-9), 1), "time": round(time.time(), 3)}
