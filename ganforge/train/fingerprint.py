@@ -40,8 +40,9 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
-    # keys a checkpoint lacks were added to ganforge after it was written: they held their defaults then
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a) if a.get(k) != b.get(k)]
+    # keys a checkpoint lacks were added to ganforge after it was written: they held their defaults then; keys the
+    # current schema lacks were dropped from ganforge (0.1's keys that a family never read), so nothing can differ
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a) if k in b and a.get(k) != b.get(k)]
 
 
 def data_fingerprint(dataset) -> str:
