@@ -284,11 +284,62 @@ def plot_losses(
         ax = axes[1]
         draw(ax, "d_real", "D(x)  (real)", "tab:green")
         draw(ax, "d_fake", "D(G(z))  (fake)", "tab:red")
-        ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel("mean D probability")
+        values = [float(r[k]) for r in records for k in ("d_real", "d_fake") if _is_number(r.get(k))]
+        if values and 0.0 <= min(values) and max(values) <= 1.0:
+            ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel("mean D probability")
+        else:  # a critic (WGAN, hinge, LSGAN): raw outputs, not probabilities
+            ax.set_ylabel("mean D output")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper right")
+    axes[-1].set_xlabel("step")
+    return _save_figure(fig, out_path)
+
+
+PLOTTED_BY_LOSSES = {"step", "epoch", "loss_d", "loss_g", "loss_d_real", "loss_d_fake", "d_real", "d_fake", "skipped",
+                     "img_s", "time"}
+
+
+def family_stat_series(source: PathLike | Iterable[Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each statistic a family logs beyond the common ones (Wasserstein estimate, gradient-penalty norm, R1,
+    supervised loss...) and each evaluation metric, as (steps, values)."""
+    records = _load_records(source)
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        if not _is_number(r.get("step")):
+            continue
+        if isinstance(r.get("eval"), Mapping):
+            items = [(f"eval: {k}", v) for k, v in r["eval"].items()]
+        elif "event" in r:
+            continue
+        else:
+            items = [(k, v) for k, v in r.items() if k not in PLOTTED_BY_LOSSES and not k.startswith("lr_")]
+        for k, v in items:
+            if _is_number(v):
+                series.setdefault(k, []).append((float(r["step"]), float(v)))
+    return {k: (np.array([s for s, _ in pts]), np.array([v for _, v in pts])) for k, pts in series.items()}
+
+
+def plot_stats(source: PathLike | Iterable[Mapping[str, Any]], out_path: PathLike, smoothing: float = 0.9) -> Path:
+    """One panel per family statistic and evaluation metric over the steps (``stats.png`` of a run): e.g. for
+    WGAN-GP the Wasserstein estimate, the critic's gradient norm on interpolates (near 1) and the FID below them.
+    Raises ValueError when there is nothing beyond the common losses to plot."""
+    series = family_stat_series(source)
+    if not series:
+        raise ValueError("no family statistics or evaluation metrics to plot")
+    fig = _new_figure((9, 2.4 * len(series) + 0.6))
+    axes = fig.subplots(len(series), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (key, (steps, vals)) in zip(axes, sorted(series.items(), key=lambda kv: kv[0].startswith("eval"))):
+        color = "tab:purple" if key.startswith("eval") else "tab:blue"
+        if key.startswith("eval") or len(vals) < 3:
+            ax.plot(steps, vals, color=color, marker="o", linewidth=1.5)
+        else:
+            ax.plot(steps, vals, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(steps, _ema(vals, smoothing), color=color, linewidth=1.8)
+        ax.set_ylabel(key, fontsize=8)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_title("family statistics and evaluation")
     axes[-1].set_xlabel("step")
     return _save_figure(fig, out_path)
 

@@ -222,3 +222,17 @@ def test_interrupted_overwrite_keeps_old_file(tmp_path: Path, monkeypatch: pytes
 def test_atomic_target_permissions_are_not_private(tmp_path: Path) -> None:
     out = viz.save_npz(_imgs(1), tmp_path / "a.npz")
     assert out.stat().st_mode & 0o444 == 0o444 & ~io_utils._umask()
+
+
+def test_plot_stats_draws_a_familys_own_statistics_and_evaluations(tmp_path):
+    from ganforge import viz
+
+    records = [{"step": s, "loss_d": 1.0, "loss_g": 1.0, "wasserstein": 5.0 / s, "grad_norm": 1.0, "lr_g": 1e-4}
+               for s in range(1, 6)] + [{"step": 5, "eval": {"fid[mnist-cnn]": 30.0}}, {"step": 5, "event": "x"}]
+    series = viz.family_stat_series(records)
+    assert sorted(series) == ["eval: fid[mnist-cnn]", "grad_norm", "wasserstein"]
+    assert series["wasserstein"][1][-1] == 1.0
+    out = viz.plot_stats(records, tmp_path / "stats.png")
+    assert out.is_file() and out.stat().st_size > 1000
+    with pytest.raises(ValueError):
+        viz.plot_stats([{"step": 1, "loss_d": 1.0, "loss_g": 1.0, "d_real": 0.5}], tmp_path / "none.png")

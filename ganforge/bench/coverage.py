@@ -64,13 +64,15 @@ def score(bench: str, generator, seed: int) -> dict:
 
 
 def run_one(name: str, out_root: Path, seconds: Optional[float], seed: int, steps: Optional[int] = None,
-            device: Optional[str] = None, log=print) -> dict:
-    """Train the benchmark's preset once and score its final generator."""
+            device: Optional[str] = None, log=print, preset: Optional[str] = None,
+            overrides: Sequence[str] = (), tag: str = "") -> dict:
+    """Train the benchmark's preset (or ``preset`` with ``overrides``, as ``--set`` takes them) once and score its
+    final generator."""
     from ganforge.config import load_config
     from ganforge.sampling import load_generator
     from ganforge.train import train
 
-    preset = BENCHES[name]
+    preset = preset or BENCHES[name]
     values: dict = {"train.seed": seed}
     if seconds is not None:
         values["train.time_limit"] = seconds
@@ -78,8 +80,8 @@ def run_one(name: str, out_root: Path, seconds: Optional[float], seed: int, step
         values["train.steps"] = steps
     if device is not None:
         values["train.device"] = device
-    cfg = load_config(preset, [], values)
-    run = Path(out_root) / f"{preset}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = load_config(preset, list(overrides), values)
+    run = Path(out_root) / f"{preset}{tag}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     t0 = time.perf_counter()
     summary = train(cfg, run, progress=True, log=log)
     if summary.stopped:  # a signal (or a guard) ended the training: the bench stops too, it does not go on

@@ -24,7 +24,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional, Protocol, Union, runtime_checkable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

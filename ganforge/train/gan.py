@@ -212,5 +212,6 @@ class GanTrainer(Trainer):
 @torch.no_grad()
 def clip_weights(net: torch.nn.Module, c: float) -> None:
     """WGAN (Arjovsky et al. 2017): keep the critic's weights in [-c, c] so it stays (roughly) Lipschitz."""
-    torch._foreach_clamp_min_(params := [p for p in net.parameters()], -c)
+    params = list(net.parameters())
+    torch._foreach_clamp_min_(params, -c)
     torch._foreach_clamp_max_(params, c)

@@ -87,9 +87,6 @@ def make_optimizer(params, lr: float, tc, device: torch.device) -> torch.optim.O
     return opt
 
 
-_make_optimizer = make_optimizer  # the name the throughput bench imports
-
-
 def _match_param_layout(opt: torch.optim.Optimizer) -> None:
     """Give loaded moment tensors their parameter's strides (checkpoints store them contiguous).
 
@@ -616,10 +613,11 @@ class Run:
             if frames:
                 viz.save_progress_gif(frames, run_dir / "progress.gif")
             if (run_dir / "metrics.jsonl").is_file():
-                try:
-                    viz.plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
-                except ValueError:
-                    pass  # nothing logged yet
+                for plot, name in ((viz.plot_losses, "losses.png"), (viz.plot_stats, "stats.png")):
+                    try:
+                        plot(run_dir / "metrics.jsonl", run_dir / name)
+                    except ValueError:
+                        pass  # nothing of that kind logged
             self._real_vs_fake()
         except Exception as exc:  # pictures must never cost the user a finished run
             self.log(f"warning: could not draw the run's pictures: {exc}")
