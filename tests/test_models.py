@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import FAMILIES
+
 from ganforge.config import model_config, load_config
 from ganforge.models import build_models, count_parameters
 
@@ -38,7 +40,7 @@ def test_mlp_notebook_counts_and_batchnorm_switch():
     assert isinstance(d.net[1], torch.nn.LeakyReLU)
 
 
-@pytest.mark.parametrize("family", ["dcgan", "cdcgan", "mlp"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("size", [16, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shapes(family, size, channels):
@@ -50,6 +52,10 @@ def test_shapes(family, size, channels):
     assert x.shape == (3, channels, size, size)
     assert x.min() >= -1 and x.max() <= 1  # tanh output
     assert d(x, y).shape == (3,)
+    if hasattr(d, "class_logits"):  # a classifying discriminator: K logits, the real/fake logit their logsumexp
+        assert d.class_logits(x).shape == (3, cfg.num_classes)
+        d.eval()  # no dropout: the same logits twice
+        assert torch.allclose(d(x, y), torch.logsumexp(d.class_logits(x), dim=1), atol=1e-5)
 
 
 def test_large_sizes_build():

@@ -181,6 +181,13 @@ class Run:
                                   rank=dist.rank, world_size=dist.world_size)
         self.total_steps = tc.steps if tc.steps is not None else tc.epochs * self.source.steps_per_epoch
         self.evaluator = None
+        if with_evaluator and cfg.eval.every and dist.is_main:  # rank 0 evaluates; the others await its verdict
+            from ganforge.metrics.periodic import PeriodicEvaluator
+
+            # built before seeding (its extractor draws initial weights), so evaluation never shifts training's RNG
+            self.evaluator = PeriodicEvaluator(cfg.eval, mc, cfg.data.spec,
+                                               lambda n, gen: self.trainer.generator_inputs(n, gen),
+                                               self.device, cfg.data.root, log=log)
         self.diversity_space = choose_space(cfg.data.spec, mc)  # chosen once: diversities compared in one space
         seed_everything(tc.seed)
         self.nets = build_networks(mc)
@@ -191,11 +198,6 @@ class Run:
                               self.total_steps, self.dataset)
         self.trainer: Trainer = trainer_class(self.family.trainer)(cfg, self.nets, self.ctx)
         self.keys = (*self.trainer.stat_keys, SKIPPED)
-        if with_evaluator and cfg.eval.every and dist.is_main:  # rank 0 evaluates; the others await its verdict
-            from ganforge.metrics.periodic import PeriodicEvaluator
-
-            self.evaluator = PeriodicEvaluator(cfg.eval, mc, cfg.data.spec, self.trainer.generator_inputs,
-                                               self.device, cfg.data.root, log=log)
         self._describe()
 
     # ------------------------------------------------------------------ set-up
