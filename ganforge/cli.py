@@ -196,6 +196,31 @@ def import_weights(
     typer.echo(f"imported {weights} into {out} ({ckpt.name}); try: ganforge sample {out} --out grid.png")
 
 
+def _bench_names(text: str, known) -> list[str]:
+    """Comma-separated benchmark names, each one of ``known``; else one line and exit 2."""
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = [b for b in names if b not in known]
+    if unknown or not names:
+        _fail(f"unknown benchmark {(unknown or [text])[0]!r}: choose from {', '.join(known)}")
+    return names
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        _fail(f"bad --seeds {text!r}: write comma-separated integers, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def _bench_command(name: str, flags: dict) -> str:
+    """The command line that reproduces a benchmark's table (written beside it)."""
+    return " ".join([f"ganforge bench {name}"] + [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in flags.items() if v is not None])
+
+
 @bench_app.command("throughput")
 def bench_throughput(
     steps: int = typer.Option(30, "--steps", min=2, help="Timed steps per configuration (after warm-up)."),
@@ -235,20 +260,11 @@ def bench_coverage(
     """Mode-collapse benchmarks: ring of 8 and grid of 25 Gaussians, Stacked MNIST (1,000 modes)."""
     from ganforge.bench import coverage
 
-    names = [b.strip() for b in benches.split(",") if b.strip()]
-    unknown = [b for b in names if b not in coverage.BENCHES]
-    if unknown or not names:
-        _fail(f"unknown benchmark {(unknown or [benches])[0]!r}: choose from {', '.join(coverage.BENCHES)}")
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        seed_list = []
-    if not seed_list:
-        _fail(f"bad --seeds {seeds!r}: write comma-separated integers, e.g. --seeds 0,1,2")
-    flags = {"--benches": ",".join(names), "--seconds": seconds, "--steps": steps,
-             "--seeds": ",".join(map(str, seed_list)), "--device": device, "--write": write}
-    command = " ".join(["ganforge bench coverage"] + [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                                                        for k, v in flags.items() if v is not None])
+    names = _bench_names(benches, coverage.BENCHES)
+    seed_list = _seed_list(seeds)
+    command = _bench_command("coverage", {"--benches": ",".join(names), "--seconds": seconds, "--steps": steps,
+                                          "--seeds": ",".join(map(str, seed_list)), "--device": device,
+                                          "--write": write})
     coverage.main(names, seconds=seconds, out_root=out, write=write, seeds=seed_list, steps=steps, device=device,
                   command=command)
 
@@ -287,14 +303,9 @@ def bench_semi(
     """Semi-supervised GAN (100 labels) vs the same classifier trained on the 100 labels alone."""
     from ganforge.bench import semi
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        seed_list = []
-    if not seed_list:
-        _fail(f"bad --seeds {seeds!r}: write comma-separated integers, e.g. --seeds 0,1,2")
-    flags = {"--seeds": ",".join(map(str, seed_list)), "--steps": steps, "--device": device, "--write": write}
-    command = " ".join(["ganforge bench semi"] + [f"{k} {v}" for k, v in flags.items() if v is not None])
+    seed_list = _seed_list(seeds)
+    command = _bench_command("semi", {"--seeds": ",".join(map(str, seed_list)), "--steps": steps,
+                                      "--device": device, "--write": write})
     semi.main(seed_list, steps=steps, out_root=out, write=write, device=device, command=command)
 
 
@@ -310,12 +321,9 @@ def bench_ablation(
     """Loss x regularizer on ring8, grid25 and Stacked MNIST: which combination prevents mode collapse."""
     from ganforge.bench import ablation
 
-    names = [b.strip() for b in benches.split(",") if b.strip()]
-    bad = [b for b in names if b not in ablation.STEPS]
-    if bad or not names:
-        _fail(f"unknown benchmark {(bad or [benches])[0]!r}: choose from {', '.join(ablation.STEPS)}")
-    flags = {"--benches": ",".join(names), "--steps": steps, "--seed": seed, "--device": device, "--write": write}
-    command = " ".join(["ganforge bench ablation"] + [f"{k} {v}" for k, v in flags.items() if v is not None])
+    names = _bench_names(benches, ablation.STEPS)
+    command = _bench_command("ablation", {"--benches": ",".join(names), "--steps": steps, "--seed": seed,
+                                          "--device": device, "--write": write})
     ablation.main(names, steps=steps, seed=seed, out_root=out, write=write, device=device, command=command)
 
 

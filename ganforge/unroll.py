@@ -36,14 +36,15 @@ def unrolled_parameters(D: nn.Module, loss_fn: Callable[[dict[str, torch.Tensor]
     The start is a detached copy of D's parameters, so the result is differentiable w.r.t. whatever the loss
     depends on (G's output) but a backward through it leaves D's ``.grad`` alone. Buffers are cloned, because a
     training-mode forward updates them in place (BatchNorm statistics, spectral norm's u/v); D keeps its own.
-    Keys follow ``named_parameters``, so parametrized weights (spectral norm) stay parametrized. Frozen
-    parameters (requires_grad False) are not stepped. ``steps=0`` returns D's current values.
+    Keys follow ``named_parameters``, so parametrized weights (spectral norm) stay parametrized. Every
+    parameter is stepped, whatever its ``requires_grad``: during the generator's update D is frozen (its weights
+    take no gradient), yet its unrolled copy must move. ``steps=0`` returns D's current values.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    params = {name: p.detach().requires_grad_(p.requires_grad) for name, p in D.named_parameters()}
+    params = {name: p.detach().requires_grad_(True) for name, p in D.named_parameters()}
     buffers = {name: b.clone() for name, b in D.named_buffers()}
-    trainable = [name for name, p in params.items() if p.requires_grad]
+    trainable = list(params)
     for _ in range(steps):
         loss = loss_fn({**params, **buffers})
         grads = torch.autograd.grad(loss, [params[n] for n in trainable], create_graph=True, allow_unused=True)

@@ -115,6 +115,7 @@ def test_evaluate_reports_a_semi_supervised_runs_test_accuracy(ssgan_run, tmp_pa
     ("lsgan", {"instance_noise": 0.1}),
     ("hinge", {"diffaugment": "color,translation,cutout"}),
     ("bce", {"r1_gamma": 1.0, "r1_every": 2, "g_objective": "feature_matching"}),
+    ("bce", {"unrolled_steps": 2}),
 ])
 def test_every_loss_and_trick_trains_and_logs_its_stats(tmp_path, tiny, loss, extra):
     run = tmp_path / "run"
@@ -154,12 +155,19 @@ def test_unrolled_generator_step_leaves_the_discriminator_untouched(tmp_path, ti
     nets = build_networks(cfg.model)
     trainer = GanTrainer(cfg, nets, RunContext(torch.device("cpu"), total_steps=10))
     before = {k: v.clone() for k, v in nets["D"].state_dict().items()}
+    nets["D"].requires_grad_(False)  # as the engine leaves D during the generator's phase
     batch = (torch.rand(32, 1, 16, 16) * 2 - 1, torch.zeros(32, dtype=torch.long))
     loss, _ = trainer.g_main(batch, 0)
     loss.backward()
     assert all(torch.equal(before[k], v) for k, v in nets["D"].state_dict().items())
     assert all(p.grad is None for p in nets["D"].parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in nets["G"].parameters())
+    plain = GanTrainer(cfg.model_copy(update={"train": cfg.train.model_copy(update={"unrolled_steps": 0})}), nets,
+                       RunContext(torch.device("cpu"), total_steps=10))
+    torch.manual_seed(0)
+    looked_ahead = trainer.g_main(batch, 0)[0]
+    torch.manual_seed(0)
+    assert not torch.equal(looked_ahead, plain.g_main(batch, 0)[0])  # the unrolled D did move
 
 
 def test_an_unknown_model_key_names_the_keys_of_that_family():

@@ -37,16 +37,18 @@ def check_cublas_workspace(log: Callable[[str], None]) -> None:
                         f"unset it or use {' or '.join(CUBLAS_DETERMINISTIC)} (or --set train.deterministic=false)")
 
 
-def _state() -> tuple[bool, bool, bool, bool]:
+def _state() -> tuple[bool, bool, bool, bool, bool]:
     return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+            torch.utils.deterministic.fill_uninitialized_memory)
 
 
-def _apply(state: tuple[bool, bool, bool, bool]) -> None:
-    algorithms, warn_only, cudnn_deterministic, cudnn_benchmark = state
+def _apply(state: tuple[bool, bool, bool, bool, bool]) -> None:
+    algorithms, warn_only, cudnn_deterministic, cudnn_benchmark, fill = state
     torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
     torch.backends.cudnn.deterministic = cudnn_deterministic
     torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 @contextlib.contextmanager
@@ -54,7 +56,10 @@ def kernels(deterministic: bool, device: torch.device) -> Iterator[None]:
     """Deterministic kernels (or autotuned ones) while the block runs; the process's settings are put back after,
     so a library caller or a test suite is not left with them. Call ``check_cublas_workspace`` first on CUDA."""
     before = _state()
-    _apply((True, True, True, False) if deterministic else (False, False, False, device.type == "cuda"))
+    # deterministic kernels, without NaN-filling every torch.empty (that guards against reading uninitialised
+    # memory, a bug ganforge does not have, and costs a pass over each new tensor)
+    _apply((True, True, True, False, False) if deterministic
+           else (False, False, False, device.type == "cuda", before[4]))
     try:
         yield
     finally:
