@@ -130,20 +130,13 @@ class SsganTrainer(Trainer):
         x = self.lab_x[pick].contiguous(memory_format=self.ctx.memory_format)
         return x, self.lab_y[pick]
 
-    def latents(self, n: int) -> torch.Tensor:
-        from ganforge.models import sample_z
-
-        world = self.ctx.world_size
-        z = sample_z(n * world, self.cfg.model, self.ctx.device)
-        return z[self.ctx.rank * n:(self.ctx.rank + 1) * n] if world > 1 else z
-
     def d_main(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         D, G = self.nets["D"], self.nets["G"]
         real = batch[0].contiguous(memory_format=self.ctx.memory_format)  # its labels are not used
         x_lab, y_lab = self.labeled_batch(real.shape[0], step)
         with self.ctx.autocast():
             with torch.no_grad():
-                fake = G(self.latents(real.shape[0]))
+                fake = G(self.latents(real.shape[0])[0])
             logits_lab = D.class_logits(x_lab).float()
             real_logit = D(real).float()
             fake_logit = D(fake).float()
@@ -159,7 +152,7 @@ class SsganTrainer(Trainer):
     def g_main(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         D, G = self.nets["D"], self.nets["G"]
         with self.ctx.autocast():
-            fake = G(self.latents(batch[0].shape[0]))
+            fake = G(self.latents(batch[0].shape[0])[0])
             fake_logit, fake_f = D.forward_with_features(fake)
             if self.cfg.train.g_objective == "feature_matching":
                 with torch.no_grad():

@@ -106,6 +106,20 @@ class Trainer:
         y = torch.randint(0, self.cfg.model.num_classes, (n,), generator=gen).to(self.ctx.device)
         return z, y
 
+    def latents(self, n: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """z (and fake labels) for this rank's ``n`` samples of a training step: every rank draws the global
+        batch from the shared RNG stream and keeps its slice, so the streams stay identical across ranks and
+        equal to one process's with the same global batch."""
+        from ganforge.models import sample_z
+
+        world, dev = self.ctx.world_size, self.ctx.device
+        z = sample_z(n * world, self.cfg.model, dev)
+        y = torch.randint(0, self.cfg.model.num_classes, (n * world,), device=dev) if self.conditional else None
+        if world > 1:
+            mine = slice(self.ctx.rank * n, (self.ctx.rank + 1) * n)
+            z, y = z[mine], (y[mine] if y is not None else None)
+        return z, y
+
     def draw(self, generator: nn.Module, fixed: Fixed) -> torch.Tensor:
         """What the fixed inputs give with ``generator`` (G or its EMA copy), as float32 on the CPU."""
         y = fixed.tensors.get("y")

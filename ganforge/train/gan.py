@@ -75,17 +75,6 @@ class GanTrainer(Trainer):
 
     # ------------------------------------------------------------------ pieces
 
-    def latents(self, n: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """z and fake labels for this rank's ``n`` samples: every rank draws the global batch and keeps its slice,
-        so the RNG streams stay identical across ranks and equal to one process's with the same global batch."""
-        world, dev = self.ctx.world_size, self.ctx.device
-        z = sample_z(n * world, self.mc, dev)
-        y = torch.randint(0, self.mc.num_classes, (n * world,), device=dev) if self.conditional else None
-        if world > 1:
-            mine = slice(self.ctx.rank * n, (self.ctx.rank + 1) * n)
-            z, y = z[mine], (y[mine] if y is not None else None)
-        return z, y
-
     def real(self, batch: Batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         x, y = batch
         x = x.to(self.ctx.device, non_blocking=True)
