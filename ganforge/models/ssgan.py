@@ -20,7 +20,7 @@ from ganforge.config_base import ModelBase, check_power_of_two
 from ganforge.losses import feature_matching_loss
 from ganforge.models import Family, register
 from ganforge.models.dcgan import DCGANGenerator
-from ganforge.train.family import Batch, OptimizerSpec, Phase, StatDict, Trainer
+from ganforge.train.family import Batch, Phase, StatDict, Trainer
 
 
 class SsganConfig(ModelBase):
@@ -114,10 +114,6 @@ class SsganTrainer(Trainer):
         idx = labeled_indices(ds.labels, n, cfg.model.num_classes, cfg.train.seed)
         self.lab_x = ds.tensor[idx].to(ctx.device)
         self.lab_y = ds.labels[idx].to(ctx.device)
-
-    def optimizers(self) -> dict[str, OptimizerSpec]:
-        tc = self.cfg.train
-        return {"G": OptimizerSpec(("G",), tc.lr_g), "D": OptimizerSpec(("D",), tc.lr_d)}
 
     def phases(self) -> list[Phase]:
         return [Phase("Dmain", "D", ("D",), self.d_main, repeat=self.cfg.train.d_steps),

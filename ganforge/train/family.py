@@ -83,7 +83,9 @@ class Trainer:
 
     # --- declarations
     def optimizers(self) -> dict[str, OptimizerSpec]:
-        raise NotImplementedError
+        """By default a G/D family's two: "G" at train.lr_g, "D" at train.lr_d (TTUR when they differ)."""
+        tc = self.cfg.train
+        return {"G": OptimizerSpec(("G",), tc.lr_g), "D": OptimizerSpec(("D",), tc.lr_d)}
 
     def phases(self) -> list[Phase]:
         raise NotImplementedError

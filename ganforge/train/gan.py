@@ -18,7 +18,7 @@ import torch
 from ganforge import losses
 from ganforge.losses import d_loss, g_loss
 from ganforge.models import pack_samples, sample_z
-from ganforge.train.family import Batch, Fixed, OptimizerSpec, Phase, StatDict, Trainer
+from ganforge.train.family import Batch, Fixed, Phase, StatDict, Trainer
 
 PROBABILITY_LOSSES = ("bce", "minimax")  # D's sigmoid output is a probability: D(x), D(G(z)) are logged as such
 
@@ -45,9 +45,6 @@ class GanTrainer(Trainer):
         self._y_fake: Optional[torch.Tensor] = None
 
     # ------------------------------------------------------------------ declarations
-
-    def optimizers(self) -> dict[str, OptimizerSpec]:
-        return {"G": OptimizerSpec(("G",), self.tc.lr_g), "D": OptimizerSpec(("D",), self.tc.lr_d)}
 
     def phases(self) -> list[Phase]:
         clip = self.tc.clip
