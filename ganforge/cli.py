@@ -1,6 +1,7 @@
 """The ``ganforge`` command line. User mistakes print one line and exit 2; nothing is half-written."""
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -217,7 +218,7 @@ def _seed_list(text: str) -> list[int]:
 
 def _bench_command(name: str, flags: dict) -> str:
     """The command line that reproduces a benchmark's table (written beside it)."""
-    return " ".join([f"ganforge bench {name}"] + [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+    return " ".join([f"ganforge bench {name}"] + [f"{k} {v:g}" if isinstance(v, float) else f"{k} {shlex.quote(str(v))}"
                                                   for k, v in flags.items() if v is not None])
 
 
@@ -316,15 +317,26 @@ def bench_ablation(
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (default: the preset's)."),
     out: Path = typer.Option(Path("runs/bench-ablation"), "--out"),
-    write: Optional[Path] = typer.Option(None, "--write", help="Replace the ablation block of this markdown file."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Update the ablation block of this markdown file "
+                                         "(the rows this run trains; the others are kept)."),
+    only: str = typer.Option("", "--only", help="Comma-separated variants to run, e.g. 'LSGAN,+ R1 0.1' "
+                             "(default: all of each benchmark's)."),
+    set_: List[str] = typer.Option([], "--set", help="Overrides added to every row, e.g. train.precision=fp32."),
 ) -> None:
     """Loss x regularizer on ring8, grid25 and Stacked MNIST: which combination prevents mode collapse."""
     from ganforge.bench import ablation
 
     names = _bench_names(benches, ablation.STEPS)
-    command = _bench_command("ablation", {"--benches": ",".join(names), "--steps": steps, "--seed": seed,
-                                          "--device": device, "--write": write})
-    ablation.main(names, steps=steps, seed=seed, out_root=out, write=write, device=device, command=command)
+    picked = [v.strip() for v in only.split(",") if v.strip()]
+    known = {v for b in names for v in ablation.variants(b)}
+    for v in picked:
+        if v not in known:
+            raise UserError(f"--only {v!r}: no such variant; choose from {', '.join(sorted(known))}")
+    flags = {"--benches": ",".join(names), "--steps": steps, "--seed": seed, "--device": device,
+             "--only": ",".join(picked) or None, "--write": write}
+    command = _bench_command("ablation", flags) + "".join(f" --set {shlex.quote(o)}" for o in set_)
+    ablation.main(names, steps=steps, seed=seed, out_root=out, write=write, device=device, only=picked,
+                  command=command, common=set_)
 
 
 def main() -> None:

@@ -21,12 +21,22 @@ RESUME_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 # Every family, each with the preset the CLI tests start it from: the engine's promises (exact resume, NaN
 # rollback, SIGKILL, two processes) are tested for each one, so a new family is covered by adding it here.
-FAMILIES = {"mlp": "mnist-mlp", "dcgan": "dcgan-mnist", "cdcgan": "cdcgan-mnist", "ssgan": "ssgan-mnist"}
+# "family-arch" names a family with a non-default ``model.arch`` (see ARCHS).
+FAMILIES = {"mlp": "mnist-mlp", "dcgan": "dcgan-mnist", "cdcgan": "cdcgan-mnist", "ssgan": "ssgan-mnist",
+            "ssgan-mlp": "ssgan-mnist"}
+ARCHS = {"ssgan-mlp": {"family": "ssgan", "arch": "mlp"}}
+
+
+def family_model(family: str) -> dict:
+    """The model keys that select ``family`` (a FAMILIES key): its family name, and its arch where it has one."""
+    return ARCHS.get(family, {"family": family})
 
 
 def tiny_config(family: str = "dcgan", **train_kw) -> RunConfig:
     """A few-second run on 256 embedded MNIST digits at 16x16, on the CPU unless ``device`` says otherwise."""
-    model = {"family": family, "image_size": 16, "channels": 1, "z_dim": 16, "g_width": 8, "d_width": 8}
+    model = {"family": family, "image_size": 16, "channels": 1, "z_dim": 16, "g_width": 8, "d_width": 8,
+             **family_model(family)}
+    family = model["family"]
     data = {"spec": "mnist-embedded", "limit": 256}
     if family == "mlp":
         model.update(g_width=16, d_width=16, dropout=0.0)

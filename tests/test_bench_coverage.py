@@ -82,3 +82,35 @@ def test_rerunning_one_benchmark_keeps_the_other_rows():
     assert names == ["ring8", "grid25", "stacked-mnist"]  # the benchmarks' order, each once
     assert "| ring8 | `ring8-mlp` | 300 |" in second and "cmd two" in second
     assert "| stacked-mnist | `stacked-mnist-pacgan` | 100 |" in second and "cmd one" in second
+
+
+def test_ablation_rows_accumulate_across_runs_in_table_order():
+    from ganforge.bench import ablation
+
+    info = {"cpu": "cpu", "logical_cores": 2, "torch": torch.__version__}
+
+    def row(bench, variant, modes, command_steps):
+        return {"bench": bench, "variant": variant, "what": ablation.variants(bench)[variant][0], "preset_recipe": False,
+                "own": ablation.variants(bench)[variant][1], "steps": command_steps, "seed": 0, "train_s": 1.0,
+                "modes": modes, "high_quality": None if bench == "stacked-mnist" else 0.5, "kl": 0.5}
+
+    first = ablation.render_block([row("ring8", "LSGAN", 7, 100), row("stacked-mnist", "DCGAN", 99, 100)], info,
+                                  "cmd one")
+    second = ablation.render_block([row("grid25", "hinge", 20, 200), row("ring8", "LSGAN", 6, 300),
+                                    row("ring8", "minimax", 1, 300)], info, "cmd two", previous=first)
+    keys = [tuple(c.strip() for c in l.split("|")[1:3]) for l in second.splitlines() if l.startswith("| ")
+            and l.split("|")[1].strip() in ablation.STEPS]
+    assert keys == [("ring8", "minimax"), ("ring8", "LSGAN"), ("grid25", "hinge"), ("stacked-mnist", "DCGAN")]
+    assert "| ring8 | LSGAN | least squares | `train.loss=lsgan` | 300 |" in second  # replaced by the rerun
+    assert "| stacked-mnist | DCGAN |" in second and "cmd one" in second  # kept from the first run
+    minimax = next(l for l in second.splitlines() if l.startswith("| ring8 | minimax"))
+    assert "`train.loss=minimax`" in minimax and "`model.pack=1`" not in minimax  # the plain GAN's: said once
+
+
+def test_bench_ablation_refuses_an_unknown_variant():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "ganforge", "bench", "ablation", "--benches", "ring8", "--only",
+                          "LSGAN,nope"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--only 'nope'" in res.stderr and "Traceback" not in res.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FAMILIES
+from conftest import FAMILIES, family_model
 
 from ganforge.config import model_config, load_config
 from ganforge.models import build_models, count_parameters
@@ -44,7 +44,7 @@ def test_mlp_notebook_counts_and_batchnorm_switch():
 @pytest.mark.parametrize("size", [16, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shapes(family, size, channels):
-    cfg = model_config(family=family, image_size=size, channels=channels, g_width=4, d_width=4, z_dim=8)
+    cfg = model_config(**family_model(family), image_size=size, channels=channels, g_width=4, d_width=4, z_dim=8)
     g, d = build_models(cfg)
     z = torch.randn(3, 8)
     y = torch.tensor([0, 5, 9])
@@ -56,6 +56,21 @@ def test_shapes(family, size, channels):
         assert d.class_logits(x).shape == (3, cfg.num_classes)
         d.eval()  # no dropout: the same logits twice
         assert torch.allclose(d(x, y), torch.logsumexp(d.class_logits(x), dim=1), atol=1e-5)
+
+
+def test_salimans_mnist_networks():
+    # Improved Techniques for Training GANs, MNIST: D 1000-500-250-250-250 (weight-normalised), G 500-500
+    g, d = build_models(model_config(family="ssgan", arch="mlp", image_size=28, channels=1, g_width=500,
+                                     d_width=250, z_dim=100))
+    linear = [m for m in d.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linear] == [1000, 500, 250, 250, 250, 10]
+    assert all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in linear)
+    assert [m.out_features for m in g.modules() if isinstance(m, torch.nn.Linear)] == [500, 500, 784]
+    d.train()
+    x = torch.zeros(4, 1, 28, 28)
+    assert not torch.equal(d.class_logits(x), d.class_logits(x))  # Gaussian noise while training
+    d.eval()
+    assert torch.equal(d.class_logits(x), d.class_logits(x))
 
 
 def test_large_sizes_build():

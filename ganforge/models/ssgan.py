@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
 
 from ganforge.config_base import ModelBase, check_power_of_two
 from ganforge.losses import feature_matching_loss
@@ -27,14 +28,19 @@ class SsganConfig(ModelBase):
     """DCGAN generator, K-class discriminator."""
 
     family: Literal["ssgan"] = "ssgan"
+    arch: Literal["conv", "mlp"] = "conv"  # mlp: Salimans et al.'s MNIST networks; conv: for SVHN / CIFAR
     num_classes: int = Field(10, ge=2)
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)  # inside D (its input gets dropout / 2.5), as in Salimans et al.'s nets
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)  # conv D (its input gets dropout / 2.5), as in Salimans et al.'s nets
+    input_noise: float = Field(0.3, ge=0.0)  # mlp D: Gaussian noise std on its input, in [0, 1] pixel units
+    d_noise: float = Field(0.5, ge=0.0)  # mlp D: Gaussian noise std after every hidden layer
+    unsupervised_weight: float = Field(0.5, ge=0.0)  # weight of D's real-vs-fake loss (0.5 in Salimans et al.'s code)
     g_input: Literal["convt", "linear"] = "convt"  # as for dcgan
     bias: bool = False  # G's conv biases
 
     @model_validator(mode="after")
     def _size(self) -> "SsganConfig":
-        check_power_of_two(self.image_size, self.family)
+        if self.arch == "conv":
+            check_power_of_two(self.image_size, self.family)
         return self
 
 
@@ -72,6 +78,55 @@ class SemiSupervisedDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.forward_with_features(x)[0]
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise while training: Salimans et al.'s regulariser for the MLP discriminator."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.std * torch.randn_like(x) if self.training and self.std > 0 else x
+
+
+class MlpSemiSupervisedDiscriminator(nn.Module):
+    """Salimans et al.'s MNIST D: weight-normalised 4w-2w-w-w-w ReLU layers, Gaussian noise before each, K logits."""
+
+    def __init__(self, cfg: SsganConfig):
+        super().__init__()
+        w = cfg.d_width
+        widths = [cfg.channels * cfg.image_size ** 2, 4 * w, 2 * w, w, w, w]
+        layers: list[nn.Module] = [GaussianNoise(cfg.input_noise)]
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [weight_norm(nn.Linear(a, b)), nn.ReLU(), GaussianNoise(cfg.d_noise)]
+        self.features = nn.Sequential(*layers)
+        self.classes = weight_norm(nn.Linear(w, cfg.num_classes))
+
+    def forward_with_features(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
+        h = self.features((x.flatten(1) + 1) / 2)  # their pixels are in [0, 1], ours in [-1, 1]
+        return torch.logsumexp(self.classes(h).float(), dim=1), h
+
+    def class_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classes(self.features((x.flatten(1) + 1) / 2))
+
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.forward_with_features(x)[0]
+
+
+class MlpSemiSupervisedGenerator(nn.Module):
+    """Salimans et al.'s MNIST G: z -> g_width -> g_width (softplus, BatchNorm) -> pixels (weight-normalised, tanh)."""
+
+    def __init__(self, cfg: SsganConfig):
+        super().__init__()
+        w, self.shape = cfg.g_width, (cfg.channels, cfg.image_size, cfg.image_size)
+        self.net = nn.Sequential(nn.Linear(cfg.z_dim, w, bias=False), nn.BatchNorm1d(w), nn.Softplus(),
+                                 nn.Linear(w, w, bias=False), nn.BatchNorm1d(w), nn.Softplus(),
+                                 weight_norm(nn.Linear(w, int(np.prod(self.shape)))), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.net(z.flatten(1)).view(z.shape[0], *self.shape)
 
 
 def real_probability(class_logits: torch.Tensor) -> torch.Tensor:
@@ -139,7 +194,7 @@ class SsganTrainer(Trainer):
         supervised = F.cross_entropy(logits_lab, y_lab)
         loss_real = F.softplus(-real_logit).mean()  # -log D(x)
         loss_fake = F.softplus(fake_logit).mean()  # -log(1 - D(G(z)))
-        loss = supervised + loss_real + loss_fake
+        loss = supervised + self.cfg.model.unsupervised_weight * (loss_real + loss_fake)
         return loss, {"loss_d": loss, "loss_supervised": supervised, "loss_d_real": loss_real,
                       "loss_d_fake": loss_fake, "d_real": torch.sigmoid(real_logit).mean(),
                       "d_fake": torch.sigmoid(fake_logit).mean(),
@@ -160,6 +215,8 @@ class SsganTrainer(Trainer):
 
 
 def _networks(cfg: SsganConfig) -> dict[str, nn.Module]:
+    if cfg.arch == "mlp":
+        return {"G": MlpSemiSupervisedGenerator(cfg), "D": MlpSemiSupervisedDiscriminator(cfg)}
     return {"G": DCGANGenerator(cfg), "D": SemiSupervisedDiscriminator(cfg)}
 
 
