@@ -62,14 +62,17 @@ def to_model_input(u8_nchw: torch.Tensor, cfg) -> torch.Tensor:
     from ganforge.data import embedded
     from ganforge.data.imageops import batch_to_tensor
 
+    from ganforge.data.pairs import DIGIT_SPECS
+
     mc = cfg.model
-    if cfg.data.spec.strip().lower() == embedded.NAME:
+    if cfg.data.spec.strip().lower() in (embedded.NAME, *DIGIT_SPECS):
         return embedded.digits_to_tensor(u8_nchw, mc.channels, mc.image_size)
     return batch_to_tensor(u8_nchw, mc.channels, mc.image_size)
 
 
-def read_inputs(path: Path) -> tuple[list[torch.Tensor], list[str], Optional[np.ndarray]]:
-    """uint8 (1, C, H, W) per image, a name per image, and the labels when an ``.npz`` holds them."""
+def read_inputs(path: Path) -> tuple[list[torch.Tensor], list[str], Optional[np.ndarray], list[str]]:
+    """uint8 (1, C, H, W) per image, a name per image, the labels when an ``.npz`` holds them, and the files of a
+    folder that could not be read (skipped)."""
     from ganforge.metrics.evaluate import _load_npz
 
     path = Path(path)
@@ -80,30 +83,45 @@ def read_inputs(path: Path) -> tuple[list[torch.Tensor], list[str], Optional[np.
         if labels is not None and len(labels) != len(arr):
             raise UserError(f"{path}: {len(labels)} labels for {len(arr)} images")
         images = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None] for a in arr]
-        return images, [f"{path.name}[{i}]" for i in range(len(arr))], labels
+        return images, [f"{path.name}[{i}]" for i in range(len(arr))], labels, []
     if path.is_dir():
-        return (*_read_folder(path), None)
-    raise UserError(f"--input {path}: expected an .npz (arr_0 uint8 N,H,W,C) or a folder of images")
+        images, names, skipped = _read_folder(path)
+        return images, names, None, skipped
+    if path.is_file():
+        try:
+            return [_read_image(path)], [path.name], None, []
+        except Exception as exc:  # noqa: BLE001 - any decode failure
+            raise UserError(f"--input {path}: not a readable image ({' '.join(str(exc).split())[:100]})") from None
+    if not path.exists():
+        raise UserError(f"--input {path} does not exist: pass an .npz (arr_0 uint8 N,H,W,C), an image or a folder")
+    raise UserError(f"--input {path}: expected an .npz (arr_0 uint8 N,H,W,C), an image or a folder of images")
 
 
-def _read_folder(path: Path) -> tuple[list[torch.Tensor], list[str]]:
+def _read_image(path: Path) -> torch.Tensor:
+    """One file as uint8 (1, 3, H, W)."""
     from PIL import Image
 
-    from ganforge.data import list_images
     from ganforge.data.imageops import to_channels
 
-    images, names = [], []
+    with Image.open(path) as img:
+        rgb = np.asarray(to_channels(img, 3), dtype=np.uint8)
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
+
+
+def _read_folder(path: Path) -> tuple[list[torch.Tensor], list[str], list[str]]:
+    from ganforge.data import list_images
+
+    images, names, skipped = [], [], []
     for p in list_images(path):
         try:
-            with Image.open(p) as img:
-                rgb = np.asarray(to_channels(img, 3), dtype=np.uint8)
+            images.append(_read_image(Path(p)))
         except Exception:  # noqa: BLE001 - an unreadable file is skipped and counted, never fatal
+            skipped.append(p)
             continue
-        images.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None])
         names.append(str(Path(p).relative_to(path)))
     if not images:
         raise UserError(f"no readable images in {path}")
-    return images, names
+    return images, names, skipped
 
 
 def classify(run_dir: Path, inputs: Path, out: Optional[Path] = None, device: str = "cpu",
@@ -112,7 +130,7 @@ def classify(run_dir: Path, inputs: Path, out: Optional[Path] = None, device: st
     from ganforge.io_utils import atomic_write_text
 
     clf = load_classifier(run_dir, device)
-    images, names, labels = read_inputs(inputs)
+    images, names, labels, skipped = read_inputs(inputs)
     x = torch.cat([to_model_input(im, clf.cfg) for im in images])
     pred, conf = clf.predict(x)
     out = Path(out) if out is not None else Path(inputs).with_name(Path(inputs).stem + ".predictions.csv")
@@ -121,7 +139,7 @@ def classify(run_dir: Path, inputs: Path, out: Optional[Path] = None, device: st
         rows.append([i, name, p, f"{c:.4f}"] + ([int(labels[i])] if labels is not None else []))
     atomic_write_text(out, _csv_text(rows))
     accuracy = float((pred.numpy() == labels).mean()) if labels is not None else None
-    return {"n": len(names), "accuracy": accuracy, "csv": str(out)}
+    return {"n": len(names), "accuracy": accuracy, "csv": str(out), "skipped": len(skipped)}
 
 
 def _csv_text(rows: list[list]) -> str:

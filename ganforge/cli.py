@@ -39,7 +39,8 @@ def presets(show: Optional[str] = typer.Option(None, "--show", help="Print the f
 @app.command()
 def train(
     preset: str = typer.Argument("dcgan-mnist", help="Preset name (see 'ganforge presets') or a YAML config path."),
-    data: Optional[str] = typer.Option(None, "--data", help="mnist-embedded | mnist | fashion-mnist | cifar10 | svhn | celeba | folder:PATH | ring8 | grid25"),
+    data: Optional[str] = typer.Option(None, "--data", help="mnist-embedded | mnist | fashion-mnist | cifar10 | svhn | celeba | folder:PATH | ring8 | grid25 | paired:PATH | unpaired:PATH | digits-sr | ..."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="Translation data: AtoB (default) or BtoA."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Where torchvision datasets live (default: data)."),
     download: bool = typer.Option(False, "--download", help="Let torchvision download a missing dataset."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<preset>-<time>)."),
@@ -62,6 +63,7 @@ def train(
 
     flags = {
         "data.spec": data, "data.root": data_root, "data.download": True if download else None,
+        "data.direction": direction,
         "train.epochs": epochs, "train.steps": steps, "train.batch_size": batch_size, "train.seed": seed,
         "train.device": device,
     }
@@ -175,9 +177,27 @@ def classify(
 
     res = run_classify(run_dir, input_, out, device=device)
     line = f"{res['n']:,} images classified; predictions in {res['csv']}"
+    if res["skipped"]:
+        line += f"; {res['skipped']} unreadable files skipped"
     if res["accuracy"] is not None:
         line += f"; accuracy {res['accuracy']:.2%} against the file's labels"
     typer.echo(line)
+
+
+@app.command()
+def translate(
+    run_dir: Path = typer.Argument(..., help="A pix2pix or cyclegan run directory."),
+    input_: Path = typer.Option(..., "--input", help="A folder of images, one image, or FILE.npz (arr_0 uint8 N,H,W,C)."),
+    out: Path = typer.Option(..., "--out", help="A folder for PNGs, or FILE.npz (arr_0 uint8 N,H,W,C)."),
+    direction: str = typer.Option("AtoB", "--direction", help="AtoB (the run's own direction) or BtoA (cyclegan)."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Translate images with a trained image-to-image model, in the input's order, at the model's size."""
+    from ganforge.translate import translate as run_translate
+
+    res = run_translate(run_dir, input_, out, direction=direction, device=device)
+    skipped = f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else ""
+    typer.echo(f"{res['n']:,} images translated {direction}{skipped}; written to {res['out']}")
 
 
 @app.command("import-weights")
@@ -308,6 +328,24 @@ def bench_semi(
     command = _bench_command("semi", {"--seeds": ",".join(map(str, seed_list)), "--steps": steps,
                                       "--device": device, "--write": write})
     semi.main(seed_list, steps=steps, out_root=out, write=write, device=device, command=command)
+
+
+@bench_app.command("translation")
+def bench_translation(
+    tasks: str = typer.Option("sr,inpaint,edges,thin2thick", "--tasks", help="Which digit tasks to run."),
+    seed: int = typer.Option(0, "--seed"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the presets' steps."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (default: the preset's)."),
+    out: Path = typer.Option(Path("runs/bench-translation"), "--out"),
+    write: Optional[Path] = typer.Option(None, "--write", help="Update the translation block of this markdown file."),
+) -> None:
+    """Pix2Pix on the digit tasks (vs the input and an L1-only U-Net) and CycleGAN thin <-> thick, on test digits."""
+    from ganforge.bench import translation
+
+    names = _bench_names(tasks, translation.TASKS)
+    command = _bench_command("translation", {"--tasks": ",".join(names), "--seed": seed, "--steps": steps,
+                                             "--device": device, "--write": write})
+    translation.main(names, seed=seed, steps=steps, out_root=out, write=write, device=device, command=command)
 
 
 @bench_app.command("ablation")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -46,3 +46,20 @@ class DiscriminatorTricks(Strict):
 def check_power_of_two(size: int, family: str) -> None:
     if size < 16 or size > 256 or size & (size - 1):
         raise ValueError(f"image_size={size} must be a power of two from 16 to 256 for {family}")
+
+
+class TranslationConfig(ModelBase):
+    """What both image-to-image families share: widths, normalisation, the patch D, random jitter."""
+
+    norm: Literal["batch", "instance"] = "batch"
+    d_layers: int = Field(3, ge=1, le=6)  # PatchGAN stride-2 layers: 3 -> 70x70 patches
+    load_size: Optional[int] = Field(None, ge=1)  # random jitter: resize to this, crop back (286 for 256 px)
+    flip: bool = False  # random horizontal flips (same for A and B)
+
+    @model_validator(mode="after")
+    def _jitter(self):
+        check_power_of_two(self.image_size, self.family)
+        if self.load_size is not None and self.load_size < self.image_size:
+            raise ValueError(f"load_size={self.load_size} is below image_size={self.image_size}: jitter resizes "
+                             "up to load_size and crops image_size back out")
+        return self

@@ -76,6 +76,9 @@ class TrainedGenerator:
 
 def generator_from_checkpoint(ckpt: Checkpoint, device: torch.device) -> TrainedGenerator:
     cfg = validate(ckpt.state["config"], source=f"{ckpt.path}/state.json", written_by_ganforge=True)
+    if get_family(cfg.model.family).translation:
+        raise UserError(f"{ckpt.path.parent.parent} is a {cfg.model.family!r} run, which translates images rather "
+                        "than drawing from noise: use 'ganforge translate RUN_DIR --input ... --out ...'")
     name = get_family(cfg.model.family).generator
     G = build_networks(cfg.model)[name]
     state = ckpt.module_state(f"{name}_ema") or ckpt.module_state(name)

@@ -23,8 +23,9 @@ RESUME_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # rollback, SIGKILL, two processes) are tested for each one, so a new family is covered by adding it here.
 # "family-arch" names a family with a non-default ``model.arch`` (see ARCHS).
 FAMILIES = {"mlp": "mnist-mlp", "dcgan": "dcgan-mnist", "cdcgan": "cdcgan-mnist", "ssgan": "ssgan-mnist",
-            "ssgan-mlp": "ssgan-mnist"}
+            "ssgan-mlp": "ssgan-mnist", "pix2pix": "pix2pix-sr-digits", "cyclegan": "cyclegan-thin2thick"}
 ARCHS = {"ssgan-mlp": {"family": "ssgan", "arch": "mlp"}}
+TRANSLATION_DATA = {"pix2pix": "digits-sr", "cyclegan": "digits-thin2thick"}
 
 
 def family_model(family: str) -> dict:
@@ -42,6 +43,9 @@ def tiny_config(family: str = "dcgan", **train_kw) -> RunConfig:
         model.update(g_width=16, d_width=16, dropout=0.0)
     if family == "ssgan":
         data.update(split="train", labeled=20)
+    if family in TRANSLATION_DATA:
+        data.update(spec=TRANSLATION_DATA[family], split="train")
+        model.update(d_layers=1, **({"g_blocks": 2} if family == "cyclegan" else {}))
     train = {"steps": 6, "epochs": None, "batch_size": 32, "log_every": 2, "n_fixed": 16, "seed": 3, "threads": 1,
              "device": "cpu"}
     train.update(train_kw)

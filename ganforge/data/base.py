@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import torch
 from torch.utils.data import Dataset
 
-Kind = Literal["images", "points"]
+Kind = Literal["images", "points", "pairs"]  # pairs: (A, B) stacked along the channels (data/pairs.py)
 
 
 class GanDataset(Dataset):

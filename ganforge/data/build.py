@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 
 from ganforge.config import DataConfig, ModelConfig
-from ganforge.data import embedded, folder, points, stacked, tvsets
+from ganforge.data import embedded, folder, pairs, points, stacked, tvsets
 from ganforge.data.base import GanDataset
 from ganforge.data.imageops import Size
 from ganforge.errors import DataError
 
 FOLDER_PREFIX = "folder:"
-NAMED_SPECS = (embedded.NAME, stacked.NAME, *tvsets.NAMES, *points.MIXTURES)
+NAMED_SPECS = (embedded.NAME, stacked.NAME, *tvsets.NAMES, *points.MIXTURES, *pairs.DIGIT_SPECS)
 SPLIT_SPECS = (embedded.NAME, "mnist", "fashion-mnist", "cifar10", "svhn")  # the sets with a held-out test split
 
 
@@ -18,7 +18,8 @@ def _unknown(spec: str) -> DataError:
     hint = ""
     if spec and os.path.isdir(os.path.expanduser(spec)):
         hint = f" (for a folder of images write --data folder:{spec})"
-    return DataError(f"unknown dataset {spec!r}: choose one of {', '.join(NAMED_SPECS)} or folder:PATH{hint}")
+    return DataError(f"unknown dataset {spec!r}: choose one of {', '.join(NAMED_SPECS)}, folder:PATH, paired:PATH or "
+                     f"unpaired:PATH{hint}")
 
 
 def build_dataset(data: DataConfig, model: ModelConfig, *, strict: bool = False, scan: bool | None = None) -> GanDataset:
@@ -27,12 +28,12 @@ def build_dataset(data: DataConfig, model: ModelConfig, *, strict: bool = False,
     ``strict`` and ``scan``: see ``build_spec``.
     """
     return build_spec(data.spec, data.root, data.download, model.channels, model.image_size, limit=data.limit,
-                      strict=strict, scan=scan, split=data.split)
+                      strict=strict, scan=scan, split=data.split, direction=data.direction)
 
 
 def build_spec(spec: str, root: str = "data", download: bool = False, channels: int = 3, size: Size = 32, *,
                limit: int | None = None, strict: bool = False, scan: bool | None = None,
-               split: str = "all") -> GanDataset:
+               split: str = "all", direction: str = "AtoB") -> GanDataset:
     """The dataset ``spec`` names, images shaped (channels, *size) with ``size`` an int or (h, w).
 
     No model config involved, so evaluation can build a reference at whatever shape the samples have.
@@ -42,6 +43,8 @@ def build_spec(spec: str, root: str = "data", download: bool = False, channels: 
     default) scans folders of up to SCAN_MAX_FILES images and trusts larger ones to the per-item skipping.
     """
     spec = spec.strip()
+    if pairs.is_translation_spec(spec):  # (A, B) pairs, 2 x channels stacked
+        return pairs.build(spec, root, channels, size, limit, split, direction, scan)
     if split != "all" and spec.lower() not in SPLIT_SPECS:
         raise DataError(f"data.split={split!r}: {spec!r} has no train/test split (only {', '.join(SPLIT_SPECS)})")
     if spec.startswith(FOLDER_PREFIX):
@@ -72,6 +75,9 @@ def describe(ds: GanDataset) -> str:
     n = len(ds)
     if ds.kind == "points":
         what = f"{n:,} points in {ds.sample_shape[0]}-D"
+    elif ds.kind == "pairs":
+        c, h, w = ds.sample_shape
+        what = f"{n:,} pairs {c // 2}x{h}x{w} -> {c // 2}x{h}x{w}"
     else:
         c, h, w = ds.sample_shape
         what = f"{n:,} images {c}x{h}x{w}"

@@ -321,6 +321,10 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
     from ganforge.metrics.extractors import get_extractor
     from ganforge.sampling import pick_device
 
+    if _is_translation_run(Path(source)):  # image -> image: scored on its own held-out pairs
+        from ganforge.translate import evaluate_run
+
+        return evaluate_run(Path(source), device, limit=n)
     metrics = parse_metrics(metrics)
     ref = ref.strip()
     name = auto_extractor(ref) if extractor == "auto" else extractor
@@ -341,6 +345,15 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
         "image_size": h if h == w else None, "image_height": h, "image_width": w, "channels": gen_src.channels,
         "reference_prep": ref_c.prep, "seed": seed, "metrics": values, "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _is_translation_run(source: Path) -> bool:
+    if not (source.is_dir() and (source / "config.yaml").is_file()):
+        return False
+    from ganforge.config import load_run_config
+    from ganforge.models import get_family
+
+    return get_family(load_run_config(source).model.family).translation
 
 
 def _classifier_metrics(source: Path, device: str) -> dict[str, float]:

@@ -32,6 +32,7 @@ class Family:
     convolutional: bool = True  # channels_last helps
     generator: str = "G"  # the network that draws samples (its EMA copy when the run keeps one)
     classifier: bool = False  # its discriminator classifies (``class_logits``): ganforge classify, test accuracy
+    translation: bool = False  # image -> image (its data are pairs): ganforge translate
     after_init: Optional[Callable[[ModelBase, dict[str, nn.Module]], None]] = None  # e.g. spectral norm, after init
 
 

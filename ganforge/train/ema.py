@@ -54,7 +54,10 @@ class EMA:
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the refresh batches
-        self.model.train()
+        # only the BatchNorms gather statistics; dropout stays off, as when sampling, and so draws nothing from the
+        # training RNG (a checkpoint save must not shift a run's random stream)
+        for m in norms:
+            m.train()
         for _ in range(batches):
             self.model(*make_inputs(batch_size, gen))
         for m, mom in zip(norms, momenta):

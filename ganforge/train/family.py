@@ -128,6 +128,18 @@ class Trainer:
         return generator(fixed.tensors["z"].to(self.ctx.device),
                          None if y is None else y.to(self.ctx.device)).float().cpu()
 
+    # --- pictures
+    def picture(self, fake: torch.Tensor, fixed: Fixed) -> tuple[torch.Tensor, int]:
+        """The grid drawn into ``samples/`` from what ``draw`` gave, and its images per row."""
+        return fake, fixed.nrow
+
+    def real_images(self, items: torch.Tensor) -> torch.Tensor:
+        """Dataset items -> the real images they hold (``real_vs_fake.png``)."""
+        return items
+
+    def finish_pictures(self, run_dir, frames: list) -> None:
+        """Pictures of the family's own, drawn once at the end from the ``samples/`` frames."""
+
     # --- per step and extra state
     def begin_step(self, step: int) -> None:
         """Called before the phases of every step (e.g. clear what a step shares between its phases)."""

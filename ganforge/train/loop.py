@@ -209,6 +209,9 @@ class Run:
         if tc.sync_batchnorm and self.dist.enabled and self.device.type != "cuda":
             raise UserError("train.sync_batchnorm needs CUDA (torch's SyncBatchNorm has no CPU implementation): "
                             "leave it off, or drop BatchNorm with --set model.batch_norm=false")
+        if self.cfg.eval.every and self.family.translation:
+            raise UserError(f"eval.every={self.cfg.eval.every}: evaluation during training is for noise-to-image "
+                            "families; score a translation run after training with 'ganforge evaluate RUN_DIR'")
         launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
         if launcher_precision in ("bf16", "fp16") and launcher_precision != tc.precision:
             self.log(f"warning: accelerate's mixed precision ({launcher_precision}) is not applied; ganforge uses "
@@ -400,6 +403,7 @@ class Run:
         sampler.eval()
         with torch.inference_mode():
             fake = self.trainer.draw(sampler, self.fixed)
+            picture = self.trainer.picture(fake, self.fixed) if self.dist.is_main else None
         sampler.train(was_training)
         diversity = self.dist.broadcast_float(self.diversity_space.diversity(fake))
         findings = self.watch.on_samples(diversity) if self.step > 0 else []
@@ -410,7 +414,7 @@ class Run:
             if getattr(self.cfg.model, "point_dim", None) is not None:
                 viz.save_points_plot(self.dataset.tensor[:2000], fake, path, title=f"step {self.step}")
             else:
-                viz.save_grid(fake, path, nrow=self.fixed.nrow)
+                viz.save_grid(picture[0], path, nrow=picture[1])
         return findings
 
     def write(self, record: dict) -> None:
@@ -614,6 +618,7 @@ class Run:
             frames = sorted((run_dir / "samples").glob("e*-s*.png"))
             if frames:
                 viz.save_progress_gif(frames, run_dir / "progress.gif")
+                self.trainer.finish_pictures(run_dir, frames)
             if (run_dir / "metrics.jsonl").is_file():
                 for plot, name in ((viz.plot_losses, "losses.png"), (viz.plot_stats, "stats.png")):
                     try:
@@ -635,5 +640,5 @@ class Run:
                 return
             fixed = type(self.fixed)({k: v[:n] for k, v in self.fixed.tensors.items()}, self.fixed.nrow)
             fake = self.trainer.draw(sampler, fixed)
-        real = torch.stack([self.dataset[i][0] for i in range(n)])
+        real = self.trainer.real_images(torch.stack([self.dataset[i][0] for i in range(n)]))
         viz.save_real_vs_fake(real, fake, self.run_dir / "real_vs_fake.png")
