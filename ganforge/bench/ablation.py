@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import torch
 
 from ganforge.bench import coverage
-from ganforge.bench.markdown import machine_info, markers, write_block
+from ganforge.bench.markdown import block_rows, machine_info, write_block
 
 PLAIN_2D = ["model.pack=1", "train.r1_gamma=0", "train.beta1=0.5", "train.beta2=0.999", "train.lr_decay=none"]
 VARIANTS_2D: dict[str, tuple[str, list[str]]] = {  # name -> (what it is, overrides on top of the plain GAN)
@@ -73,16 +73,10 @@ def render_row(r: dict, info: dict, command: str) -> str:
 
 def _old_rows(markdown: str) -> dict[tuple[str, str], str]:
     """The rows of an existing ablation block by (benchmark, variant); rows of an older layout are dropped."""
-    start, end = markers("ablation")
-    if start not in markdown or end not in markdown:
-        return {}
-    block = markdown[markdown.index(start):markdown.index(end)]
-    if HEADER not in block:
-        return {}
     rows = {}
-    for line in block.splitlines():
+    for line in block_rows(markdown, "ablation", HEADER):
         cells = [c.strip() for c in line.split("|")]
-        if line.startswith("| ") and len(cells) > 3 and cells[2] in variants(cells[1]):
+        if len(cells) > 3 and cells[2] in variants(cells[1]):
             rows[(cells[1], cells[2])] = line
     return rows
 

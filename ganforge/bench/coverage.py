@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ganforge.bench.markdown import machine_info, markers, write_block
+from ganforge.bench.markdown import block_rows, machine_info, write_block
 
 BENCHES = {
     "ring8": "ring8-mlp",
@@ -131,15 +131,9 @@ def render_row(r: dict, seconds: Optional[float], info: dict, command: str) -> s
 
 def _old_rows(markdown: str) -> dict[str, str]:
     """The rows of an existing coverage block, by benchmark name (rows of an older layout are dropped)."""
-    start, end = markers("coverage")
-    if start not in markdown or end not in markdown:
-        return {}
-    block = markdown[markdown.index(start):markdown.index(end)]
-    if HEADER not in block:
-        return {}
     rows = {}
-    for line in block.splitlines():
-        name = line.split("|")[1].strip() if line.startswith("| ") else ""
+    for line in block_rows(markdown, "coverage", HEADER):
+        name = line.split("|")[1].strip()
         if name in BENCHES:
             rows[name] = line
     return rows

@@ -19,6 +19,18 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
 
 
+def block_rows(markdown: str, name: str, header: str | None = None) -> list[str]:
+    """The table rows (lines starting ``| ``) of the block ``name`` in ``markdown``; none when the block is
+    missing, or when ``header`` is given and the block has another layout (its rows are dropped, not misread)."""
+    start, end = markers(name)
+    if start not in markdown or end not in markdown:
+        return []
+    block = markdown[markdown.index(start):markdown.index(end)]
+    if header is not None and header not in block:
+        return []
+    return [line for line in block.splitlines() if line.startswith("| ")]
+
+
 def machine_info(device: torch.device) -> dict[str, object]:
     cpu = platform.processor() or platform.machine()
     try:

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ganforge.bench.markdown import machine_info, markers, write_block
+from ganforge.bench.markdown import block_rows, machine_info, write_block
 
 TASKS = {"sr": "pix2pix-sr-digits", "inpaint": "pix2pix-inpaint-digits", "edges": "pix2pix-edges-digits",
          "thin2thick": "cyclegan-thin2thick"}
@@ -102,12 +102,9 @@ def cyclegan_row(out_root: Path, seed: int, steps: Optional[int], device: Option
 
 
 def _old_rows(markdown: str) -> dict[str, list[str]]:
-    start, end = markers("translation")
-    if start not in markdown or end not in markdown:
-        return {}
     rows: dict[str, list[str]] = {}
-    for line in markdown[markdown.index(start):markdown.index(end)].splitlines():
-        task = line.split("|")[1].strip() if line.startswith("| ") else ""
+    for line in block_rows(markdown, "translation"):
+        task = line.split("|")[1].strip()
         if task in TASKS:
             rows.setdefault(task, []).append(line)
     return rows
