@@ -50,7 +50,7 @@ def build(spec: str, root: str, channels: int, size: Size, limit: Optional[int],
     s = spec.strip()
     if s.lower() in DIGIT_SPECS:
         ds = build_digits(s.lower(), channels, size, limit, split)
-    elif s.startswith(PAIRED_PREFIX):
+    elif s.lower().startswith(PAIRED_PREFIX):
         ds = PairedFolder(_path(s, PAIRED_PREFIX), channels, size, split, limit, scan)
     else:
         ds = UnpairedFolder(_path(s, UNPAIRED_PREFIX), channels, size, split, limit, scan)
