@@ -123,8 +123,9 @@ def held_out_pairs(cfg, split: str = "test"):
 
 
 def pairs_tensor(ds, limit: Optional[int] = None) -> torch.Tensor:
-    n = len(ds) if limit is None else min(limit, len(ds))
-    return ds.tensor[:n] if ds.tensor is not None else torch.stack([ds[i][0] for i in range(n)])
+    from ganforge.train.translation import dataset_items
+
+    return dataset_items(ds, torch.arange(len(ds) if limit is None else min(limit, len(ds))))
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> float:

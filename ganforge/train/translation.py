@@ -88,14 +88,13 @@ class TranslationTrainer(Trainer):
                                 limit=n, split="test", direction=cfg.data.direction)
         except Exception:  # noqa: BLE001 - no test split: show training pairs
             source = self.ctx.dataset
-        pairs = _first(source, n)
-        a, b = split_halves(pairs)
+        a, b = split_halves(dataset_items(source, torch.arange(min(n, len(source)))))
         return Fixed({"a": a, "b": b}, FIXED_PER_ROW)
 
     def generator_inputs(self, n: int, gen: torch.Generator) -> tuple:
         """``n`` random A images of the training set (BatchNorm refresh of the EMA copy)."""
         idx = torch.randint(0, len(self.ctx.dataset), (n,), generator=gen)
-        return (split_halves(_items(self.ctx.dataset, idx))[0].to(self.ctx.device),)
+        return (split_halves(dataset_items(self.ctx.dataset, idx))[0].to(self.ctx.device),)
 
     def draw(self, generator, fixed: Fixed) -> torch.Tensor:
         return generator(fixed.tensors["a"].to(self.ctx.device)).float().cpu()
@@ -123,12 +122,9 @@ class TranslationTrainer(Trainer):
             viz.save_progress_gif(frames, run_dir / "translations.gif")
 
 
-def _items(dataset, idx: torch.Tensor) -> torch.Tensor:
+def dataset_items(dataset, idx: torch.Tensor) -> torch.Tensor:
+    """The items at ``idx`` stacked: a slice of an in-memory set, else each one read."""
     tensor = getattr(dataset, "tensor", None)
     if tensor is not None:
         return tensor[idx]
     return torch.stack([dataset[int(i)][0] for i in idx])
-
-
-def _first(dataset, n: int) -> torch.Tensor:
-    return _items(dataset, torch.arange(min(n, len(dataset))))
