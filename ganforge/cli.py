@@ -104,21 +104,18 @@ def sample(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A specific checkpoint directory."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", help="Style-based generators: psi, 0 (the mean-w image) to 1 (no truncation)."),
+    noise: Optional[str] = typer.Option(None, "--noise", help="Style-based generators: const (default), random (from --seed) or none."),
 ) -> None:
     """Draw images from a trained generator."""
     from ganforge import viz
     from ganforge.sampling import load_generator
 
-    lab = None
-    if labels is not None:
-        try:
-            lab = [int(t) for t in labels.split(",") if t.strip()]
-        except ValueError:
-            _fail(f"bad --labels {labels!r}: write comma-separated integers, e.g. --labels 0,1,2")
+    lab = None if labels is None else _int_list(labels, "--labels")
     g = load_generator(run_dir, device=device, checkpoint=checkpoint)
     if getattr(g.config.model, "point_dim", None) is not None:
         _fail("this run generates 2D points, not images: use the Python API (load_generator(...).sample)")
-    images = g.sample(n, seed=seed, labels=lab)
+    images = g.sample(n, seed=seed, labels=lab, truncation=truncation, noise=noise)
     suffix = out.suffix.lower()
     if suffix == ".npz":
         viz.save_npz(images, out)
@@ -132,6 +129,97 @@ def sample(
     else:
         _fail(f"--out {out}: use a .png grid, an .npz file, or a folder name without extension")
     typer.echo(str(out))
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    """Comma-separated integers, or one line naming the flag and exit 2."""
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        _fail(f"bad {flag} {text!r}: write comma-separated integers, e.g. {flag} 0,1,2")
+    return values
+
+
+@app.command()
+def mix(
+    run_dir: Path = typer.Argument(..., help="A style-based run (family stylegan)."),
+    rows: str = typer.Option("1,2,3", "--rows", help="Seeds whose coarse styles (the first --crossover layers) are used."),
+    cols: str = typer.Option("4,5,6", "--cols", help="Seeds whose remaining (fine) styles are used."),
+    crossover: Optional[int] = typer.Option(None, "--crossover", min=0, help="Layer where styles switch from the row seed to the column seed (default: the generator's coarse/fine split)."),
+    truncation: float = typer.Option(1.0, "--truncation", help="psi for every w."),
+    noise: str = typer.Option("const", "--noise", help="const | random | none"),
+    out: Path = typer.Option(Path("mix.png"), "--out", help="The grid (PNG)."),
+    scale: int = typer.Option(1, "--scale", min=1, max=16, help="Nearest-neighbour upscaling of every image."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """The style-mixing grid of the StyleGAN paper: column seeds' images with the row seeds' coarse styles."""
+    from ganforge import viz
+    from ganforge.latents import mixing_grid
+    from ganforge.sampling import NOISE_MODES, load_generator
+
+    if noise not in NOISE_MODES:
+        _fail(f"--noise {noise!r}: choose one of {', '.join(NOISE_MODES)}")
+    g = load_generator(run_dir, device=device)
+    images, nrow = mixing_grid(g, _int_list(rows, "--rows"), _int_list(cols, "--cols"), crossover, truncation, noise)
+    viz.save_grid(_upscale(images, scale), out, nrow=nrow)
+    typer.echo(str(out))
+
+
+@app.command()
+def interpolate(
+    run_dir: Path = typer.Argument(..., help="A run of any noise-to-image family."),
+    seeds: str = typer.Option("1,2,3", "--seeds", help="The walk goes through these seeds' latents, in order."),
+    frames: int = typer.Option(60, "--frames", min=2, help="Frames in the whole walk."),
+    space: str = typer.Option("z", "--space", help="z (slerp, every family) or w (lerp, style-based generators)."),
+    out: Path = typer.Option(Path("walk.gif"), "--out", help="walk.gif, or walk.mp4 (needs 'ganforge[video]')."),
+    label: Optional[int] = typer.Option(None, "--label", help="Conditional models: the class held fixed (default 0)."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", help="Style-based generators: psi."),
+    loop: bool = typer.Option(False, "--loop", help="Return to the first seed at the end (a seamless GIF)."),
+    fps: float = typer.Option(20.0, "--fps", min=1.0),
+    scale: int = typer.Option(4, "--scale", min=1, max=16, help="Nearest-neighbour upscaling of the frames."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """A latent walk through several seeds as a GIF or MP4: slerp in z, lerp in w."""
+    from ganforge.latents import interpolation_frames, save_walk
+    from ganforge.sampling import load_generator
+
+    seed_list = _int_list(seeds, "--seeds")
+    g = load_generator(run_dir, device=device)
+    images = interpolation_frames(g, seed_list, frames, space, label, truncation, loop)
+    save_walk(images, out, fps=fps, scale=scale)
+    typer.echo(str(out))
+
+
+@app.command()
+def project(
+    run_dir: Path = typer.Argument(..., help="A run of a noise-to-image family."),
+    input_: Path = typer.Option(..., "--input", help="An image file, or FILE.npz (arr_0 uint8 N,H,W,C; see --index)."),
+    out: Path = typer.Option(..., "--out", help="Folder for projected.png, comparison.png, latent.npy, projection.gif, projection.json."),
+    steps: int = typer.Option(500, "--steps", min=1),
+    index: int = typer.Option(0, "--index", min=0, help="Which image of an .npz."),
+    label: Optional[int] = typer.Option(None, "--label", help="Conditional models: the image's class."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam's learning rate (default 0.1 in w, 0.05 in z)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Find the latent (w for style-based generators, else z) whose image best reproduces a given image."""
+    from ganforge.project import project as run_projection, read_target, write_projection
+    from ganforge.sampling import load_generator
+
+    g = load_generator(run_dir, device=device)
+    target = read_target(input_, g.config, index)
+    result = run_projection(g, target, steps=steps, lr=lr, seed=seed, label=label)
+    write_projection(result, target, out)
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in result.scores.items())
+    typer.echo(f"projected {input_} into {result.space} in {steps} steps ({scores}); written to {out}")
+
+
+def _upscale(images, scale: int):
+    import torch.nn.functional as F
+
+    return images if scale == 1 else F.interpolate(images, scale_factor=scale, mode="nearest")
 
 
 @app.command()

@@ -12,6 +12,8 @@ from ganforge.config import RunConfig, load_run_config, validate
 from ganforge.errors import UserError
 from ganforge.models import build_networks, get_family, sample_z
 
+NOISE_MODES = ("const", "random", "none")  # per-layer noise of style-based generators
+
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -55,21 +57,71 @@ class TrainedGenerator:
             raise UserError(f"labels {list(labels)} out of range: use integers from 0 to {k - 1}")
         return lab.repeat((n + lab.numel() - 1) // lab.numel())[:n]
 
+    # --- latent spaces: z for every family; w too for style-based generators (mapping + synthesis)
+    @property
+    def has_w(self) -> bool:
+        """A style-based generator: z -> w by its mapping network, w -> image by its synthesis network."""
+        return hasattr(self.module, "mapping") and hasattr(self.module, "synthesis")
+
+    def require_w(self, what: str) -> None:
+        if not self.has_w:
+            raise UserError(f"{what} needs a style-based generator (family stylegan); this run's family is "
+                            f"{self.config.model.family!r}")
+
+    def draw_z(self, n: int, seed: int) -> torch.Tensor:
+        """The latent vectors ``sample(n, seed)`` uses: seed -> z, the same on every machine (drawn on the CPU)."""
+        return sample_z(n, self.config.model, "cpu", generator=torch.Generator().manual_seed(seed))
+
+    @torch.inference_mode()
+    def w_of(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
+        """(N, w_dim) intermediate latents of ``z`` (style-based generators), truncated towards the mean w."""
+        self.require_w("w space")
+        return self.module.mapping(z.to(self.device), None, truncation_psi=truncation).float().cpu()
+
+    @torch.inference_mode()
+    def synthesize(self, ws: torch.Tensor, noise: str = "const", batch_size: int = 256) -> torch.Tensor:
+        """Images from w (N, w_dim) or per-layer ws (N, num_ws, w_dim), in [-1, 1] on the CPU."""
+        self.require_w("w space")
+        if ws.dim() == 2:
+            ws = ws.unsqueeze(1).repeat(1, self.module.num_ws, 1)
+        out = [self.module.synthesis(ws[i:i + batch_size].to(self.device), noise_mode=noise).float().cpu()
+               for i in range(0, len(ws), batch_size)]
+        return torch.cat(out).clamp_(-1, 1)
+
+    def _style_kwargs(self, truncation: Optional[float], noise: Optional[str]) -> dict:
+        """Keyword arguments of a style-based generator's forward; a clear error for the others."""
+        if truncation is None and noise is None:
+            return {"noise_mode": "const"} if self.has_w else {}
+        self.require_w("--truncation" if truncation is not None else "--noise")
+        if noise is not None and noise not in NOISE_MODES:
+            raise UserError(f"--noise {noise!r}: choose one of {', '.join(NOISE_MODES)}")
+        if truncation is not None and not 0.0 <= truncation <= 2.0:
+            raise UserError(f"--truncation {truncation}: use a psi from 0 (the mean w) to 1 (no truncation)")
+        return {"truncation_psi": 1.0 if truncation is None else truncation, "noise_mode": noise or "const"}
+
     @torch.inference_mode()
     def sample(self, n: int, seed: int = 0, labels: Optional[Sequence[int]] = None, batch_size: int = 256,
-               z: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``n`` images, float in [-1, 1], (n, C, H, W) on the CPU; the same seed gives the same images."""
+               z: Optional[torch.Tensor] = None, truncation: Optional[float] = None,
+               noise: Optional[str] = None) -> torch.Tensor:
+        """``n`` images, float in [-1, 1], (n, C, H, W) on the CPU; the same seed gives the same images.
+
+        Style-based generators also take ``truncation`` (psi: 0 draws the mean-w image, 1 leaves w as it is) and
+        ``noise`` (const: the generator's fixed per-layer noise, the default; random: drawn from ``seed``; none).
+        """
         if n < 1:
             raise UserError(f"n={n}: ask for at least one sample")
+        kwargs = self._style_kwargs(truncation, noise)
         gen = torch.Generator().manual_seed(seed)
         if z is None:
             z = sample_z(n, self.config.model, "cpu", generator=gen)
         y = self._labels(n, labels, gen)
         out = []
-        for i in range(0, n, batch_size):
-            zb = z[i:i + batch_size].to(self.device)
-            yb = y[i:i + batch_size].to(self.device) if y is not None else None
-            out.append(self.module(zb, yb).float().cpu())
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)  # random per-layer noise: a function of the seed too
+            for i in range(0, n, batch_size):
+                zb = z[i:i + batch_size].to(self.device)
+                yb = y[i:i + batch_size].to(self.device) if y is not None else None
+                out.append(self.module(zb, yb, **kwargs).float().cpu())
         points = getattr(self.config.model, "point_dim", None) is not None
         return torch.cat(out) if points else torch.cat(out).clamp_(-1, 1)
 
