@@ -436,6 +436,31 @@ def bench_translation(
     translation.main(names, seed=seed, steps=steps, out_root=out, write=write, device=device, command=command)
 
 
+@bench_app.command("style")
+def bench_style(
+    images: Optional[int] = typer.Option(None, "--images", min=1, help="Real images each preset is shown (default: stylegan-mnist's budget)."),
+    presets: str = typer.Option("dcgan-mnist,progan-mnist,stylegan-mnist", "--presets"),
+    psis: str = typer.Option("0.5,0.6,0.7,0.8,0.9,1.0", "--psis", help="Truncation values for the StyleGAN run ('' to skip)."),
+    n: int = typer.Option(10_000, "--n", min=100, help="Samples per evaluation."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    out: Path = typer.Option(Path("runs/bench-style"), "--out"),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the style block of this markdown file."),
+) -> None:
+    """ProGAN and StyleGAN vs DCGAN at the same number of training images; truncation vs precision/recall."""
+    from ganforge.bench import style
+    from ganforge.config import preset_names
+
+    names = _bench_names(presets, preset_names())
+    try:
+        psi_list = [float(p) for p in psis.split(",") if p.strip()]
+    except ValueError:
+        _fail(f"bad --psis {psis!r}: write comma-separated numbers, e.g. --psis 0.5,0.7,1.0")
+    command = _bench_command("style", {"--images": images, "--presets": ",".join(names), "--psis": psis or "''",
+                                       "--n": n, "--seed": seed, "--device": device, "--write": write})
+    style.main(images, names, psi_list, n=n, seed=seed, out_root=out, write=write, device=device, command=command)
+
+
 @bench_app.command("ablation")
 def bench_ablation(
     benches: str = typer.Option("ring8,grid25,stacked-mnist", "--benches", help="Which benchmarks to run."),
