@@ -386,19 +386,18 @@ class StyleDiscriminator(nn.Module):
 # training
 
 
+# train keys of the DCGAN-style trainer that this family's recipe does not use: (attribute, key to unset, off value)
+_OTHER_RECIPES = (("gradient_penalty", "gp_lambda", 0.0), ("clip", "weight_clip", 0.0),
+                  ("instance_noise", "instance_noise", 0.0), ("unrolled_steps", "unrolled_steps", 0),
+                  ("diffaugment", "diffaugment", ""), ("reuse_fake", "reuse_fake", False),
+                  ("g_objective", "g_objective", "adversarial"), ("real_label", "real_label", 1.0))
+
+
 def unsupported_options(tc) -> list[str]:
-    """The ``train`` switches of the DCGAN-style trainer that this family's recipe does not use."""
-    bad = []
+    """The ``train`` switches set that StyleGAN's recipe ignores, so a run never silently drops one."""
+    bad = [f"train.{key}" for attr, key, off in _OTHER_RECIPES if getattr(tc, attr) != off]
     if tc.loss not in ("bce", "nonsaturating"):
-        bad.append(f"train.loss={tc.loss} (StyleGAN trains with the non-saturating loss: leave it at bce)")
-    for key, off in (("gradient_penalty", 0.0), ("clip", 0.0), ("instance_noise", 0.0), ("unrolled_steps", 0),
-                     ("diffaugment", ""), ("reuse_fake", False)):
-        if getattr(tc, key) != off:
-            bad.append(f"train.{'gp_lambda' if key == 'gradient_penalty' else 'weight_clip' if key == 'clip' else key}")
-    if tc.g_objective != "adversarial":
-        bad.append("train.g_objective")
-    if tc.real_label != 1.0:
-        bad.append("train.real_label")
+        bad.insert(0, f"train.loss={tc.loss} (StyleGAN trains with the non-saturating loss: leave it at bce)")
     return bad
 
 
