@@ -23,7 +23,8 @@ RESUME_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # rollback, SIGKILL, two processes) are tested for each one, so a new family is covered by adding it here.
 # "family-arch" names a family with a non-default ``model.arch`` (see ARCHS).
 FAMILIES = {"mlp": "mnist-mlp", "dcgan": "dcgan-mnist", "cdcgan": "cdcgan-mnist", "ssgan": "ssgan-mnist",
-            "ssgan-mlp": "ssgan-mnist", "pix2pix": "pix2pix-sr-digits", "cyclegan": "cyclegan-thin2thick"}
+            "ssgan-mlp": "ssgan-mnist", "pix2pix": "pix2pix-sr-digits", "cyclegan": "cyclegan-thin2thick",
+            "stylegan": "stylegan-mnist"}
 ARCHS = {"ssgan-mlp": {"family": "ssgan", "arch": "mlp"}}
 TRANSLATION_DATA = {"pix2pix": "digits-sr", "cyclegan": "digits-thin2thick"}
 
@@ -48,6 +49,9 @@ def tiny_config(family: str = "dcgan", **train_kw) -> RunConfig:
         model.update(d_layers=1, **({"g_blocks": 2} if family == "cyclegan" else {}))
     train = {"steps": 6, "epochs": None, "batch_size": 32, "log_every": 2, "n_fixed": 16, "seed": 3, "threads": 1,
              "device": "cpu"}
+    if family == "stylegan":  # small styles; both lazy regularisers on, so resume and rollback cover Greg and Dreg
+        model.update(w_dim=16, max_channels=32, pl_weight=2.0, pl_every=2)
+        train.update(r1_gamma=1.0, r1_every=3)
     train.update(train_kw)
     return validate({"name": f"tiny-{family}", "model": model, "data": data, "train": train})
 
