@@ -23,7 +23,8 @@ RESUME_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # rollback, SIGKILL, two processes) are tested for each one, so a new family is covered by adding it here.
 # "family-arch" names a family with a non-default ``model.arch`` (see ARCHS).
 FAMILIES = {"mlp": "mnist-mlp", "dcgan": "dcgan-mnist", "cdcgan": "cdcgan-mnist", "ssgan": "ssgan-mnist",
-            "ssgan-mlp": "ssgan-mnist", "pix2pix": "pix2pix-sr-digits", "cyclegan": "cyclegan-thin2thick"}
+            "ssgan-mlp": "ssgan-mnist", "pix2pix": "pix2pix-sr-digits", "cyclegan": "cyclegan-thin2thick",
+            "progan": "progan-mnist"}
 ARCHS = {"ssgan-mlp": {"family": "ssgan", "arch": "mlp"}}
 TRANSLATION_DATA = {"pix2pix": "digits-sr", "cyclegan": "digits-thin2thick"}
 
@@ -48,6 +49,9 @@ def tiny_config(family: str = "dcgan", **train_kw) -> RunConfig:
         model.update(d_layers=1, **({"g_blocks": 2} if family == "cyclegan" else {}))
     train = {"steps": 6, "epochs": None, "batch_size": 32, "log_every": 2, "n_fixed": 16, "seed": 3, "threads": 1,
              "device": "cpu"}
+    if family == "progan":  # 4 -> 8 -> 16: a growth by step 1, the fade-in to 16 (batch 16) over steps 4-7
+        model.update(max_channels=16, fade_images=64, stable_images=32, batch_sizes={16: 16})
+        train.update(loss="wgan-gp", lr_g=1e-3, lr_d=1e-3, beta1=0.0, beta2=0.99)
     train.update(train_kw)
     return validate({"name": f"tiny-{family}", "model": model, "data": data, "train": train})
 
