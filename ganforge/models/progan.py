@@ -58,7 +58,7 @@ class ProganConfig(ModelBase):
     start_size: int = Field(4, ge=4)  # first resolution (a power of two below image_size)
     fade_images: int = Field(800_000, ge=0)  # real images over which each new block fades in (alpha 0 -> 1)
     stable_images: int = Field(800_000, ge=1)  # real images each resolution then trains with its block fully in
-    batch_sizes: dict[int, int] = {}  # resolution -> real images per D step (<= train.batch_size); others: train.batch_size
+    batch_sizes: dict[int, int] = {}  # resolution -> real images per D step (<= train.batch_size); unset: batch_size
     drift: float = Field(1e-3, ge=0.0)  # drift penalty eps * E[D(x)^2] on reals
     minibatch_std: int = Field(4, ge=0)  # group size of D's minibatch standard-deviation layer; 0 = off
     pixel_norm: bool = True  # pixelwise feature normalisation in G (after every conv, and on z)
@@ -294,7 +294,8 @@ class ProganTrainer(Trainer):
         self.stage, self.alpha = 0, 1.0
 
     def phases(self) -> list[Phase]:
-        return [Phase("Dmain", "D", ("D",), self.d_main, repeat=self.tc.d_steps), Phase("Gmain", "G", ("G",), self.g_main)]
+        return [Phase("Dmain", "D", ("D",), self.d_main, repeat=self.tc.d_steps),
+                Phase("Gmain", "G", ("G",), self.g_main)]
 
     # ------------------------------------------------------------------ growth
 
