@@ -189,6 +189,15 @@ class RunConfig(_Strict):
             raise ValueError(f"train.batch_size={self.train.batch_size} must be a multiple of model.pack={pack}")
         return self
 
+    @model_validator(mode="after")
+    def _family_checks(self) -> "RunConfig":
+        """A family's keys checked against the rest of the run (``check_run`` on its model config, if it has one;
+        e.g. ProGAN's per-resolution batch sizes against train.batch_size)."""
+        check = getattr(self.model, "check_run", None)
+        if check is not None:
+            check(self)
+        return self
+
     @property
     def conditional(self) -> bool:
         from ganforge.models import get_family

@@ -24,7 +24,7 @@ RESUME_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # "family-arch" names a family with a non-default ``model.arch`` (see ARCHS).
 FAMILIES = {"mlp": "mnist-mlp", "dcgan": "dcgan-mnist", "cdcgan": "cdcgan-mnist", "ssgan": "ssgan-mnist",
             "ssgan-mlp": "ssgan-mnist", "pix2pix": "pix2pix-sr-digits", "cyclegan": "cyclegan-thin2thick",
-            "stylegan": "stylegan-mnist"}
+            "stylegan": "stylegan-mnist", "progan": "progan-mnist"}
 ARCHS = {"ssgan-mlp": {"family": "ssgan", "arch": "mlp"}}
 TRANSLATION_DATA = {"pix2pix": "digits-sr", "cyclegan": "digits-thin2thick"}
 
@@ -52,6 +52,9 @@ def tiny_config(family: str = "dcgan", **train_kw) -> RunConfig:
     if family == "stylegan":  # small styles; both lazy regularisers on, so resume and rollback cover Greg and Dreg
         model.update(w_dim=16, max_channels=32, pl_weight=2.0, pl_every=2)
         train.update(r1_gamma=1.0, r1_every=3)
+    if family == "progan":  # 4 -> 8 -> 16: a growth by step 1, the fade-in to 16 (batch 16) over steps 4-7
+        model.update(max_channels=16, fade_images=64, stable_images=32, batch_sizes={16: 16})
+        train.update(loss="wgan-gp", lr_g=1e-3, lr_d=1e-3, beta1=0.0, beta2=0.99)
     train.update(train_kw)
     return validate({"name": f"tiny-{family}", "model": model, "data": data, "train": train})
 
