@@ -143,3 +143,68 @@ def test_style_and_latent_commands_refuse_bad_input_in_one_line(dcgan_run, tmp_p
     assert res.returncode == 2 and says in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not any(Path(tmp_path).iterdir())  # nothing written
+
+
+# ------------------------------------------------------------------ style-based generators: w space
+
+@pytest.fixture(scope="module")
+def stylegan_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("latents") / "style"
+    train(tiny_config("stylegan", steps=6), run, **quiet)
+    return run
+
+
+def test_sample_truncation_zero_draws_the_mean_w_image_for_every_seed(stylegan_run):
+    g = load_generator(stylegan_run, device="cpu")
+    a, b = g.sample(3, seed=1, truncation=0.0), g.sample(3, seed=2, truncation=0.0)
+    assert torch.allclose(a, b.flip(0), atol=1e-5) and torch.allclose(a[0], a[1], atol=1e-5)
+    assert torch.allclose(a[:1], g.synthesize(g.module.w_avg[None].cpu()), atol=1e-4)
+    assert not torch.allclose(g.sample(2, seed=1, noise="random"), g.sample(2, seed=2, noise="random"))
+    assert torch.equal(g.sample(2, seed=1, noise="random"), g.sample(2, seed=1, noise="random"))  # seeded noise
+
+
+def test_mix_grid_crossover_zero_gives_the_column_seeds_and_full_crossover_the_row_seeds(stylegan_run):
+    from ganforge.latents import mixing_grid
+
+    g = load_generator(stylegan_run, device="cpu")
+    cols = g.sample(2, z=torch.cat([g.draw_z(1, 4), g.draw_z(1, 5)]))
+    grid, nrow = mixing_grid(g, [1, 2], [4, 5], crossover=0)
+    assert nrow == 3 and grid.shape == (9, 1, 16, 16)
+    assert torch.allclose(grid[1:3], cols, atol=1e-5)  # the top row: the column seeds' own images
+    assert torch.allclose(grid[4:6], cols, atol=1e-5) and torch.allclose(grid[7:9], cols, atol=1e-5)
+    full, _ = mixing_grid(g, [1, 2], [4, 5], crossover=g.module.num_ws)
+    assert torch.allclose(full[4], full[3], atol=1e-5) and torch.allclose(full[8], full[6], atol=1e-5)
+    with pytest.raises(UserError, match="--crossover"):
+        mixing_grid(g, [1], [2], crossover=g.module.num_ws + 1)
+
+
+def test_w_walk_is_straight_in_w(stylegan_run):
+    g = load_generator(stylegan_run, device="cpu")
+    frames = interpolation_frames(g, [1, 2], 3, space="w")
+    w = g.w_of(torch.cat([g.draw_z(1, 1), g.draw_z(1, 2)]))
+    assert torch.allclose(frames[1:2], g.synthesize((w[:1] + w[1:]) / 2), atol=1e-5)
+
+
+def test_projection_into_w_recovers_an_image_the_generator_made(stylegan_run):
+    g = load_generator(stylegan_run, device="cpu")
+    made, other = g.sample(2, seed=21)
+    res = project(g, made[None], steps=200)
+    assert res.space == "w" and res.latent.shape == (g.module.w_dim,)
+    reached = float(((res.image - made) / 2).pow(2).mean())
+    apart = float(((other - made) / 2).pow(2).mean())
+    assert reached < apart / 10, (reached, apart)  # far closer than another sample of the same generator
+    assert torch.allclose(g.synthesize(res.latent[None]), res.image, atol=1e-5)
+
+
+def test_mix_and_sample_cli_on_a_style_run(stylegan_run, tmp_path):
+    res = _cli("mix", stylegan_run, "--rows", "1,2", "--cols", "3,4,5", "--out", tmp_path / "mix.png")
+    assert res.returncode == 0, res.stderr
+    from PIL import Image
+
+    with Image.open(tmp_path / "mix.png") as im:  # 3 rows x 4 columns of 16 px tiles, 2 px padding
+        assert im.size == (4 * 18 + 2, 3 * 18 + 2)
+    res = _cli("sample", stylegan_run, "--n", "4", "--truncation", "0.7", "--noise", "random",
+               "--out", tmp_path / "s.npz")
+    assert res.returncode == 0, res.stderr
+    res = _cli("sample", stylegan_run, "--noise", "loud", "--out", tmp_path / "x.png")
+    assert res.returncode == 2 and "--noise 'loud'" in res.stderr

@@ -32,10 +32,15 @@ def steps_for_images(preset: str, images: int, extra: Sequence[str] = ()) -> int
     from ganforge.config import load_config
 
     cfg = load_config(preset, list(extra))
-    per_step = getattr(cfg.model, "images_per_step", None)
-    if callable(per_step):  # a family whose batch changes during training (ProGAN)
-        return per_step(cfg.train.batch_size, images)
-    return math.ceil(images / cfg.train.batch_size)
+    if cfg.model.family != "progan":
+        return math.ceil(images / cfg.train.batch_size)
+    from ganforge.models.progan import GrowthSchedule  # its batch changes with the resolution
+
+    schedule, lo, hi = GrowthSchedule.of(cfg), 0, images
+    while lo < hi:  # the first step count whose images reach ``images``
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if schedule.images_at_step(mid) < images else (lo, mid)
+    return lo
 
 
 def scores(source, n: int, seed: int) -> dict:
