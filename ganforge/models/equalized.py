@@ -62,6 +62,12 @@ class PixelNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
 
+def channels_at(res: int, image_size: int, width: int, max_channels: int) -> int:
+    """Channels at resolution ``res`` (ProGAN, StyleGAN): ``width`` at the image size, doubled at every halving,
+    capped at ``max_channels`` (stylegan2-ada's channel_base = width x image_size, channel_max)."""
+    return min(max_channels, width * (image_size // res))
+
+
 def upscale_to(x: torch.Tensor, size: int) -> torch.Tensor:
     """Nearest-neighbour upscaling to ``size`` (a whole multiple of x's side): how a low-resolution stage is shown
     at the final size."""

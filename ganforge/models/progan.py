@@ -41,7 +41,8 @@ from torch import nn
 from ganforge import losses
 from ganforge.config_base import ModelBase, check_power_of_two
 from ganforge.models import Family, register
-from ganforge.models.equalized import SQRT2, EqualizedConv2d, EqualizedLinear, PixelNorm, downscale_to, upscale_to
+from ganforge.models.equalized import (SQRT2, EqualizedConv2d, EqualizedLinear, PixelNorm, channels_at, downscale_to,
+                                       upscale_to)
 from ganforge.models.layers import MinibatchStdDev
 from ganforge.train.family import Batch, Phase, StatDict, Trainer
 
@@ -151,11 +152,6 @@ class GrowthSchedule:
 # ---------------------------------------------------------------------------------------------------- networks
 
 
-def channels_at(width: int, image_size: int, max_channels: int, res: int) -> int:
-    """Channels at resolution ``res``: ``width`` at the final size, doubling each halving, at most max_channels."""
-    return min(max_channels, width * (image_size // res))
-
-
 def conv_act(c_in: int, c_out: int, kernel: int, pixel_norm: bool) -> list[nn.Module]:
     """Equalized conv + LeakyReLU(0.2) [+ pixel norm]: every conv layer of both networks."""
     layers: list[nn.Module] = [EqualizedConv2d(c_in, c_out, kernel), nn.LeakyReLU(0.2)]
@@ -189,7 +185,7 @@ class _Growing(nn.Module):
 class ProganGenerator(_Growing):
     def __init__(self, cfg: ProganConfig):
         super().__init__(cfg)
-        ch = [channels_at(cfg.g_width, cfg.image_size, cfg.max_channels, r) for r in self.resolutions]
+        ch = [channels_at(r, cfg.image_size, cfg.g_width, cfg.max_channels) for r in self.resolutions]
         s0, pn = cfg.start_size, cfg.pixel_norm
         self.z_norm = PixelNorm() if pn else nn.Identity()
         self.start_channels = ch[0]
@@ -231,7 +227,7 @@ class ProganGenerator(_Growing):
 class ProganDiscriminator(_Growing):
     def __init__(self, cfg: ProganConfig):
         super().__init__(cfg)
-        ch = [channels_at(cfg.d_width, cfg.image_size, cfg.max_channels, r) for r in self.resolutions]
+        ch = [channels_at(r, cfg.image_size, cfg.d_width, cfg.max_channels) for r in self.resolutions]
         self.from_rgb = nn.ModuleList(nn.Sequential(EqualizedConv2d(cfg.channels, c, 1), nn.LeakyReLU(0.2))
                                       for c in ch)
         blocks: list[nn.Module] = [nn.Identity()]  # stage 0 has no down block: the head follows fromRGB

@@ -35,7 +35,7 @@ from torch import nn
 from ganforge import losses
 from ganforge.config_base import ModelBase, check_power_of_two
 from ganforge.models import Family, register
-from ganforge.models.equalized import SQRT2, EqualizedConv2d, EqualizedLinear
+from ganforge.models.equalized import SQRT2, EqualizedConv2d, EqualizedLinear, channels_at
 from ganforge.models.layers import MinibatchStdDev
 from ganforge.train.family import Batch, Fixed, Phase, StatDict, Trainer
 
@@ -73,11 +73,6 @@ class StyleganConfig(ModelBase):
             raise ValueError(f"mbstd_features={self.mbstd_features} must divide D's channels at 4x4 "
                              f"({channels_at(4, self.image_size, self.d_width, self.max_channels)})")
         return self
-
-
-def channels_at(res: int, image_size: int, width: int, max_channels: int) -> int:
-    """Channels at resolution ``res``: ``width`` at the image size, doubled at every halving, capped."""
-    return min(max_channels, width * (image_size // res))
 
 
 def resolutions(image_size: int) -> list[int]:
