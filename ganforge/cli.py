@@ -446,6 +446,7 @@ def bench_style(
     device: str = typer.Option("cpu", "--device"),
     out: Path = typer.Option(Path("runs/bench-style"), "--out"),
     write: Optional[Path] = typer.Option(None, "--write", help="Replace the style block of this markdown file."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Trainings at a time (each its own process; timings then share the CPU)."),
 ) -> None:
     """ProGAN and StyleGAN vs DCGAN at the same number of training images; truncation vs precision/recall."""
     from ganforge.bench import style
@@ -457,8 +458,10 @@ def bench_style(
     except ValueError:
         _fail(f"bad --psis {psis!r}: write comma-separated numbers, e.g. --psis 0.5,0.7,1.0")
     command = _bench_command("style", {"--images": images, "--presets": ",".join(names), "--psis": psis or "''",
-                                       "--n": n, "--seed": seed, "--device": device, "--write": write})
-    style.main(images, names, psi_list, n=n, seed=seed, out_root=out, write=write, device=device, command=command)
+                                       "--n": n, "--seed": seed, "--device": device, "--jobs": jobs,
+                                       "--write": write})
+    style.main(images, names, psi_list, n=n, seed=seed, out_root=out, write=write, device=device, command=command,
+               jobs=jobs)
 
 
 @bench_app.command("ablation")

@@ -94,25 +94,35 @@ def render_block(rows: list[dict], sweep: list[dict], images: int, picture: Path
     return "\n".join(lines)
 
 
+def train_all(presets: Sequence[str], images: int, out_root: Path, seed: int, device: str, jobs: int) -> list[dict]:
+    """Each preset trained in its own process for ``images`` real images, ``jobs`` of them at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+
+    def one(preset: str) -> dict:
+        steps = steps_for_images(preset, images)
+        out = out_root / f"{preset}-{stamp}"
+        print(f"training {preset} for {steps:,} steps ({images:,} images) -> {out}", file=sys.stderr, flush=True)
+        return run_preset(preset, out, None, seed, ["--steps", str(steps), "--device", device])
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # the work is in child processes
+        return list(pool.map(one, presets))
+
+
 def main(images: Optional[int] = None, presets: Sequence[str] = PRESETS, psis: Sequence[float] = PSIS,
          n: int = 10_000, seed: int = 0, out_root: Path = Path("runs/bench-style"), write: Optional[Path] = None,
-         device: str = "cpu", command: str = "ganforge bench style") -> tuple[list[dict], list[dict]]:
+         device: str = "cpu", command: str = "ganforge bench style", jobs: int = 1) -> tuple[list[dict], list[dict]]:
     from ganforge import viz
     from ganforge.config import load_config
 
     if images is None:  # the StyleGAN preset's own budget
         cfg = load_config("stylegan-mnist")
         images = cfg.train.steps * cfg.train.batch_size
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    rows = []
-    for preset in presets:
-        steps = steps_for_images(preset, images)
-        out = Path(out_root) / f"{preset}-{stamp}"
-        print(f"training {preset} for {steps:,} steps ({images:,} images) -> {out}", file=sys.stderr, flush=True)
-        r = run_preset(preset, out, None, seed, ["--steps", str(steps), "--device", device])
+    rows = train_all(presets, images, Path(out_root), seed, device, jobs)
+    for r in rows:
         r.update(scores(r["run"], n, seed))
-        rows.append(r)
-        print(f"{preset}: fid={r['fid']:.2f} precision={r['precision']:.3f} recall={r['recall']:.3f} "
+        print(f"{r['preset']}: fid={r['fid']:.2f} precision={r['precision']:.3f} recall={r['recall']:.3f} "
               f"classes={r['classes']}", file=sys.stderr, flush=True)
     style_runs = [r for r in rows if r["preset"].startswith("stylegan")]
     sweep = truncation_sweep(Path(style_runs[0]["run"]), psis, n, seed) if style_runs and psis else []
