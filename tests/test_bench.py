@@ -118,3 +118,21 @@ def test_write_creates_file_and_block(tmp_path):
     tp.write_block(plain, "throughput", block)
     tp.write_block(plain, "throughput", block.replace("x", "y"))
     assert plain.read_text() == "text\n\n" + block.replace("x", "y") + "\n"
+
+
+def test_bench_style_shows_every_preset_the_same_number_of_real_images():
+    from ganforge.bench.style import render_block, steps_for_images
+    from ganforge.config import load_config
+    from ganforge.models.progan import GrowthSchedule
+
+    assert steps_for_images("dcgan-mnist", 128_000) == 2000 and steps_for_images("stylegan-mnist", 128_001) == 4001
+    steps = steps_for_images("progan-mnist", 128_000)  # batch 64 below 32x32, 32 at 32x32: counted as used
+    schedule = GrowthSchedule.of(load_config("progan-mnist"))
+    assert schedule.images_at_step(steps) >= 128_000 > schedule.images_at_step(steps - 1)
+    row = {"preset": "p", "steps": 10, "wall_s": 1.0, "fid": 1.0, "kid": 0.1, "precision": 0.5, "recall": 0.5,
+           "density": 1.0, "coverage": 0.5, "classes": 10, "class_kl": 0.01}
+    from pathlib import Path
+
+    block = render_block([row], [{"psi": 0.5, **row}], 640, Path("docs/images/x.png"), Path("docs/B.md"),
+                         {"cpu": "cpu", "logical_cores": 2, "torch": "t"}, "ganforge bench style")
+    assert block.startswith("<!-- bench:style:start -->") and "| 0.5 | 1.00 | 0.500 |" in block
