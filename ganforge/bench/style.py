@@ -126,7 +126,7 @@ def main(images: Optional[int] = None, presets: Sequence[str] = PRESETS, psis: S
               f"classes={r['classes']}", file=sys.stderr, flush=True)
     style_runs = [r for r in rows if r["preset"].startswith("stylegan")]
     sweep = truncation_sweep(Path(style_runs[0]["run"]), psis, n, seed) if style_runs and psis else []
-    picture = Path(out_root) / f"style-side-by-side-{stamp}.png"
+    picture = Path(out_root) / f"style-side-by-side-{time.strftime('%Y%m%d-%H%M%S')}.png"
     viz.save_side_by_side([final_grid(Path(r["run"])) for r in rows], [r["preset"] for r in rows], picture)
     if write is not None:
         write = Path(write)
