@@ -71,11 +71,11 @@ def truncation_sweep(run: Path, psis: Sequence[float], n: int, seed: int) -> lis
 
 
 def render_block(rows: list[dict], sweep: list[dict], images: int, picture: Path, doc: Path, info: dict,
-                 command: str) -> str:
+                 command: str, n: int = 10_000) -> str:
     rel = os.path.relpath(picture, doc.parent)
     lines = ["<!-- bench:style:start -->",
              f"`{command}`  ", f"{time.strftime('%Y-%m-%d')}; {info['cpu']} ({info['logical_cores']} cores), "
-             f"torch {info['torch']}, device cpu. Each preset shown {images:,} real images; 10,000 samples of the "
+             f"torch {info['torch']}, device cpu. Each preset shown {images:,} real images; {n:,} samples of the "
              "final (EMA) generator against the 5,000 embedded digits, extractor `mnist-cnn`.", "",
              f"![{', '.join(r['preset'] for r in rows)}]({rel})", "",
              "| preset | steps | train (s) | fid[mnist-cnn] | kid[mnist-cnn] | precision | recall | density | "
@@ -134,5 +134,5 @@ def main(images: Optional[int] = None, presets: Sequence[str] = PRESETS, psis: S
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(picture.read_bytes())
         write_block(write, "style", render_block(rows, sweep, images, dest, write,
-                                                 machine_info(torch.device("cpu")), command))
+                                                 machine_info(torch.device("cpu")), command, n))
     return rows, sweep
