@@ -97,7 +97,7 @@ def mixing_grid(g: TrainedGenerator, rows: Sequence[int], cols: Sequence[int], c
     left = g.synthesize(w_rows, noise)
     tiles = [torch.full_like(top[:1], -1.0), top]
     for r in range(len(rows)):
-        mixed = w_cols.unsqueeze(1).repeat(1, num_ws, 1)
+        mixed = g.module.broadcast(w_cols).clone()  # written per row below
         mixed[:, :cut] = w_rows[r]
         tiles += [left[r:r + 1], g.synthesize(mixed, noise)]
     return torch.cat(tiles), len(cols) + 1

@@ -76,7 +76,7 @@ def _render(g: TrainedGenerator, space: str, label: Optional[torch.Tensor]) -> C
     """latent (1, D) -> image: w broadcast to every layer with the constant noise maps, or G(z, label)."""
     G = g.module
     if space == "w":
-        return lambda w: G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="const").float()
+        return lambda w: G.synthesis(G.broadcast(w), noise_mode="const").float()
     return lambda z: G(z, label).float()
 
 

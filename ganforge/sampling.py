@@ -83,7 +83,7 @@ class TrainedGenerator:
         """Images from w (N, w_dim) or per-layer ws (N, num_ws, w_dim), in [-1, 1] on the CPU."""
         self.require_w("w space")
         if ws.dim() == 2:
-            ws = ws.unsqueeze(1).repeat(1, self.module.num_ws, 1)
+            ws = self.module.broadcast(ws)
         out = [self.module.synthesis(ws[i:i + batch_size].to(self.device), noise_mode=noise).float().cpu()
                for i in range(0, len(ws), batch_size)]
         return torch.cat(out).clamp_(-1, 1)
