@@ -1,6 +1,7 @@
 """The ``ganforge`` command line. User mistakes print one line and exit 2; nothing is half-written."""
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -336,10 +337,19 @@ def bench_throughput(
     device: str = typer.Option("auto", "--device"),
     sizes: str = typer.Option("64,32", "--sizes", help="Image sizes to time."),
     write: Optional[Path] = typer.Option(None, "--write", help="Append the result table to this markdown file."),
+    e2e: bool = typer.Option(False, "--e2e", help="Whole runs instead: ganforge train vs pytorch/examples' "
+                             "dcgan/main.py algorithm on one folder, start-up included (CPU)."),
+    e2e_steps: int = typer.Option(78, "--e2e-steps", min=1, help="Steps of batch 64 per run (78: one epoch of the digits)."),
+    folder: Optional[Path] = typer.Option(None, "--folder", help="Image folder (ImageFolder layout) for --e2e; "
+                                          "default: the embedded digits written as PNGs."),
+    repeats: int = typer.Option(2, "--repeats", min=1, help="Runs per trainer with --e2e."),
 ) -> None:
     """ganforge's DCGAN step vs the seeds' plain textbook step, identical models: images per second."""
     from ganforge.bench import throughput
 
+    if e2e:
+        throughput.main_e2e(folder=folder, steps=e2e_steps, repeats=repeats, write=write)
+        return
     throughput.main(steps=steps, device=device, sizes=[int(s) for s in sizes.split(",")], write=write)
 
 
@@ -349,10 +359,22 @@ def bench_quality(
     out: Path = typer.Option(Path("runs/bench-quality"), "--out", help="Where the runs go."),
     write: Optional[Path] = typer.Option(None, "--write", help="Replace the quality block of this markdown file."),
     seed: int = typer.Option(0, "--seed"),
+    ablation: bool = typer.Option(False, "--ablation", help="Instead: the variants of the default recipe that chose "
+                                  "it, each on one thread, scored alike (block 'recipe')."),
+    jobs: int = typer.Option(2, "--jobs", min=1, help="With --ablation: variants trained at once."),
+    only: Optional[str] = typer.Option(None, "--only", help="With --ablation: comma-separated variant names."),
 ) -> None:
     """The default dcgan-mnist recipe vs the seeds' plain DCGAN loop, same CPU budget, grids side by side."""
     from ganforge.bench import quality
 
+    if ablation:
+        from ganforge.bench import recipe
+
+        names = [v[0] for v in recipe.VARIANTS]
+        picked = _bench_names(only, names) if only else None
+        recipe.main(out_root=out if out != Path("runs/bench-quality") else Path("runs/bench-recipe"), write=write,
+                    seed=seed, jobs=jobs, only=picked)
+        return
     quality.main(seconds=seconds or None, out_root=out, write=write, seed=seed)
 
 
@@ -493,11 +515,19 @@ def bench_ablation(
                   command=command, common=set_)
 
 
+def _exit_now(code: int) -> None:
+    """End a finished command without the interpreter's teardown: every file is closed and synced by then, and
+    torch's static destructors would page in ~130 MB of its libraries, the largest memory peak of a CPU run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main() -> None:
     """Entry point: turn user errors into one line and exit code 2; any other exception keeps its traceback."""
     try:
         rc = app(standalone_mode=False)  # returns (not raises) the code of a typer.Exit here
-        sys.exit(rc if isinstance(rc, int) else 0)
+        _exit_now(rc if isinstance(rc, int) else 0)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

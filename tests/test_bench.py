@@ -125,7 +125,8 @@ def test_bench_style_shows_every_preset_the_same_number_of_real_images():
     from ganforge.config import load_config
     from ganforge.models.progan import GrowthSchedule
 
-    assert steps_for_images("dcgan-mnist", 128_000) == 2000 and steps_for_images("stylegan-mnist", 128_001) == 4001
+    assert steps_for_images("dcgan-mnist-v1", 128_000) == 2000  # batch 64
+    assert steps_for_images("dcgan-mnist", 128_000) == 4000 and steps_for_images("stylegan-mnist", 128_001) == 4001
     steps = steps_for_images("progan-mnist", 128_000)  # batch 64 below 32x32, 32 at 32x32: counted as used
     schedule = GrowthSchedule.of(load_config("progan-mnist"))
     assert schedule.images_at_step(steps) >= 128_000 > schedule.images_at_step(steps - 1)
@@ -136,3 +137,19 @@ def test_bench_style_shows_every_preset_the_same_number_of_real_images():
     block = render_block([row], [{"psi": 0.5, **row}], 640, Path("docs/images/x.png"), Path("docs/B.md"),
                          {"cpu": "cpu", "logical_cores": 2, "torch": "t"}, "ganforge bench style")
     assert block.startswith("<!-- bench:style:start -->") and "| 0.5 | 1.00 | 0.500 |" in block
+
+
+def test_recipe_variants_are_valid_configs_and_render():
+    from ganforge.bench import recipe
+    from ganforge.config import load_config
+
+    names = [v[0] for v in recipe.VARIANTS]
+    assert len(set(names)) == len(names)
+    for name, _, preset, sets in recipe.VARIANTS:  # a typo in a key would otherwise surface an hour into the bench
+        cfg = load_config(preset, sets)
+        assert cfg.train.steps and cfg.train.steps * cfg.train.batch_size <= 200_000, name
+    rows = [{"variant": "v1", "what": "w", "preset": "dcgan-mnist-v1", "sets": ["train.steps=5"], "steps": 5,
+             "cpu_s": 1.0, "peak_rss_mb": 900, "fid": 1.5, "precision": 0.5, "recall": 0.4, "classes": 10,
+             "class_kl": 0.01}]
+    block = recipe.render(rows, {"cpu": "cpu"}, "today", 2)
+    assert "--only v1" in block and "| v1 | w: `dcgan-mnist-v1` `train.steps=5` | 5 |" in block

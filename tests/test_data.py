@@ -114,7 +114,11 @@ def image_folder(tmp_path):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_folder_modes_and_sizes(image_folder, channels):
     ds = build_dataset(DataConfig(spec=f"folder:{image_folder}"), model(16, channels))
-    assert len(ds) == 5 and ds.tensor is None and ds.num_classes is None
+    assert len(ds) == 5 and ds.num_classes is None
+    assert ds.tensor is not None and ds.tensor.shape == (5, channels, 16, 16)  # small: decoded once, kept in memory
+    lazy = build_dataset(DataConfig(spec=f"folder:{image_folder}"), model(16, channels), scan=False)
+    assert lazy.tensor is None and lazy.paths == ds.paths
+    assert all(torch.equal(ds[i][0], lazy[i][0]) for i in range(5))  # the cache holds what disk reads give
     names = [p.rsplit("/", 1)[-1] for p in ds.paths]
     assert names == ["a_gray.png", "b_rgb.JPG", "c_rgba.png", "d_pal.gif", "e_16bit.png"]
     for i in range(len(ds)):
@@ -187,6 +191,17 @@ def test_scan_folder(folder_with_bad):
     assert [p.rsplit("/", 1)[-1] for p in bad] == ["2_noise.png", "3_truncated.jpg"]
     ds = build_dataset(DataConfig(spec=f"folder:{folder_with_bad}"), model(16, 1), scan=True)
     assert len(ds) == 2 and len(ds.skipped) == 2
+    # cached in memory: exactly the two good images, in order (grey 200 and grey 50 scaled to [-1, 1])
+    assert ds.tensor.shape == (2, 1, 16, 16)
+    assert ds.tensor[0].unique().tolist() == pytest.approx([200 / 127.5 - 1]) and ds.tensor[1].max() < -0.5
+
+
+def test_folders_too_big_for_the_cache_are_read_from_disk(folder_with_bad, monkeypatch):
+    from ganforge.data import folder as folder_mod
+
+    monkeypatch.setattr(folder_mod, "CACHE_MAX_BYTES", 100)
+    ds = build_dataset(DataConfig(spec=f"folder:{folder_with_bad}"), model(16, 1))
+    assert ds.tensor is None and len(ds) == 2 and len(ds.skipped) == 2  # still scanned, still skipped
 
 
 def test_all_bad_folder(tmp_path):

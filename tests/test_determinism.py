@@ -15,16 +15,24 @@ def _flags():
             torch.backends.cudnn.benchmark)
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_kernels_apply_inside_and_restore_after(device):
+def test_kernels_apply_inside_and_restore_after():
+    device = torch.device("cuda")  # the settings only concern GPU kernels; set and read without a GPU
     before = _flags()
-    with determinism.kernels(True, torch.device(device)):
+    with determinism.kernels(True, device):
         assert _flags() == (True, True, False)
         assert torch.is_deterministic_algorithms_warn_only_enabled()  # an op without one is named, not fatal
     assert _flags() == before
-    with determinism.kernels(False, torch.device(device)):
-        assert _flags() == (False, False, device == "cuda")  # off: cuDNN autotunes on GPUs
+    with determinism.kernels(False, device):
+        assert _flags() == (False, False, True)  # off: cuDNN autotunes on GPUs
     assert _flags() == before
+
+
+def test_cpu_runs_leave_the_settings_alone():
+    """CPU kernels are deterministic already: no switch (whose first use imports torch._inductor, ~2 s)."""
+    before = _flags()
+    for deterministic in (True, False):
+        with determinism.kernels(deterministic, torch.device("cpu")):
+            assert _flags() == before
 
 
 def test_cublas_workspace_is_set_or_a_bad_value_refused(monkeypatch):

@@ -79,3 +79,15 @@ def test_r1_changes_the_discriminator_update(tmp_path, tiny):
         runs[gamma] = load_latest(run / "checkpoints").weights
     d_keys = [k for k in runs[0.0] if k.startswith("D.") and k.endswith("weight")]
     assert any(not torch.equal(runs[0.0][k], runs[10.0][k]) for k in d_keys)
+
+
+def test_the_default_preset_validates_and_trains_as_shipped(tmp_path):
+    """`ganforge train` with no arguments: the preset's own networks, batch and optimiser, a few steps on CPU."""
+    from ganforge.config import load_config
+
+    cfg = load_config("dcgan-mnist", ["train.steps=3", "train.device=cpu"])
+    assert (cfg.model.g_width, cfg.model.d_width, cfg.train.batch_size) == (32, 32, 32)
+    assert load_config("dcgan-mnist").train.steps == 3500  # a fixed step budget: the same run on every machine
+    summary = train(cfg, tmp_path / "run", **quiet)
+    assert summary.steps == 3 and math.isfinite(summary.last["loss_g"]) and math.isfinite(summary.last["loss_d"])
+    assert (tmp_path / "run" / "real_vs_fake.png").is_file()

@@ -31,15 +31,26 @@ def block_rows(markdown: str, name: str, header: str | None = None) -> list[str]
     return [line for line in block.splitlines() if line.startswith("| ")]
 
 
-def machine_info(device: torch.device) -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The processor's model name, with whether it has AMX / bf16 units (they decide bf16 speed on CPU)."""
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
-        pass
+        return cpu
+    if not flags:
+        return cpu
+    units = [name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16")) if flag in flags]
+    return f"{cpu} ({', '.join(units) if units else 'no AMX or bf16 units'})"
+
+
+def machine_info(device: torch.device) -> dict[str, object]:
+    cpu = cpu_name()
     info: dict[str, object] = {
         "cpu": cpu,
         "logical_cores": os.cpu_count(),

@@ -367,3 +367,18 @@ def main(steps: int = 30, device: str = "auto", sizes: Sequence[int] = (64, 32),
     for r in rows:
         r["machine"] = info
     return rows
+
+
+def main_e2e(folder: Optional[Path] = None, steps: int = 78, repeats: int = 2, write: Optional[Path] = None,
+             out_root: Path = Path("runs/bench-e2e"), bf16: bool = True) -> dict:
+    """Whole runs, start-up included: ganforge vs the reference script (``end_to_end``); prints the block."""
+    from ganforge.bench import end_to_end
+
+    info = machine_info(torch.device("cpu"))
+    res = end_to_end.run(folder, steps=steps, repeats=repeats, out_root=out_root, bf16=bf16)
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = end_to_end.render(res, info, date)
+    print(block)
+    if write is not None:
+        write_block(Path(write), "throughput-e2e", block)
+    return res

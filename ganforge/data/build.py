@@ -53,10 +53,13 @@ def build_spec(spec: str, root: str = "data", download: bool = False, channels: 
             raise DataError(f"--data {spec!r} names no folder: write --data folder:DIR")
         good, bad = folder.list_images(path), []
         if scan or (scan is None and len(good) <= folder.SCAN_MAX_FILES):
-            good, bad = folder.scan_folder(path)
+            keep = folder.cache_fits(len(good), channels, size)  # decoded once, then trained from memory
+            good, bad, images = folder.decode_folder(path, channels=channels, size=size, keep=keep)
             if bad and strict:
                 raise DataError(f"unreadable image {bad[0]} ({len(bad)} in all): fix or remove it, or drop --strict "
                                 "to skip such files")
+            if keep:
+                return folder.CachedFolderDataset(path, images[:limit], good[:limit], bad, size)
         return folder.FolderDataset(path, channels, size, paths=good[:limit], skipped=bad, strict=strict)
     name = spec.lower()
     if name == embedded.NAME:

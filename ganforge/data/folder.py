@@ -12,12 +12,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ganforge.data.base import GanDataset
+from ganforge.data.base import GanDataset, TensorGanDataset
 from ganforge.data.imageops import MAX_IMAGE_PIXELS, Size, as_hw, per_image_note, pil_to_tensor, upright
 from ganforge.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SCAN_MAX_FILES = 20_000  # the trainer scans folders up to this size before building a model
+CACHE_MAX_BYTES = 1 << 30  # ... and keeps them decoded in memory (float32) when they take no more than this
 GREY_MODES = ("1", "L", "LA", "La", "F")  # plus every "I..." mode (32-bit and 16-bit grey)
 
 
@@ -106,24 +107,39 @@ def scan_folder(path: str | Path, workers: int | None = None) -> tuple[list[str]
     """Decode every image under ``path``; return (readable paths, unreadable paths), both sorted.
 
     Raises DataError when nothing is readable, so an all-bad folder fails before a model is built.
+    """
+    good, bad, _ = decode_folder(path, workers)
+    return good, bad
+
+
+def decode_folder(path: str | Path, workers: int | None = None, *, channels: int = 3, size: Size = 16,
+                  keep: bool = False) -> tuple[list[str], list[str], torch.Tensor | None]:
+    """``scan_folder``, and with ``keep`` the readable images decoded into one (N, channels, h, w) tensor in
+    [-1, 1], so a folder that fits in memory is decoded once for checking and training alike (else None).
     Runs on threads: PIL releases the GIL while decoding.
     """
     paths = list_images(path)
+    out = torch.empty((len(paths), channels, *as_hw(size))) if keep else None
 
-    def ok(p: str) -> str | None:
+    def decode(i: int) -> str:
         try:
-            check_image(p)
-            return None
+            with Image.open(paths[i]) as img:
+                img.verify()
+            image = load_image(paths[i], channels, size)
+            if out is not None:
+                out[i] = image
+            return ""
         except Exception as exc:  # any decode failure means "bad file", whatever PIL's exception type
             return _reason(exc)
 
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        errors = list(pool.map(ok, paths))
-    good = [p for p, e in zip(paths, errors) if e is None]
-    bad = [p for p, e in zip(paths, errors) if e is not None]
-    if not good:
-        raise _no_readable(path, bad, next(e for e in errors if e is not None))
-    return good, bad
+        errors = list(pool.map(decode, range(len(paths))))
+    ok = [i for i, e in enumerate(errors) if not e]
+    if not ok:
+        raise _no_readable(path, paths, next(e for e in errors if e))
+    if out is not None and len(ok) < len(paths):
+        out = out[torch.tensor(ok)]
+    return [paths[i] for i in ok], [p for p, e in zip(paths, errors) if e], out
 
 
 class FolderDataset(GanDataset):
@@ -173,3 +189,22 @@ class FolderDataset(GanDataset):
                 self.skipped.append(self.paths[i])
                 first_error = first_error or _reason(exc)
         raise _no_readable(self.root, self.skipped, first_error or "see earlier skips")
+
+
+class CachedFolderDataset(TensorGanDataset):
+    """A folder decoded once into memory (by the scan): batches are slices, no decoding or workers per epoch.
+
+    Keeps ``paths`` so that a run's data fingerprint is the folder's (names and sizes), as for ``FolderDataset``.
+    """
+
+    def __init__(self, path: str | Path, images: torch.Tensor, paths: list[str], skipped: list[str],
+                 size: Size) -> None:
+        super().__init__(f"folder:{path}", "images", images, torch.full((len(images),), -1, dtype=torch.long), None)
+        self.root, self.paths, self.skipped = str(path), list(paths), list(skipped)
+        self.prep = per_image_note(size)
+
+
+def cache_fits(n_images: int, channels: int, size: Size) -> bool:
+    """Whether ``n_images`` decoded images of this shape fit the in-memory cache."""
+    h, w = as_hw(size)
+    return n_images * channels * h * w * 4 <= CACHE_MAX_BYTES

@@ -1,6 +1,6 @@
 """``train.deterministic``: the same kernels every run, so that resume is bit-exact on GPUs too.
 
-On CPU, PyTorch's kernels are deterministic already and the switch costs nothing measurable. On CUDA, cuDNN's
+On CPU, PyTorch's kernels are deterministic already, so the switch leaves CPU runs alone. On CUDA, cuDNN's
 autotuner and its fastest convolution algorithms, and cuBLAS's default workspaces, may sum in a different order from
 one call to the next: a straight run and a resumed one then differ in the 7th significant digit after a few steps.
 The switch selects deterministic cuDNN algorithms (no autotuning), turns on
@@ -55,6 +55,9 @@ def _apply(state: tuple[bool, bool, bool, bool, bool]) -> None:
 def kernels(deterministic: bool, device: torch.device) -> Iterator[None]:
     """Deterministic kernels (or autotuned ones) while the block runs; the process's settings are put back after,
     so a library caller or a test suite is not left with them. Call ``check_cublas_workspace`` first on CUDA."""
+    if device.type == "cpu":  # CPU kernels are deterministic already; the switch would only cost start-up time
+        yield                   # (torch.use_deterministic_algorithms imports torch._inductor: ~2 s)
+        return
     before = _state()
     # deterministic kernels, without NaN-filling every torch.empty (that guards against reading uninitialised
     # memory, a bug ganforge does not have, and costs a pass over each new tensor)

@@ -49,7 +49,7 @@ def data_fingerprint(dataset) -> str:
     h = hashlib.sha256()
     h.update(f"{dataset.name}|{len(dataset)}|{getattr(dataset, 'sample_shape', '')}".encode())
     tensor = getattr(dataset, "tensor", None)
-    if tensor is not None:
+    if tensor is not None and not getattr(dataset, "paths", None):  # a folder is known by its files, cached or not
         h.update(tensor.contiguous().numpy().tobytes())
         if getattr(dataset, "labels", None) is not None:
             h.update(dataset.labels.numpy().tobytes())
