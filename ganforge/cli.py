@@ -56,6 +56,8 @@ def train(
     force: bool = typer.Option(False, "--force", help="With --resume: continue even if the config or data changed."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log scalars and sample grids for TensorBoard "
+                                     "(tensorboard --logdir runs); needs pip install 'ganforge[tensorboard]'."),
     detect_anomaly: bool = typer.Option(False, "--detect-anomaly", help="Autograd anomaly detection (slow): names the op that made a NaN."),
 ) -> None:
     """Train a GAN. With no arguments: the dcgan-mnist preset on the embedded MNIST digits (no download)."""
@@ -66,7 +68,7 @@ def train(
         "data.spec": data, "data.root": data_root, "data.download": True if download else None,
         "data.direction": direction,
         "train.epochs": epochs, "train.steps": steps, "train.batch_size": batch_size, "train.seed": seed,
-        "train.device": device,
+        "train.device": device, "train.tensorboard": True if tensorboard else None,
     }
     values = {k: v for k, v in flags.items() if v is not None}
     if steps is not None and epochs is None:
@@ -287,6 +289,42 @@ def translate(
     res = run_translate(run_dir, input_, out, direction=direction, device=device)
     skipped = f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else ""
     typer.echo(f"{res['n']:,} images translated {direction}{skipped}; written to {res['out']}")
+
+
+@app.command("report")
+def report(
+    run_dirs: List[Path] = typer.Argument(..., help="One run directory, or several to compare."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write (self-contained)."),
+) -> None:
+    """One self-contained HTML page: config (the keys that differ, for several runs), curves with guard events,
+    periodic metrics, sample grids over training under a slider, real vs fake, the metric table."""
+    from ganforge.report import write_report
+
+    typer.echo(str(write_report(run_dirs, out)))
+
+
+@app.command("runs")
+def runs_table(
+    directory: Path = typer.Argument(Path("runs"), help="Folder holding run directories (searched 3 levels deep)."),
+    sort: str = typer.Option("updated", "--sort", help="A metric (fid, kid, is, precision, recall, "
+                             "classes_covered, ...: best first), or steps, updated (newest first), name."),
+) -> None:
+    """A table of runs: preset, family, steps done / planned, best metric, status (finished, running, interrupted,
+    failed)."""
+    from ganforge import runs as listing
+
+    if not directory.is_dir():
+        raise UserError(f"{directory} is not a folder: pass the folder that holds your runs (default: runs)")
+    rows = []
+    for path in listing.find_runs(directory):
+        try:
+            rows.append(listing.describe(path))
+        except Exception as exc:  # noqa: BLE001 - one damaged run must not hide the others
+            typer.echo(f"warning: skipped {path}: {' '.join(str(exc).split())[:160]}", err=True)
+    if not rows:
+        typer.echo(f"no runs under {directory}")
+        return
+    typer.echo(listing.render(listing.sort_rows(rows, sort.strip().lower()), directory))
 
 
 @app.command("import-weights")

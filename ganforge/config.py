@@ -109,7 +109,17 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(3, ge=1)  # how many epoch checkpoints to keep besides 'latest'
     threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast forwards; fp16 (CUDA only) adds GradScalers
+    # torch.compile of every network (train/compiling.py): off | default | reduce-overhead (CUDA graphs inside
+    # compiled regions) | max-autotune-no-cudagraphs; a machine or model it fails on is logged and trains eagerly
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "off"
+    tensorboard: bool = False  # scalars, sample grids and guard events as TensorBoard files in the run directory
     sync_batchnorm: bool = False  # data-parallel runs: BatchNorm statistics over the global batch (CUDA only)
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_word(cls, v):
+        """YAML reads a bare ``off`` / ``on`` as booleans: take them as the words."""
+        return {False: "off", True: "default"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _need_budget(self) -> "TrainConfig":

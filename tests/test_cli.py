@@ -194,3 +194,11 @@ def test_console_script_shows_the_original_error_without_click(tmp_path, args):
         assert "RuntimeError: internal-failure-7f3a" in res.stderr.splitlines()[-1]
     else:
         assert res.returncode == 2 and "no-such-option" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_cli_reference_is_up_to_date():
+    """docs/CLI.md is generated from the typer app: a changed command or option without regenerating fails here."""
+    from ganforge import cli_docs
+
+    assert cli_docs.DOC.read_text() == cli_docs.render(), \
+        "docs/CLI.md is out of date: run python -m ganforge.cli_docs"

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import ganforge.data.folder as folder_data
 import ganforge.train.batches as batches
 
 from ganforge.checkpoint import flatten_modules, list_checkpoints, load_latest, save_checkpoint
@@ -114,6 +115,16 @@ def _png_folder(folder, n=40, size=16):
     return folder
 
 
+def test_a_small_folder_resumes_exactly_from_memory(tmp_path, tiny, assert_same_run, resume_device):
+    folder = _png_folder(tmp_path / "pngs")
+    cfg = tiny("dcgan", steps=12, batch_size=8, device=resume_device)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"folder:{folder}", "limit": None})})
+    train(cfg, tmp_path / "straight", **quiet)
+    train(cfg, tmp_path / "resumed", stop_after_steps=7, **quiet)
+    assert train(cfg, tmp_path / "resumed", resume=True, **quiet).steps == 12
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_is_exact_on_a_folder_read_by_dataloader_workers(tmp_path, tiny, monkeypatch, workers,
                                                                   assert_same_run, resume_device):
@@ -129,6 +140,7 @@ def test_resume_is_exact_on_a_folder_read_by_dataloader_workers(tmp_path, tiny, 
             super().__init__(*args, **kw)
 
     monkeypatch.setattr(batches, "DataLoader", Recording)
+    monkeypatch.setattr(folder_data, "CACHE_MAX_BYTES", 0)  # as a folder too big to keep decoded in memory
     train(cfg, tmp_path / "straight", **quiet)
     assert made and set(made) == {workers}
     train(cfg, tmp_path / "resumed", stop_after_steps=7, **quiet)  # epoch 1, batch 2 of 5

@@ -33,7 +33,7 @@ from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text
 from ganforge.models import build_networks, count_parameters, get_family
-from ganforge.train import determinism, fingerprint as fp
+from ganforge.train import compiling, determinism, fingerprint as fp, tensorboard
 from ganforge.train.batches import BatchSource
 from ganforge.train.distributed import Dist, init_from_env
 from ganforge.train.diversity import choose_space
@@ -69,6 +69,7 @@ class RunSummary:
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_DEVICES = ("cuda",)  # where train.precision=fp16 runs (GradScaler + float16 autocast)
 SKIPPED = "skipped"  # the stat the loop adds to every family's: updates refused for a NaN/Inf
+FIRST_LOOK = ("report.html", "real_vs_fake.png", "progress.gif", "losses.png")  # the end-of-run hint, in this order
 
 
 def seed_everything(seed: int) -> None:
@@ -212,6 +213,8 @@ class Run:
         if self.cfg.eval.every and self.family.translation:
             raise UserError(f"eval.every={self.cfg.eval.every}: evaluation during training is for noise-to-image "
                             "families; score a translation run after training with 'ganforge evaluate RUN_DIR'")
+        if tc.tensorboard and self.dist.is_main:
+            tensorboard.require()  # before anything is written
         launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
         if launcher_precision in ("bf16", "fp16") and launcher_precision != tc.precision:
             self.log(f"warning: accelerate's mixed precision ({launcher_precision}) is not applied; ganforge uses "
@@ -266,12 +269,27 @@ class Run:
         scalers = {name: torch.amp.GradScaler(self.device.type) for name in specs} if tc.precision == "fp16" else {}
         self.updater = Updater(self.nets, self.optimizers, {n: s.networks for n, s in specs.items()}, dist, scalers)
 
+    def _probe_step(self, nets: dict[str, nn.Module]) -> None:
+        """One training step of copies of the networks (own trainer and optimizers): ``train.compile``'s probe."""
+        tc = self.cfg.train
+        trainer = trainer_class(self.family.trainer)(self.cfg, nets, self.ctx)
+        specs = trainer.optimizers()
+        optimizers = {name: make_optimizer([p for n in s.networks for p in nets[n].parameters()], s.lr, tc,
+                                           self.device) for name, s in specs.items()}
+        updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()})
+        n = self.dist.local_batch(tc.batch_size, getattr(self.cfg.model, "pack", 1))
+        items = [self.dataset[i % len(self.dataset)] for i in range(n)]
+        x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(self.device)
+        y = torch.as_tensor([int(item[1]) for item in items]).to(self.device)
+        run_step(trainer, updater, (*trainer.stat_keys, SKIPPED), [(x, y)] * tc.d_steps, 0)
+
     def open(self, run_dir: Path, *, resume: bool, force: bool) -> None:
         """Create the run directory (or restore from it); nothing was written before this point."""
         self.run_dir, self.ckpt_root = run_dir, run_dir / "checkpoints"
         if not resume:
             _check_new_run_dir(run_dir)
         self._place_networks()
+        compiling.compile_networks(self.nets, self.cfg.train.compile, self.device, self._probe_step, self.log)
         self.fixed = self.trainer.fixed_inputs(self.cfg.train.seed, self.cfg.train.n_fixed)
         self.step = self.epoch = self.pos = 0
         self.best_value: Optional[float] = None  # of cfg.eval.best, for checkpoints/best
@@ -385,6 +403,8 @@ class Run:
         if self.evaluator is not None:
             values = self.evaluator(self._sampler(), self.step)
             self.write({"step": self.step, "epoch": self.epoch, "eval": values})
+            if self.tb is not None:
+                self.tb.scalars(values, self.step, prefix="eval")
             self.log("eval @ step {}: {}".format(self.step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
             key = self.evaluator.best_key()
             if key is not None and key in values:
@@ -415,6 +435,8 @@ class Run:
                 viz.save_points_plot(self.dataset.tensor[:2000], fake, path, title=f"step {self.step}")
             else:
                 viz.save_grid(picture[0], path, nrow=picture[1])
+                if getattr(self, "tb", None) is not None:
+                    self.tb.grid(picture[0], picture[1], self.step)
         return findings
 
     def write(self, record: dict) -> None:
@@ -423,6 +445,8 @@ class Run:
     def event(self, e: Event) -> None:
         self.write(e.record(self.step))
         self.log(f"warning: step {self.step}: {e.message}")
+        if getattr(self, "tb", None) is not None:
+            self.tb.event(e.kind, e.message, self.step)
 
     # ------------------------------------------------------------------ the loop
 
@@ -433,6 +457,8 @@ class Run:
         self.nonfinite = NonFiniteGuard(gc.max_skips, gc.max_rollbacks)
         self.metrics_file = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a",
                                  buffering=1)
+        self.tb = tensorboard.TensorBoardLog(self.run_dir) if self.cfg.train.tensorboard and self.dist.is_main \
+            else None
         self.consecutive_skips = torch.zeros((), device=self.device)  # on the device: read once per log line
         self.worst_skips = torch.zeros((), device=self.device)
         if self.step == 0:
@@ -459,6 +485,8 @@ class Run:
         finally:
             self.bar.close()
             self.metrics_file.close()
+            if self.tb is not None:
+                self.tb.close()
         return self._finish(stopped, time.perf_counter() - self.t0)
 
     def _epochs(self, stop: StopRequest, stop_after_steps: Optional[int]) -> Optional[str]:
@@ -533,6 +561,8 @@ class Run:
                **{f"lr_{name.lower()}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()},
                "img_s": round(self.window_images / max(dt, 1e-9), 1), "time": round(time.time(), 3)}
         self.write(rec)
+        if self.tb is not None:
+            self.tb.scalars(rec, self.step)
         self.acc.zero_()
         self.acc_n[:] = 0
         self.window_start, self.window_images = time.perf_counter(), 0
@@ -609,6 +639,10 @@ class Run:
             self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
                      f"{self.run_dir / 'skipped_files.txt'}")
         self.log(f"done: {self.step} steps in {seconds:.0f}s; run directory {self.run_dir}")
+        first = [name for name in FIRST_LOOK if (self.run_dir / name).exists()]
+        if first and self.dist.is_main:
+            then = f" (then {', '.join(first[1:])})" if first[1:] else ""
+            self.log(f"open first: {self.run_dir / first[0]}{then}")
         return self.summary(self.run_dir, seconds)
 
     def _write_pictures(self) -> None:
@@ -626,6 +660,9 @@ class Run:
                     except ValueError:
                         pass  # nothing of that kind logged
             self._real_vs_fake()
+            from ganforge.report import write_report
+
+            write_report([run_dir], run_dir / "report.html")
         except Exception as exc:  # pictures must never cost the user a finished run
             self.log(f"warning: could not draw the run's pictures: {exc}")
 
