@@ -18,6 +18,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -59,11 +60,13 @@ def ganforge_command(folder: Path, out: Path, steps: int, seed: int, extra: Sequ
 
 def timed(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds from spawn to exit, peak RSS in MB) of ``cmd``; a failure is a UserError with its last line."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read() if proc.stderr else ""
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a chatty child can never fill it and stall
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        log.seek(0)
+        err = log.read()
     if os.waitstatus_to_exitcode(status) != 0:
         last = err.strip().splitlines()[-1] if err.strip() else f"exit status {status}"
         raise UserError(f"{shlex.join(cmd[1:4])} failed: {last}")

@@ -1,7 +1,7 @@
 """``ganforge bench quality --ablation``: the experiments that chose the default ``dcgan-mnist`` recipe.
 
-Each row is the default preset with some keys changed (``--set``), trained for its step budget in its own
-process on one thread (``train.threads=1``), so that rows can run side by side (``--jobs``) without changing one
+Each row is a preset (the old default, ``dcgan-mnist-v1``, that the search started from) with some keys changed
+(``--set``), trained for its step budget in its own process on one thread (``train.threads=1``), so that rows can run side by side (``--jobs``) without changing one
 another's results; the cost is the process's CPU time, which parallel runs barely change. Every run is scored
 the same way: in-domain FID / precision / recall (``mnist-cnn`` features) and class coverage on 5,000 samples
 of its final generator against the 5,000 embedded digits.
@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,10 +63,12 @@ def train_variant(name: str, overrides: Sequence[str], out: Path, seed: int, pre
     cmd = [sys.executable, "-m", "ganforge", "train", preset, "--out", str(out), "--seed", str(seed), "--quiet",
            "--device", "cpu", *budget, *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read() if proc.stderr else ""
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a chatty child can never fill it and stall
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        log.seek(0)
+        err = log.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise UserError(f"variant {name} failed: {err.strip().splitlines()[-1] if err.strip() else status}")
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
