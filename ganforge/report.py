@@ -15,13 +15,15 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import yaml
 
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text
+from ganforge.runs import read_records
+from ganforge.train.fingerprint import flatten
 
 MAX_FRAMES = 60  # grids under the slider: evenly chosen, first and last always kept
 SKIP_KEYS = ("step", "epoch", "time", "img_s", "skipped")  # logged, but not curves worth a panel
@@ -57,13 +59,7 @@ def load_run(path: Path) -> RunData:
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path} is not a run directory (no config.yaml): pass a directory 'ganforge train' wrote")
     config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    records = []
-    if (path / "metrics.jsonl").is_file():
-        for line in (path / "metrics.jsonl").read_text(errors="replace").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
+    records = read_records(path / "metrics.jsonl")
     frames = sorted((path / "samples").glob("e*-s*.png")) if (path / "samples").is_dir() else []
     run = RunData(path, path.name, config, records, frames)
     run.metrics = final_metrics(run)
@@ -156,7 +152,7 @@ def config_section(runs: Sequence[RunData]) -> str:
     if len(runs) == 1:
         text = html.escape(yaml.safe_dump(runs[0].config, sort_keys=False))
         return f"<h2>Config</h2><details><summary>the resolved config.yaml</summary><pre>{text}</pre></details>"
-    flat = [_flatten(r.config) for r in runs]
+    flat = [flatten(r.config) for r in runs]
     keys = sorted({k for f in flat for k in f if len({repr(g.get(k)) for g in flat}) > 1})
     if not keys:
         return "<h2>Config</h2><p>The runs' configs are identical.</p>"
@@ -164,16 +160,6 @@ def config_section(runs: Sequence[RunData]) -> str:
     body = "".join(f"<tr><td><code>{html.escape(k)}</code></td>"
                    + "".join(f"<td>{html.escape(str(f.get(k, '-')))}</td>" for f in flat) + "</tr>" for k in keys)
     return f"<h2>Config: the keys that differ</h2><table><tr><th>key</th>{head}</tr>{body}</table>"
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def metrics_section(runs: Sequence[RunData]) -> str:

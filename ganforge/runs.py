@@ -53,14 +53,18 @@ def find_runs(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
     return found
 
 
-def _records(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[dict]:
+    """The JSON objects of a ``metrics.jsonl`` (none when it is missing); blank or cut lines (a crash, a live run
+    mid-write) are skipped."""
     out = []
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
-                continue  # a line cut by a crash
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
     return out
 
 
@@ -103,7 +107,7 @@ def run_status(records: list[dict], state: Optional[dict], updated: float, now: 
 def describe(run: Path, now: Optional[float] = None) -> RunRow:
     cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
     train, model = cfg.get("train") or {}, cfg.get("model") or {}
-    records = _records(run / "metrics.jsonl")
+    records = read_records(run / "metrics.jsonl")
     state = _latest_state(run)
     steps = max([int(r["step"]) for r in records if "step" in r] + [int(state.get("step", 0)) if state else 0])
     planned = f"{train['steps']:,}" if train.get("steps") else f"{train.get('epochs')} epochs"

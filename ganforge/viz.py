@@ -9,7 +9,6 @@ matplotlib is used through ``Figure`` + the Agg canvas only, never pyplot, so no
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -209,19 +208,11 @@ def save_progress_gif(
 def _load_records(source: PathLike | Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Records from a JSONL file (blank and unparsable lines skipped: a live run may be mid-line) or an iterable."""
     if isinstance(source, (str, os.PathLike)):
-        out: list[Mapping[str, Any]] = []
-        with open(source, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(rec, dict):
-                    out.append(rec)
-        return out
+        from ganforge.runs import read_records
+
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"no such metrics file: {source}")
+        return read_records(Path(source))
     return [r for r in source if isinstance(r, Mapping)]
 
 

@@ -27,19 +27,20 @@ def config_view(cfg: RunConfig) -> dict[str, Any]:
     return d
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys: {'train': {'lr_g': 1}} -> {'train.lr_g': 1}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten(old), flatten(new)
     # keys a checkpoint lacks were added to ganforge after it was written: they held their defaults then; keys the
     # current schema lacks were dropped from ganforge (0.1's keys that a family never read), so nothing can differ
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a) if k in b and a.get(k) != b.get(k)]
