@@ -85,11 +85,11 @@ def folder_shape(path: str | Path) -> tuple[int, int, int]:
     raise _no_readable(path, paths, errors[0])
 
 
-def check_image(path: str, channels: int = 3, size: int = 16) -> None:
-    """Raise if ``path`` is not fully readable: PIL's structural ``verify`` plus a real decode."""
+def check_image(path: str, channels: int = 3, size: Size = 16) -> torch.Tensor:
+    """Raise if ``path`` is not fully readable: PIL's structural ``verify`` plus a real decode, which is returned."""
     with Image.open(path) as img:
         img.verify()
-    load_image(path, channels, size)
+    return load_image(path, channels, size)
 
 
 def _reason(exc: BaseException) -> str:
@@ -123,9 +123,7 @@ def decode_folder(path: str | Path, workers: int | None = None, *, channels: int
 
     def decode(i: int) -> str:
         try:
-            with Image.open(paths[i]) as img:
-                img.verify()
-            image = load_image(paths[i], channels, size)
+            image = check_image(paths[i], channels, size if out is not None else 16)  # small when not kept
             if out is not None:
                 out[i] = image
             return ""
