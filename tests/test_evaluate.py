@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ganforge import viz
@@ -220,3 +221,39 @@ def test_metric_direction():
     assert metric_is_better("fid[mnist-cnn]", 1.0, 2.0) and not metric_is_better("fid[x]", 3.0, 2.0)
     assert metric_is_better("is[mnist-cnn]", 3.0, 2.0) and metric_is_better("classes_covered", 10, 9)
     assert metric_is_better("fid[x]", 5.0, None)
+
+
+def test_conditional_run_scores_label_accuracy_with_images_aligned_to_their_labels(tmp_path, tiny, monkeypatch):
+    """A generator that draws a real digit of the asked class scores the classifier's own accuracy; one that
+    draws the next class scores near 0."""
+    run = tmp_path / "cdcgan"
+    train(tiny("cdcgan", steps=2), run, **quiet)
+    ds = build_dataset(DataConfig(spec="mnist-embedded"), model_config(image_size=16, channels=1))
+    by_class = [ds.tensor[ds.labels == k] for k in range(10)]
+
+    import ganforge.sampling
+
+    real_g = ganforge.sampling.load_generator(run)
+
+    class Drawing:
+        config, num_classes = real_g.config, real_g.num_classes
+
+        def __init__(self, shift):
+            self.shift = shift  # 0: obeys its labels; 1: draws the next class
+
+        def sample(self, n, seed=0, labels=None):
+            seen = {k: 0 for k in range(10)}
+            out = []
+            for k in labels:
+                k = (k + self.shift) % 10
+                out.append(by_class[k][seen[k] + seed % 50])
+                seen[k] += 1
+            return torch.stack(out)
+
+    def accuracy(shift):
+        monkeypatch.setattr(ganforge.sampling, "load_generator", lambda *a, **k: Drawing(shift))
+        return evaluate(run, "mnist-embedded", ["fid"], n=300)["metrics"]["label_accuracy[mnist-cnn]"]
+
+    assert accuracy(0) > 0.85  # the classifier's own accuracy on 16 px digits
+    assert accuracy(1) < 0.2
+    assert metric_is_better("label_accuracy[mnist-cnn]", 0.9, 0.5)

@@ -65,6 +65,15 @@ def test_run_directory_holds_every_artifact(tmp_path, tiny):
     assert saved == tiny("dcgan", steps=16)
 
 
+def test_real_vs_fake_shows_as_many_real_images_as_fakes(tmp_path, tiny, monkeypatch):
+    from ganforge import viz
+
+    shown = {}
+    monkeypatch.setattr(viz, "save_real_vs_fake", lambda real, fake, path: shown.update(real=len(real), fake=len(fake)))
+    train(tiny("dcgan", steps=2, n_fixed=16), tmp_path / "run", **quiet)
+    assert shown == {"real": 16, "fake": 16}
+
+
 def test_fixed_latents_give_the_same_grid_as_sampling_them(tmp_path, tiny):
     run = tmp_path / "run"
     train(tiny("dcgan", steps=8), run, **quiet)

@@ -29,7 +29,8 @@ from ganforge.errors import UserError
 
 METRICS = ("fid", "kid", "is", "prc", "coverage")
 DIGIT_SETS = ("mnist-embedded", "mnist", "stacked-mnist")
-HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "modes_covered")
+HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "modes_covered",
+                    "label_accuracy")
 MIN_SIDE = 8  # smaller images carry too little for any extractor (both resize up, to 28 or 299)
 
 
@@ -72,6 +73,8 @@ class ImageSource:
     count: int
     batches: Callable[[int], Iterator[torch.Tensor]]  # batch_size -> iterator
     prep: str = ""  # what building the images took, for a reference set (GanDataset.prep)
+    labels: Optional[np.ndarray] = None  # a conditional run's images: the class each was drawn for ...
+    num_classes: Optional[int] = None  # ... out of this many
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -98,12 +101,17 @@ def _run_source(path: Path, n: int, seed: int, device: str) -> ImageSource:
     if getattr(mc, "point_dim", None) is not None:
         raise UserError(f"{path} generates 2D points: use 'ganforge bench coverage' for point metrics")
 
+    k = g.num_classes  # conditional: image i is drawn for class i mod k, so every class is equally present
+
     def batches(bs: int) -> Iterator[torch.Tensor]:
         for i in range(0, n, bs):
+            m = min(bs, n - i)
+            labels = None if k is None else [(i + j) % k for j in range(m)]
             # each batch its own seed: deterministic, and no n-sized latent tensor in memory
-            yield g.sample(min(bs, n - i), seed=seed * 1_000_003 + i)
+            yield g.sample(m, seed=seed * 1_000_003 + i, labels=labels)
 
-    return ImageSource(f"run {path}", mc.channels, mc.image_size, mc.image_size, n, batches)
+    return ImageSource(f"run {path}", mc.channels, mc.image_size, mc.image_size, n, batches,
+                       labels=None if k is None else np.arange(n) % k, num_classes=k)
 
 
 def _load_npz(path: Path) -> np.ndarray:
@@ -338,6 +346,7 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
     ref_c = reference_features(ref, gen_src.hw, gen_src.channels, n, ext, batch_size, data_root, download,
                                use_cache=use_cache, log=log)
     values = compute(metrics, gen, ref_c, name, ref, seed=seed)
+    values.update(label_accuracy(gen_src, gen.probs, name))
     values.update(_classifier_metrics(Path(source), str(dev)))
     h, w = gen_src.hw
     return {
@@ -345,6 +354,17 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
         "image_size": h if h == w else None, "image_height": h, "image_width": w, "channels": gen_src.channels,
         "reference_prep": ref_c.prep, "seed": seed, "metrics": values, "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def label_accuracy(source: ImageSource, probs: Optional[np.ndarray], extractor_name: str) -> dict[str, float]:
+    """A conditional run: how often the extractor's classifier reads an image as the class it was drawn for.
+
+    Only where the classifier's classes are the run's (the digit classifier on a 10-class digit run); FID alone
+    cannot tell a generator that ignores its label from one that obeys it.
+    """
+    if source.labels is None or probs is None or probs.shape[1] != source.num_classes:
+        return {}
+    return {f"label_accuracy[{extractor_name}]": float(np.mean(probs.argmax(1) == source.labels[:len(probs)]))}
 
 
 def _is_translation_run(source: Path) -> bool:

@@ -677,5 +677,6 @@ class Run:
                 return
             fixed = type(self.fixed)({k: v[:n] for k, v in self.fixed.tensors.items()}, self.fixed.nrow)
             fake = self.trainer.draw(sampler, fixed)
-        real = self.trainer.real_images(torch.stack([self.dataset[i][0] for i in range(n)]))
+        shown = min(len(fake), n)  # as many real images as fakes (a preset may fix only 16 latents)
+        real = self.trainer.real_images(torch.stack([self.dataset[i][0] for i in range(shown)]))
         viz.save_real_vs_fake(real, fake, self.run_dir / "real_vs_fake.png")
