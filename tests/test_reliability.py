@@ -167,6 +167,37 @@ def test_a_collapsed_generator_is_flagged_in_metrics_with_its_space(tmp_path, ti
     assert e["diversity"] < 0.25 * e["peak"]
 
 
+def test_label_spread_tells_a_generator_that_ignores_z_from_real_classes(tiny):
+    space = choose_space("mnist-embedded", tiny("cdcgan").model)
+    ds = embedded.build(1, 32)
+    labels = torch.arange(60) % 10
+    real = torch.stack([ds.tensor[ds.labels == k][j] for j, k in enumerate(labels.tolist())])
+    per_label = torch.stack([ds.tensor[ds.labels == k][0] for k in labels.tolist()])  # one image per label
+    watch = CollapseWatch(collapse_ratio=0.25, space=space.name)
+    yardstick = space.label_spread(real, labels)
+    assert not watch.on_label_spread(space.label_spread(real.flip(0), labels.flip(0)), yardstick)
+    assert space.label_spread(per_label, labels) == 0.0 < yardstick
+    [e] = watch.on_label_spread(space.label_spread(per_label, labels), yardstick)
+    assert e.kind == "label_collapse" and "ignores z" in e.message
+
+
+def test_a_conditional_generator_that_ignores_z_is_flagged(tmp_path, tiny, monkeypatch):
+    real_step = loop.run_step
+
+    def ignore_z(trainer, updater, keys, batches, step):  # G's z path gives a constant: one image per label
+        out = real_step(trainer, updater, keys, batches, step)
+        with torch.no_grad():
+            trainer.nets["G"].z_stem[0].weight.zero_()
+        return out
+
+    monkeypatch.setattr(loop, "run_step", ignore_z)
+    # 4 fixed samples per label; samples drawn at steps 8, 16 and 24
+    train(tiny("cdcgan", steps=24, n_fixed=40), tmp_path / "run", progress=False, log=lambda s: None)
+    found = [e for e in events(tmp_path / "run") if e["event"] == "label_collapse"]
+    assert [e["step"] for e in found] == [8]  # reported once while it lasts, from a quarter of the budget on
+    assert found[0]["space"] == "mnist-cnn" and found[0]["spread"] < 0.25 * found[0]["real_spread"]
+
+
 def test_on_collapse_stop_ends_the_run_with_a_checkpoint(tmp_path, tiny):
     cfg = tiny("dcgan", steps=40, log_every=1)
     # an impossible floor makes the watch fire at once: D(G(z)) is always below 1.0

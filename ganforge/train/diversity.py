@@ -46,6 +46,12 @@ class DiversitySpace:
         """Mean pairwise L2 distance of the samples in this space; falls towards 0 on collapse."""
         return sample_diversity(self.features(samples))
 
+    def label_spread(self, samples: torch.Tensor, labels: torch.Tensor) -> float:
+        """Conditional runs: the mean diversity of the samples that share a label (only z differs among them)."""
+        feats, labels = self.features(samples), labels.cpu()
+        spreads = [sample_diversity(feats[labels == k]) for k in labels.unique() if int((labels == k).sum()) >= 2]
+        return sum(spreads) / len(spreads) if spreads else 0.0
+
     def describe(self) -> str:
         where = {"mnist-cnn": "the mnist-cnn digit classifier's feature space", "points": "point coordinates"}
         text = f"collapse watch: fixed-z sample diversity in {where.get(self.name, 'pixel space')}"

@@ -125,3 +125,15 @@ class CollapseWatch:
         for e in events:
             e.data = {"space": self.space, "diversity": round(diversity, 6), "peak": round(self.peak_diversity, 6)}
         return events
+
+    def on_label_spread(self, spread: float, real_spread: float) -> list[Event]:
+        """Conditional runs: samples of one label against real images of one class. A generator that ignores z
+        draws one image per label; across labels its samples still differ, so ``on_samples`` cannot see it."""
+        low = real_spread > 0 and spread < self.collapse_ratio * real_spread
+        events = self._once("label_collapse", low, f"conditional collapse: the samples of one label spread "
+                                                   f"{spread:.3g} ({self.space}), under {self.collapse_ratio:g}x "
+                                                   f"the real images of one class ({real_spread:.3g}): the "
+                                                   "generator ignores z")
+        for e in events:
+            e.data = {"space": self.space, "spread": round(spread, 6), "real_spread": round(real_spread, 6)}
+        return events

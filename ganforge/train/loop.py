@@ -429,6 +429,9 @@ class Run:
         findings = self.watch.on_samples(diversity) if self.step > 0 else []
         for e in findings:
             self.event(e)
+        labels = self.fixed.tensors.get("y")
+        if labels is not None and self.step >= self.total_steps // 4:  # past the start, when every G is still noise
+            self._watch_labels(fake, labels)
         if self.dist.is_main:
             path = self.run_dir / "samples" / f"e{self.epoch:04d}-s{self.step:08d}.png"
             if getattr(self.cfg.model, "point_dim", None) is not None:
@@ -438,6 +441,29 @@ class Run:
                 if getattr(self, "tb", None) is not None:
                     self.tb.grid(picture[0], picture[1], self.step)
         return findings
+
+    def _watch_labels(self, fake: torch.Tensor, labels: torch.Tensor) -> None:
+        """Warn when a conditional G ignores z. A warning only: rolling back cannot teach G to use z."""
+        real = self._real_label_spread(labels)
+        if real is None:
+            return
+        spread = self.dist.broadcast_float(self.diversity_space.label_spread(fake, labels))
+        for e in self.watch.on_label_spread(spread, real):
+            self.event(e)
+
+    def _real_label_spread(self, labels: torch.Tensor) -> Optional[float]:
+        """The yardstick, computed once: the first images of each fixed label's class, as many as the fixed inputs
+        have of it, measured as the samples are (None when the data carry no labels)."""
+        if not hasattr(self, "_real_spread"):
+            self._real_spread = None
+            data_labels = getattr(self.dataset, "labels", None)
+            if data_labels is not None:
+                labels, data_labels = labels.cpu(), torch.as_tensor(data_labels).cpu()
+                idx = torch.cat([torch.nonzero(data_labels == k).flatten()[:int((labels == k).sum())]
+                                 for k in labels.unique()])
+                real = self.trainer.real_images(torch.stack([self.dataset[int(i)][0] for i in idx]))
+                self._real_spread = self.diversity_space.label_spread(real, data_labels[idx])
+        return self._real_spread
 
     def write(self, record: dict) -> None:
         self.metrics_file.write(json.dumps(record) + "\n")
