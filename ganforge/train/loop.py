@@ -461,8 +461,9 @@ class Run:
                 labels, data_labels = labels.cpu(), torch.as_tensor(data_labels).cpu()
                 idx = torch.cat([torch.nonzero(data_labels == k).flatten()[:int((labels == k).sum())]
                                  for k in labels.unique()])
-                real = self.trainer.real_images(torch.stack([self.dataset[int(i)][0] for i in idx]))
-                self._real_spread = self.diversity_space.label_spread(real, data_labels[idx])
+                if idx.numel() >= 2:
+                    real = self.trainer.real_images(torch.stack([self.dataset[int(i)][0] for i in idx]))
+                    self._real_spread = self.diversity_space.label_spread(real, data_labels[idx])
         return self._real_spread
 
     def write(self, record: dict) -> None:
