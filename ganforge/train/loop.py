@@ -462,9 +462,13 @@ class Run:
                 idx = torch.cat([torch.nonzero(data_labels == k).flatten()[:int((labels == k).sum())]
                                  for k in labels.unique()])
                 if idx.numel() >= 2:
-                    real = self.trainer.real_images(torch.stack([self.dataset[int(i)][0] for i in idx]))
+                    real = self._real_images(idx.tolist())
                     self._real_spread = self.diversity_space.label_spread(real, data_labels[idx])
         return self._real_spread
+
+    def _real_images(self, indices) -> torch.Tensor:
+        """The real images held by these dataset items (for pictures and the conditional watch's yardstick)."""
+        return self.trainer.real_images(torch.stack([self.dataset[int(i)][0] for i in indices]))
 
     def write(self, record: dict) -> None:
         self.metrics_file.write(json.dumps(record) + "\n")
@@ -705,5 +709,5 @@ class Run:
             fixed = type(self.fixed)({k: v[:n] for k, v in self.fixed.tensors.items()}, self.fixed.nrow)
             fake = self.trainer.draw(sampler, fixed)
         shown = min(len(fake), n)  # as many real images as fakes (a preset may fix only 16 latents)
-        real = self.trainer.real_images(torch.stack([self.dataset[i][0] for i in range(shown)]))
+        real = self._real_images(range(shown))
         viz.save_real_vs_fake(real, fake, self.run_dir / "real_vs_fake.png")
