@@ -252,9 +252,17 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     return Checkpoint(path=path, weights=weights, optim=optim, state=state)
 
 
-def load_latest(root: Path, map_location: str | torch.device = "cpu", warn=print) -> Checkpoint:
+def _warn_stderr(message: str) -> None:
+    """Warnings go to stderr: stdout carries the command's result (a path, a table) for scripts."""
+    import sys
+
+    print(message, file=sys.stderr)
+
+
+def load_latest(root: Path, map_location: str | torch.device = "cpu", warn=None) -> Checkpoint:
     """The newest checkpoint that verifies: ``latest`` first, then older ones (a corrupt one is reported, skipped)."""
     root = Path(root)
+    warn = warn or _warn_stderr
     candidates = list_checkpoints(root)
     pointer = root / "latest"
     if pointer.is_file():

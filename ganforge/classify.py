@@ -73,13 +73,14 @@ def to_model_input(u8_nchw: torch.Tensor, cfg) -> torch.Tensor:
 def read_inputs(path: Path) -> tuple[list[torch.Tensor], list[str], Optional[np.ndarray], list[str]]:
     """uint8 (1, C, H, W) per image, a name per image, the labels when an ``.npz`` holds them, and the files of a
     folder that could not be read (skipped)."""
-    from ganforge.metrics.evaluate import _load_npz
+    from ganforge.io_utils import read_npz
+    from ganforge.metrics.evaluate import load_samples_npz
 
     path = Path(path)
     if path.suffix.lower() == ".npz":
-        arr = _load_npz(path)
-        with np.load(path) as z:
-            labels = np.asarray(z["labels"]).reshape(-1) if "labels" in z.files else None
+        arr = load_samples_npz(path)
+        stored = read_npz(path).get("labels")
+        labels = None if stored is None else np.asarray(stored).reshape(-1)
         if labels is not None and len(labels) != len(arr):
             raise UserError(f"{path}: {len(labels)} labels for {len(arr)} images")
         images = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None] for a in arr]

@@ -39,7 +39,8 @@ def presets(show: Optional[str] = typer.Option(None, "--show", help="Print the f
 
 @app.command()
 def train(
-    preset: str = typer.Argument("dcgan-mnist", help="Preset name (see 'ganforge presets') or a YAML config path."),
+    preset: Optional[str] = typer.Argument(None, help="Preset name (see 'ganforge presets') or a YAML config path "
+                                           "[default: dcgan-mnist]."),
     data: Optional[str] = typer.Option(None, "--data", help="mnist-embedded | mnist | fashion-mnist | cifar10 | svhn | celeba | folder:PATH | ring8 | grid25 | paired:PATH | unpaired:PATH | digits-sr | ..."),
     direction: Optional[str] = typer.Option(None, "--direction", help="Translation data: AtoB (default) or BtoA."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Where torchvision datasets live (default: data)."),
@@ -77,14 +78,19 @@ def train(
         values["train.steps"] = None
 
     if resume is not None:
+        _check_resume_flags(resume, preset, out)
         base = load_run_config(resume)
         cfg = validate(apply_overrides(base.model_dump(mode="json"), list(set_), values), source=f"{resume}/config.yaml")
         run_dir = resume
     else:
-        cfg = load_config(preset, list(set_), values)
+        cfg = load_config(preset or "dcgan-mnist", list(set_), values)
         run_dir = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = run_training(cfg, None if dry_run else run_dir, resume=resume is not None, dry_run=dry_run,
-                           strict_data=strict, progress=not quiet, force=force, detect_anomaly=detect_anomaly)
+    try:
+        summary = run_training(cfg, None if dry_run else run_dir, resume=resume is not None, dry_run=dry_run,
+                               strict_data=strict, progress=not quiet, force=force, detect_anomaly=detect_anomaly)
+    except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130
+        typer.echo(str(exc) or "interrupted", err=True)
+        raise typer.Exit(130) from None
     if dry_run:
         nets = " / ".join(f"{name} {n:,}" for name, n in summary.params.items())
         typer.echo(f"dry run ok: {cfg.name}: {nets} parameters")
@@ -96,6 +102,16 @@ def train(
 
         code = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}.get(summary.stopped, 1)
         raise typer.Exit(code)
+
+
+def _check_resume_flags(resume: Path, preset: Optional[str], out: Optional[Path]) -> None:
+    """A resumed run continues in its own folder with its own config: flags that say otherwise are refused."""
+    if out is not None and Path(out).resolve() != Path(resume).resolve():
+        _fail(f"--out {out} with --resume {resume}: a resumed run continues in its own folder; to branch it, "
+              f"copy {resume} to {out} and resume the copy")
+    if preset is not None:
+        _fail(f"{preset!r} with --resume {resume}: a resumed run keeps its config; drop the preset and change keys "
+              "with --set (add --force when they change the run)")
 
 
 @app.command()
@@ -115,23 +131,63 @@ def sample(
     from ganforge.sampling import load_generator
 
     lab = None if labels is None else _int_list(labels, "--labels")
+    kind = _sample_kind(out)
+    _check_out(out, folder=kind == "folder")
     g = load_generator(run_dir, device=device, checkpoint=checkpoint)
     if getattr(g.config.model, "point_dim", None) is not None:
         _fail("this run generates 2D points, not images: use the Python API (load_generator(...).sample)")
+    _check_sample_size(n, g.config.model, kind, out)
     images = g.sample(n, seed=seed, labels=lab, truncation=truncation, noise=noise)
-    suffix = out.suffix.lower()
-    if suffix == ".npz":
+    if kind == "npz":
         viz.save_npz(images, out)
-    elif suffix in (".png", ".jpg", ".jpeg"):
+    elif kind == "grid":
         nrow = None
         if g.conditional and lab is None:
             nrow = g.num_classes
         viz.save_grid(images, out, nrow=nrow)
-    elif suffix == "":
-        viz.save_image_folder(images, out)
     else:
-        _fail(f"--out {out}: use a .png grid, an .npz file, or a folder name without extension")
+        viz.save_image_folder(images, out)
     typer.echo(str(out))
+
+
+MAX_GRID = 10_000  # images in one picture: past this a grid is no longer something to look at
+
+
+def _sample_kind(out: Path) -> str:
+    """grid, npz or folder, from --out's suffix; anything else is refused before the model is loaded."""
+    suffix = out.suffix.lower()
+    if suffix == ".npz":
+        return "npz"
+    if suffix in (".png", ".jpg", ".jpeg"):
+        return "grid"
+    if suffix == "":
+        return "folder"
+    _fail(f"--out {out}: use a .png grid, an .npz file, or a folder name without extension")
+    raise AssertionError("unreachable")
+
+
+def _check_sample_size(n: int, model, kind: str, out: Path) -> None:
+    """--n images must fit in memory at once (float images, their uint8 copy and the latents), and on disk."""
+    from ganforge.memory import require_disk, require_memory
+
+    if kind == "grid" and n > MAX_GRID:
+        _fail(f"--n {n:,} images in one {out.suffix} grid: at most {MAX_GRID:,}; write an .npz or a folder for more")
+    pixels = model.channels * model.image_size ** 2
+    per_image = pixels * 5 + 4 * (getattr(model, "z_dim", 0) or 0)
+    fix = "ask for fewer with --n, and draw more in several commands with different --seed values"
+    require_memory(n * per_image, f"--n {n:,} images of {model.channels}x{model.image_size}x{model.image_size}", fix)
+    if kind == "folder":
+        require_disk(n * 100, out, f"--n {n:,} PNG files", fix)  # ~100 bytes: a lower bound for a tiny PNG
+
+
+def _check_out(path: Path, folder: bool = False, flag: str = "--out") -> None:
+    """Before any work: an output that cannot be written is one line now, not a traceback at the end."""
+    from ganforge.io_utils import check_output_dir, check_output_file
+
+    try:
+        (check_output_dir if folder else check_output_file)(path, flag)
+    except UserError as exc:
+        _fail(str(exc))
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -164,6 +220,7 @@ def mix(
 
     if noise not in NOISE_MODES:
         _fail(f"--noise {noise!r}: choose one of {', '.join(NOISE_MODES)}")
+    _check_out(out)
     g = load_generator(run_dir, device=device)
     images, nrow = mixing_grid(g, _int_list(rows, "--rows"), _int_list(cols, "--cols"), crossover, truncation, noise)
     viz.save_grid(_upscale(images, scale), out, nrow=nrow)
@@ -189,7 +246,9 @@ def interpolate(
     from ganforge.sampling import load_generator
 
     seed_list = _int_list(seeds, "--seeds")
+    _check_out(out)
     g = load_generator(run_dir, device=device)
+    _check_frames(frames, scale, g.config.model)
     images = interpolation_frames(g, seed_list, frames, space, label, truncation, loop)
     save_walk(images, out, fps=fps, scale=scale)
     typer.echo(str(out))
@@ -211,12 +270,22 @@ def project(
     from ganforge.project import project as run_projection, read_target, write_projection
     from ganforge.sampling import load_generator
 
+    _check_out(out, folder=True)
     g = load_generator(run_dir, device=device)
     target = read_target(input_, g.config, index)
     result = run_projection(g, target, steps=steps, lr=lr, seed=seed, label=label)
     write_projection(result, target, out)
     scores = ", ".join(f"{k} {v:.4g}" for k, v in result.scores.items())
     typer.echo(f"projected {input_} into {result.space} in {steps} steps ({scores}); written to {out}")
+
+
+def _check_frames(frames: int, scale: int, model) -> None:
+    """A walk's frames are held at once, upscaled: refused up front when they cannot fit."""
+    from ganforge.memory import require_memory
+
+    size = getattr(model, "image_size", 0) * scale
+    require_memory(frames * getattr(model, "channels", 1) * size * size * 5, f"--frames {frames:,} at {size} px",
+                   "use fewer --frames or a smaller --scale")
 
 
 def _upscale(images, scale: int):
@@ -247,6 +316,7 @@ def evaluate(
     from ganforge.io_utils import atomic_write_text
     from ganforge.metrics.evaluate import eval_json_path, evaluate as run_eval, format_table
 
+    _check_out(out or eval_json_path(source))
     result = run_eval(source, ref, metrics.split(","), n=n, extractor=extractor, batch_size=batch_size, seed=seed,
                       device=device, data_root=data_root, download=download, inception_weights=inception_weights,
                       use_cache=not no_cache, log=lambda s: typer.echo(s, err=True))
@@ -266,6 +336,8 @@ def classify(
     """Classify images with a semi-supervised GAN's discriminator: class and confidence per image."""
     from ganforge.classify import classify as run_classify
 
+    if out is not None:
+        _check_out(out)
     res = run_classify(run_dir, input_, out, device=device)
     line = f"{res['n']:,} images classified; predictions in {res['csv']}"
     if res["skipped"]:
@@ -286,6 +358,7 @@ def translate(
     """Translate images with a trained image-to-image model, in the input's order, at the model's size."""
     from ganforge.translate import translate as run_translate
 
+    _check_out(out, folder=out.suffix.lower() != ".npz")
     res = run_translate(run_dir, input_, out, direction=direction, device=device)
     skipped = f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else ""
     typer.echo(f"{res['n']:,} images translated {direction}{skipped}; written to {res['out']}")
@@ -300,6 +373,7 @@ def report(
     periodic metrics, sample grids over training under a slider, real vs fake, the metric table."""
     from ganforge.report import write_report
 
+    _check_out(out)
     typer.echo(str(write_report(run_dirs, out)))
 
 
@@ -321,10 +395,12 @@ def runs_table(
             rows.append(listing.describe(path))
         except Exception as exc:  # noqa: BLE001 - one damaged run must not hide the others
             typer.echo(f"warning: skipped {path}: {' '.join(str(exc).split())[:160]}", err=True)
+    key = sort.strip().lower()
+    listing.check_sort_key(key, rows)
     if not rows:
         typer.echo(f"no runs under {directory}")
         return
-    typer.echo(listing.render(listing.sort_rows(rows, sort.strip().lower()), directory))
+    typer.echo(listing.render(listing.sort_rows(rows, key), directory))
 
 
 @app.command("import-weights")
@@ -340,6 +416,7 @@ def import_weights(
     from ganforge.config import load_config
     from ganforge.importer import import_generator
 
+    _check_out(out, folder=True)
     ckpt = import_generator(weights, load_config(preset, list(set_)), out, trust=trust, key=key)
     typer.echo(f"imported {weights} into {out} ({ckpt.name}); try: ganforge sample {out} --out grid.png")
 
@@ -363,6 +440,14 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _check_bench_outputs(out: Optional[Path], write: Optional[Path]) -> None:
+    """A benchmark's run folder and markdown file are checked before minutes of training, not after."""
+    if out is not None:
+        _check_out(out, folder=True)
+    if write is not None:
+        _check_out(write, flag="--write")
+
+
 def _bench_command(name: str, flags: dict) -> str:
     """The command line that reproduces a benchmark's table (written beside it)."""
     return " ".join([f"ganforge bench {name}"] + [f"{k} {v:g}" if isinstance(v, float) else f"{k} {shlex.quote(str(v))}"
@@ -384,6 +469,7 @@ def bench_throughput(
 ) -> None:
     """ganforge's DCGAN step vs the seeds' plain textbook step, identical models: images per second."""
     from ganforge.bench import throughput
+    _check_bench_outputs(None, write)
 
     if e2e:
         throughput.main_e2e(folder=folder, steps=e2e_steps, repeats=repeats, write=write)
@@ -404,6 +490,7 @@ def bench_quality(
 ) -> None:
     """The default dcgan-mnist recipe vs the seeds' plain DCGAN loop, same CPU budget, grids side by side."""
     from ganforge.bench import quality
+    _check_bench_outputs(out, write)
 
     if ablation:
         from ganforge.bench import recipe
@@ -428,6 +515,7 @@ def bench_coverage(
 ) -> None:
     """Mode-collapse benchmarks: ring of 8 and grid of 25 Gaussians, Stacked MNIST (1,000 modes)."""
     from ganforge.bench import coverage
+    _check_bench_outputs(out, write)
 
     names = _bench_names(benches, coverage.BENCHES)
     seed_list = _seed_list(seeds)
@@ -471,6 +559,7 @@ def bench_semi(
 ) -> None:
     """Semi-supervised GAN (100 labels) vs the same classifier trained on the 100 labels alone."""
     from ganforge.bench import semi
+    _check_bench_outputs(out, write)
 
     seed_list = _seed_list(seeds)
     command = _bench_command("semi", {"--seeds": ",".join(map(str, seed_list)), "--steps": steps,
@@ -489,6 +578,7 @@ def bench_translation(
 ) -> None:
     """Pix2Pix on the digit tasks (vs the input and an L1-only U-Net) and CycleGAN thin <-> thick, on test digits."""
     from ganforge.bench import translation
+    _check_bench_outputs(out, write)
 
     names = _bench_names(tasks, translation.TASKS)
     command = _bench_command("translation", {"--tasks": ",".join(names), "--seed": seed, "--steps": steps,
@@ -510,6 +600,7 @@ def bench_style(
 ) -> None:
     """ProGAN and StyleGAN vs DCGAN at the same number of training images; truncation vs precision/recall."""
     from ganforge.bench import style
+    _check_bench_outputs(out, write)
     from ganforge.config import preset_names
 
     names = _bench_names(presets, preset_names())
@@ -539,6 +630,7 @@ def bench_ablation(
 ) -> None:
     """Loss x regularizer on ring8, grid25 and Stacked MNIST: which combination prevents mode collapse."""
     from ganforge.bench import ablation
+    _check_bench_outputs(out, write)
 
     names = _bench_names(benches, ablation.STEPS)
     picked = [v.strip() for v in only.split(",") if v.strip()]
@@ -574,14 +666,22 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        typer.echo(str(exc) or "interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # usage errors (bad option, missing argument) come through here
         if not isinstance(exc, _click_exception_types()):
             raise
-        exc.show()
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2 if _is_usage_error(exc) else getattr(exc, "exit_code", 1))
+
+
+def _one_line(exc: BaseException) -> str:
+    """A usage error as one line, with where to look (click prints Usage / Try --help / Error on three)."""
+    text = " ".join(exc.format_message().split()) if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = getattr(ctx, "command_path", None) or "ganforge"
+    return f"{text} (see '{where} --help')" if _is_usage_error(exc) else text
 
 
 if __name__ == "__main__":

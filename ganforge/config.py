@@ -227,11 +227,40 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
 
 
+def parse_yaml(text: str, source: str, fix: str) -> dict[str, Any]:
+    """A YAML mapping, or one line naming the file, where the syntax broke, and ``fix``."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise UserError(f"{source} is not valid YAML ({problem}{where}): {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{source} is not a YAML mapping of sections (model:, data:, train:): {fix}")
+    return data
+
+
+def read_yaml(path: Path, fix: str) -> dict[str, Any]:
+    """``parse_yaml`` of a file, which may also be unreadable or not text."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file: {fix}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror}): {fix}") from None
+    return parse_yaml(text, str(path), fix)
+
+
 def preset_dict(name: str) -> dict[str, Any]:
     """The raw YAML of a shipped preset, or of a YAML file when ``name`` is a path."""
     path = Path(name)
-    if name.endswith((".yaml", ".yml")) and path.is_file():
-        text = path.read_text()
+    if name.endswith((".yaml", ".yml")):
+        if not path.is_file():
+            raise UserError(f"config file {name} does not exist"
+                            + (" (it is a folder)" if path.is_dir() else "")
+                            + ": check the path, or name a preset (see 'ganforge presets')")
+        return read_yaml(path, "fix the file ('ganforge presets --show NAME' prints a valid config)")
     else:
         ref = _preset_dir() / f"{name}.yaml"
         if not ref.is_file():
@@ -239,11 +268,7 @@ def preset_dict(name: str) -> dict[str, Any]:
                 f"unknown preset {name!r}: choose one of {', '.join(preset_names())} (see 'ganforge presets') "
                 "or pass a path to a .yaml config"
             )
-        text = ref.read_text()
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise UserError(f"preset {name!r} is not a YAML mapping")
-    return data
+        return parse_yaml(ref.read_text(), f"preset {name!r}", "reinstall ganforge")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -367,7 +392,9 @@ def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a ganforge run directory: {path} is missing")
-    return validate(yaml.safe_load(path.read_text()) or {}, source=str(path), written_by_ganforge=True)
+    data = read_yaml(path, "the run's config is damaged; every checkpoint keeps a copy (the 'config' entry of "
+                           f"{Path(run_dir) / 'checkpoints' / '*' / 'state.json'}, JSON, which is valid YAML)")
+    return validate(data, source=str(path), written_by_ganforge=True)
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -18,6 +18,31 @@ from ganforge.io_utils import atomic_write_text
 from ganforge.models import build_models
 
 
+def _load_tensors(weights: Path):
+    """``torch.load(weights_only=True)``, with one line of ganforge's own when it refuses the file: torch's message
+    would suggest loading it with ``weights_only=False``, which runs whatever code the pickle holds."""
+    import pickle  # only for its exception class: nothing is unpickled but through torch's weights-only reader
+    import warnings
+    import zipfile
+
+    with open(weights, "rb") as fh:
+        legacy_pickle = fh.read(1) == b"\x80"
+    if not (zipfile.is_zipfile(weights) or legacy_pickle):  # neither torch's zip format nor its old pickle
+        raise UserError(f"{weights} is not a PyTorch weights file: ganforge imports what torch.save(G.state_dict(), "
+                        "path) writes (.pt/.pth)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are for its developers
+            return torch.load(weights, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{weights} holds Python objects besides tensors (a whole pickled model?), which ganforge "
+                        "never unpickles: save the generator's state dict (torch.save(G.state_dict(), path)) and "
+                        "import that") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise UserError(f"{weights} is damaged or not a PyTorch weights file ({type(exc).__name__}): ganforge imports "
+                        "what torch.save(G.state_dict(), path) writes") from None
+
+
 def import_generator(weights: Path, cfg: RunConfig, out: Path, trust: bool = False, key: Optional[str] = None) -> Path:
     """Write a run directory at ``out`` whose generator holds the weights of ``weights``; returns its checkpoint."""
     weights, out = Path(weights), Path(out)
@@ -28,10 +53,7 @@ def import_generator(weights: Path, cfg: RunConfig, out: Path, trust: bool = Fal
         raise UserError(f"weights file {weights} does not exist")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"output directory {out} already exists and is not empty: choose another --out")
-    try:
-        obj = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"cannot read {weights} with weights_only=True: {str(exc).splitlines()[0]}") from None
+    obj = _load_tensors(weights)
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
             raise UserError(f"{weights} has no entry {key!r}: top-level keys are {list(obj)[:10] if isinstance(obj, dict) else type(obj)}")

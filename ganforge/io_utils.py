@@ -9,7 +9,7 @@ import functools
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 
 def fsync_dir(path: Path) -> None:
@@ -65,3 +65,78 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
 
 def atomic_write_text(path: os.PathLike | str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (where a new file or folder would be created)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_writable(folder: Path) -> Optional[str]:
+    """Why nothing can be created in ``folder`` (an existing directory), or None: a real probe, removed at once,
+    since permission bits say nothing for root or for read-only and virtual file systems (``/proc``)."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".ganforge-probe-", dir=folder)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.rmdir(probe)
+    return None
+
+
+def check_output_dir(path: os.PathLike | str, flag: str = "--out") -> None:
+    """Refuse, before any work, a folder that cannot be created: a file on the way, a read-only place."""
+    from ganforge.errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder: choose a new folder name")
+    base = _first_existing(path)
+    if not base.is_dir():
+        raise UserError(f"{flag} {path}: {base} is a file, so no folder can be made under it; choose another path")
+    why = _probe_writable(base)
+    if why:
+        raise UserError(f"{flag} {path}: cannot create anything in {base} ({why}); choose a writable path")
+
+
+def check_output_file(path: os.PathLike | str, flag: str = "--out") -> None:
+    """Refuse, before any work, a file that cannot be written: a folder in its place, an unwritable parent."""
+    from ganforge.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder: give a file name, e.g. {path / ('out' + (path.suffix or '.png'))}")
+    check_output_dir(path.parent, flag=f"{flag} {path}: its folder")
+
+
+NPZ_HINT = "ganforge reads .npz files of plain arrays (numpy.savez), never pickled objects"
+
+
+def read_npz(path: os.PathLike | str, what: str = "file") -> dict:
+    """Every array of an ``.npz`` as a dict, without unpickling; one line naming the file when it is not one.
+
+    numpy's own messages about pickled entries advise loading them unsafely; this one says what ganforge takes.
+    """
+    import zipfile
+
+    import numpy as np
+
+    from ganforge.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":  # numpy reads any other bytes as a pickle, and says so
+            raise UserError(f"{path} is not an .npz archive: {NPZ_HINT}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise UserError(f"{path} holds pickled Python objects: {NPZ_HINT}") from None
+        raise UserError(f"{path} is not a readable .npz ({' '.join(str(exc).split())[:120]}): {NPZ_HINT}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError):
+        raise UserError(f"{path} is not an .npz archive: {NPZ_HINT}") from None

@@ -58,7 +58,10 @@ def load_run(path: Path) -> RunData:
     path = Path(path)
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path} is not a run directory (no config.yaml): pass a directory 'ganforge train' wrote")
-    config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    from ganforge.config import read_yaml
+
+    config = read_yaml(path / "config.yaml", "the run's config is damaged; every checkpoint keeps a copy (the "
+                                             "'config' entry of its state.json)")
     records = read_records(path / "metrics.jsonl")
     frames = sorted((path / "samples").glob("e*-s*.png")) if (path / "samples").is_dir() else []
     run = RunData(path, path.name, config, records, frames)

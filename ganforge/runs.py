@@ -22,6 +22,8 @@ from typing import Optional
 
 import yaml
 
+from ganforge.errors import UserError
+
 RUNNING_WINDOW_S = 120.0
 MAX_DEPTH = 3  # how deep under DIR run directories are looked for
 HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "accuracy")
@@ -125,6 +127,19 @@ def describe(run: Path, now: Optional[float] = None) -> RunRow:
     return RunRow(run, cfg.get("name", "?"), model.get("family", "?"), steps, planned,
                   run_status(records, state, updated, time.time() if now is None else now),
                   best_metrics(records, evaluated), updated)
+
+
+ORDERS = ("updated", "steps", "name")
+KNOWN_METRICS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage",
+                 "classes_covered", "class_kl", "modes_covered", "modes_kl", "label_accuracy", "accuracy")
+
+
+def check_sort_key(key: str, rows: list[RunRow]) -> None:
+    """``--sort`` must name an order or a metric (known, or logged by one of these runs); else one line."""
+    logged = {k.split("[", 1)[0] for r in rows for k in r.metrics} | {k for r in rows for k in r.metrics}
+    if key in ORDERS or key.split("[", 1)[0] in KNOWN_METRICS or key in logged:
+        return
+    raise UserError(f"--sort {key!r}: sort by {', '.join(ORDERS)} or a metric ({', '.join(PREFERRED)}, ...)")
 
 
 def sort_rows(rows: list[RunRow], key: str) -> list[RunRow]:

@@ -17,7 +17,6 @@ import math
 import os
 import re
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -114,17 +113,14 @@ def _run_source(path: Path, n: int, seed: int, device: str) -> ImageSource:
                        labels=None if k is None else np.arange(n) % k, num_classes=k)
 
 
-def _load_npz(path: Path) -> np.ndarray:
-    """``arr_0`` of a samples file, checked: uint8 (N, H, W, C), N >= 1, C = 1 or 3."""
-    if not path.is_file():
-        raise UserError(f"samples file {path} does not exist")
-    try:
-        with np.load(path) as z:
-            if "arr_0" not in z:
-                raise UserError(f"{path} has no arr_0: expected uint8 (N, H, W, C) as written by 'ganforge sample'")
-            arr = z["arr_0"]
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # not an npz, or arr_0 needs pickle
-        raise UserError(f"cannot read {path} as .npz: {' '.join(str(exc).split())}") from None
+def load_samples_npz(path: Path) -> np.ndarray:
+    """``arr_0`` of a samples file, checked: uint8 (N, H, W, C), N >= 1, C = 1 or 3 (never unpickled)."""
+    from ganforge.io_utils import read_npz
+
+    arrays = read_npz(path, what="samples file")
+    if "arr_0" not in arrays:
+        raise UserError(f"{path} has no arr_0: expected uint8 (N, H, W, C) as written by 'ganforge sample'")
+    arr = arrays["arr_0"]
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] not in (1, 3) or arr.shape[0] == 0:
         raise UserError(f"{path}: arr_0 is {arr.dtype} {arr.shape}, expected uint8 (N, H, W, C) with N >= 1 and "
                         "C = 1 or 3")
@@ -133,7 +129,7 @@ def _load_npz(path: Path) -> np.ndarray:
 
 def _npz_source(path: Path, n: int) -> ImageSource:
     """A samples file: its first ``n`` images, at their own size and channels."""
-    arr = _load_npz(path)[:n]
+    arr = load_samples_npz(path)[:n]
 
     def batches(bs: int) -> Iterator[torch.Tensor]:
         for i in range(0, len(arr), bs):
@@ -342,6 +338,11 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
     gen_src = generated_source(source, n, seed=seed, device=str(dev))
     per_channel = "coverage" in metrics and ref == "stacked-mnist"
     keep = any(m in metrics for m in ("kid", "prc"))
+    if keep:  # both sides' features are held at once for KID and precision/recall
+        from ganforge.memory import require_memory
+
+        require_memory(2 * gen_src.count * 4 * getattr(ext, "feature_dim", 2048), f"--n {gen_src.count:,} with kid/prc",
+                       "use a smaller --n (10,000 is the usual sample), or drop kid,prc from --metrics")
     gen = collect(gen_src, ext, batch_size, keep_features=keep, per_channel=per_channel)
     ref_c = reference_features(ref, gen_src.hw, gen_src.channels, n, ext, batch_size, data_root, download,
                                use_cache=use_cache, log=log)

@@ -338,7 +338,9 @@ def _load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's own text would advise weights_only=False (running the pickle's code): never passed on
+        msg = ("it holds Python objects besides tensors, which ganforge never unpickles"
+               if "weights only" in str(exc).lower() else type(exc).__name__)
         raise UserError(f"cannot read Inception-v3 weights {path} as a plain state dict ({msg}); download "
                         f"{INCEPTION_URL} again") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):

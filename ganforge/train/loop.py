@@ -27,11 +27,12 @@ import torch
 from torch import nn
 
 from ganforge import viz
-from ganforge.checkpoint import capture_rng, flatten_modules, flatten_optimizer, load_latest, restore_rng, save_checkpoint
+from ganforge.checkpoint import (capture_rng, flatten_modules, flatten_optimizer, list_checkpoints, load_latest,
+                                 restore_rng, save_checkpoint)
 from ganforge.config import RunConfig, dump_config
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
-from ganforge.io_utils import atomic_write_text
+from ganforge.io_utils import atomic_write_text, check_output_dir
 from ganforge.models import build_networks, count_parameters, get_family
 from ganforge.train import compiling, determinism, fingerprint as fp, tensorboard
 from ganforge.train.batches import BatchSource
@@ -122,9 +123,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _check_new_run_dir(run_dir: Path) -> None:
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise UserError(f"output directory {run_dir} already exists and is not empty: "
-                        f"continue it with --resume {run_dir}, or choose another --out")
+    """A new run needs a new (or empty) folder that can be made: refused in one line before any work."""
+    check_output_dir(run_dir)
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if (run_dir / "config.yaml").is_file():
+            raise UserError(f"--out {run_dir} is an existing run: continue it with --resume {run_dir}, "
+                            "or choose another --out")
+        raise UserError(f"--out {run_dir} is a folder that already holds files: choose a new or empty folder")
 
 
 def train(
@@ -144,6 +149,8 @@ def train(
         determinism.check_cublas_workspace(log)  # before this process's CUDA work starts
     if run_dir is not None and not resume and not dry_run:
         _check_new_run_dir(Path(run_dir))  # before anything is built or logged
+    fresh = run_dir is not None and not resume and not dry_run
+    existed = fresh and Path(run_dir).exists()  # an empty folder the user made: emptied again, not removed
     dist = init_from_env(cfg.train.device)  # one process of a data-parallel run, or the only one
     try:
         with determinism.kernels(cfg.train.deterministic, dist.device):
@@ -155,8 +162,36 @@ def train(
             assert run_dir is not None
             run.open(Path(run_dir), resume=resume, force=force)
             return run.loop(progress=progress and dist.is_main, stop_after_steps=stop_after_steps)
+    except BaseException as exc:
+        if fresh and dist.is_main and _discard_unstarted(Path(run_dir), existed):
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped by an error"
+            note = (f"{why} before the first checkpoint: removed {run_dir}, which held nothing to resume; "
+                    f"start again with the same --out")
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(note) from None
+            log(note)
+        raise
     finally:
         dist.shutdown()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line that says what became of the run directory."""
+
+
+def _discard_unstarted(run_dir: Path, existed: bool) -> bool:
+    """Remove what a new run wrote when it stopped before its first checkpoint (a dead end otherwise: nothing
+    to ``--resume``, and ``--out`` refuses the folder); True when it did."""
+    import shutil
+
+    if not run_dir.is_dir() or list_checkpoints(run_dir / "checkpoints"):
+        return False
+    if not existed:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return True
+    for child in run_dir.iterdir():
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+    return True
 
 
 def _silent(_: str) -> None:
