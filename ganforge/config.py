@@ -163,8 +163,13 @@ class EvalConfig(_Strict):
     ref: Optional[str] = None  # reference data spec; None = the training data
     extractor: str = "auto"  # auto | mnist-cnn | inception-v3
     best: Optional[str] = "fid"  # metric (unlabelled name, e.g. fid, kid, is, classes_covered) that picks checkpoints/best
+    # At the end of a finished run, 'ganforge evaluate RUN' on its own (eval.json, shown by the report, 'ganforge
+    # runs' and the last line), where an in-domain scorer exists (the digit classifier for digit data): seconds
+    final: bool = True
+    final_n: int = Field(2000, ge=10)  # generated images it scores (translation runs: held-out pairs, at most)
+    final_metrics: list[str] = ["fid", "prc", "coverage"]
 
-    @field_validator("metrics")
+    @field_validator("metrics", "final_metrics")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         known = ("fid", "kid", "is", "prc", "coverage")

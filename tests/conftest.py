@@ -56,7 +56,9 @@ def tiny_config(family: str = "dcgan", **train_kw) -> RunConfig:
         model.update(max_channels=16, fade_images=64, stable_images=32, batch_sizes={16: 16})
         train.update(loss="wgan-gp", lr_g=1e-3, lr_d=1e-3, beta1=0.0, beta2=0.99)
     train.update(train_kw)
-    return validate({"name": f"tiny-{family}", "model": model, "data": data, "train": train})
+    # eval.final (on by default) is tested on its own, in test_evaluate: here it would only add seconds per run
+    return validate({"name": f"tiny-{family}", "model": model, "data": data, "train": train,
+                     "eval": {"final": False}})
 
 
 @pytest.fixture

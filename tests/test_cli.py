@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 TINY = ["--set", "model.image_size=16", "--set", "model.g_width=8", "--set", "model.d_width=8",
-        "--set", "model.z_dim=16", "--set", "data.limit=128", "--set", "train.threads=1", "--batch-size", "32",
+        "--set", "model.z_dim=16", "--set", "data.limit=128", "--set", "train.threads=1", "--set", "eval.final=false",
+        "--batch-size", "32",
         "--device", "cpu",
         "--quiet"]
 

@@ -257,3 +257,45 @@ def test_conditional_run_scores_label_accuracy_with_images_aligned_to_their_labe
     assert accuracy(0) > 0.85  # the classifier's own accuracy on 16 px digits
     assert accuracy(1) < 0.2
     assert metric_is_better("label_accuracy[mnist-cnn]", 0.9, 0.5)
+
+
+def _with_final(cfg, **keys):
+    return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"final": True, "final_n": 200, **keys})})
+
+
+def test_a_finished_run_is_scored_at_its_end_as_evaluate_would_score_it(tmp_path, tiny):
+    """eval.final: eval.json beside the run, equal to 'ganforge evaluate RUN' with the same n, shown by the report
+    and 'ganforge runs'; the last lines say the figures."""
+    from ganforge import runs as listing
+    from ganforge.report import load_run
+
+    run, lines = tmp_path / "run", []
+    train(_with_final(tiny("dcgan", steps=4, log_every=2)), run, progress=False, log=lines.append)
+    stored = json.loads((run / "eval.json").read_text())
+    assert stored["by"] == "eval.final" and stored["step"] == 4 and stored["n_generated"] == 200
+    again = evaluate(run, "mnist-embedded", ["fid", "prc", "coverage"], n=200)
+    assert again["metrics"] == pytest.approx(stored["metrics"])
+    assert {"fid[mnist-cnn]", "precision[mnist-cnn]", "recall[mnist-cnn]", "classes_covered"} <= set(stored["metrics"])
+    said = next(l for l in lines if l.startswith("final evaluation:"))
+    assert f"FID {stored['metrics']['fid[mnist-cnn]']:.2f}" in said and "classes" in said
+    assert load_run(run).metrics["fid[mnist-cnn]"] == pytest.approx(stored["metrics"]["fid[mnist-cnn]"])
+    assert "No evaluation yet" not in (run / "report.html").read_text()
+    assert listing.describe(run).metrics["classes_covered"] == stored["metrics"]["classes_covered"]
+
+
+def test_final_evaluation_is_skipped_without_an_in_domain_scorer_or_when_off(tmp_path, tiny):
+    off = tmp_path / "off"
+    train(tiny("dcgan", steps=2), off, **quiet)  # the tiny configs turn it off
+    assert not (off / "eval.json").exists()
+    points = tmp_path / "points"
+    train(_with_final(tiny("mlp", steps=2).model_copy(update={"data": DataConfig(spec="ring8")})
+                      .model_copy(update={"model": model_config(family="mlp", point_dim=2, z_dim=4, g_width=8,
+                                                                d_width=8, dropout=0.0)})), points, **quiet)
+    assert not (points / "eval.json").exists()
+
+
+def test_a_translation_run_is_scored_on_its_held_out_pairs_at_its_end(tmp_path, tiny):
+    run = tmp_path / "run"
+    train(_with_final(tiny("pix2pix", steps=2)), run, **quiet)
+    stored = json.loads((run / "eval.json").read_text())
+    assert stored["by"] == "eval.final" and "accuracy" in stored["metrics"] and stored["n_generated"] <= 200

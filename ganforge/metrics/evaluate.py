@@ -50,6 +50,31 @@ def auto_extractor(ref_spec: str) -> str:
     return "mnist-cnn" if ref_spec.strip().lower() in DIGIT_SETS else "inception-v3"
 
 
+def in_domain_scorer(ref_spec: str, translation: bool) -> bool:
+    """Whether a run on ``ref_spec`` can be scored in seconds by a scorer trained on its own domain (the digit
+    classifier): the default end-of-run evaluation needs one (Inception-v3 is neither in-domain nor offline)."""
+    from ganforge.data.pairs import DIGIT_SPECS
+
+    spec = ref_spec.strip().lower()
+    return spec in DIGIT_SPECS if translation else auto_extractor(spec) == "mnist-cnn"
+
+
+def summary_line(result: dict) -> str:
+    """The headline figures of an evaluation in one line: FID, precision/recall, classes, or a translator's."""
+    m = result["metrics"]
+    picks = [("fid", "FID {:.2f}"), ("precision", "precision {:.2f}"), ("recall", "recall {:.2f}"),
+             ("classes_covered", "classes {:.0f}"), ("class_kl", "class KL {:.3f}"), ("modes_covered", "modes {:.0f}"),
+             ("label_accuracy", "label accuracy {:.1%}"), ("accuracy", "digit kept {:.1%}"),
+             ("class_kept", "class kept {:.1%}"), ("l1", "L1 {:.4f}"), ("cycle_l1", "cycle L1 {:.4f}"),
+             ("psnr", "PSNR {:.2f} dB"), ("fid_mnist_cnn", "FID {:.2f}")]
+    parts = []
+    for base, fmt in picks:
+        hit = next((v for k, v in m.items() if k.split("[", 1)[0] == base and isinstance(v, (int, float))), None)
+        if hit is not None:
+            parts.append(fmt.format(hit))
+    return ", ".join(parts) + f" ({result['n_generated']:,} samples, {result['extractor']})"
+
+
 def metric_is_better(name: str, new: float, old: Optional[float]) -> bool:
     """Lower is better for distances (fid, kid, kl), higher for scores (is, precision, recall, coverage)."""
     if old is None or not math.isfinite(old):

@@ -33,6 +33,7 @@ from ganforge.config import RunConfig, dump_config
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text, check_output_dir
+from ganforge.metrics.evaluate import evaluate as evaluate_run_dir, in_domain_scorer, summary_line
 from ganforge.models import build_networks, count_parameters, get_family
 from ganforge.train import compiling, determinism, fingerprint as fp, tensorboard
 from ganforge.train.batches import BatchSource
@@ -700,6 +701,7 @@ class Run:
                      f"ganforge train --resume {self.run_dir}")
             return self.summary(self.run_dir, seconds, stopped)
         if self.step > 0 and self.dist.is_main:
+            self._final_evaluation()  # before the pictures: the report shows its figures
             self._write_pictures()
         if self.dataset.skipped:
             self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
@@ -710,6 +712,26 @@ class Run:
             then = f" (then {', '.join(first[1:])})" if first[1:] else ""
             self.log(f"open first: {self.run_dir / first[0]}{then}")
         return self.summary(self.run_dir, seconds)
+
+    def _final_evaluation(self) -> None:
+        """``eval.final``: the finished run scored as ``ganforge evaluate RUN`` scores it, into its eval.json.
+
+        Only with an in-domain scorer (seconds on a CPU); a failure costs a warning, never the finished run."""
+        ec = self.cfg.eval
+        ref = (ec.ref or self.cfg.data.spec).strip()
+        if not ec.final or getattr(self.cfg.model, "point_dim", None) is not None \
+                or not in_domain_scorer(ref, self.family.translation):
+            return
+        try:
+            result = evaluate_run_dir(self.run_dir, ref, ec.final_metrics, n=ec.final_n, extractor=ec.extractor,
+                                      device=str(self.device), data_root=self.cfg.data.root, log=self.log)
+        except (UserError, RuntimeError, ValueError, OSError) as exc:
+            self.log(f"warning: no final evaluation ({' '.join(str(exc).split())[:200]}): "
+                     f"run 'ganforge evaluate {self.run_dir}'")
+            return
+        result.update(step=self.step, by="eval.final")
+        atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
+        self.log(f"final evaluation: {summary_line(result)}; in {self.run_dir / 'eval.json'}")
 
     def _write_pictures(self) -> None:
         """progress.gif, losses.png and real_vs_fake.png: what people look at first."""
