@@ -474,7 +474,11 @@ def bench_throughput(
     if e2e:
         throughput.main_e2e(folder=folder, steps=e2e_steps, repeats=repeats, write=write)
         return
-    throughput.main(steps=steps, device=device, sizes=[int(s) for s in sizes.split(",")], write=write)
+    size_list = _int_list(sizes, "--sizes")
+    bad = [s for s in size_list if s < 16 or s > 256 or s & (s - 1)]
+    if bad:
+        _fail(f"--sizes {bad[0]}: each size must be a power of two from 16 to 256, e.g. --sizes 64,32")
+    throughput.main(steps=steps, device=device, sizes=size_list, write=write)
 
 
 @bench_app.command("quality")

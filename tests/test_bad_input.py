@@ -237,3 +237,18 @@ def test_an_interrupted_start_leaves_no_dead_end(tmp_path, monkeypatch, tiny, ex
     with pytest.raises(KeyboardInterrupt, match="before the first checkpoint"):
         loop_mod.train(tiny("dcgan", steps=2), out, progress=False, log=lambda s: None)
     assert out.is_dir() == existed and (not existed or not any(out.iterdir()))
+
+
+@pytest.mark.parametrize("sizes", ["a", "7", "512"])
+def test_bench_throughput_checks_its_sizes(place, sizes):
+    before = _listing(place)
+    _refused(run("bench", "throughput", "--sizes", sizes, "--device", "cpu", cwd=place), place, before, "--sizes")
+
+
+def test_a_refused_resume_is_one_line(trained, place):
+    """The run's description (data, models, budget) comes after the checks, so a refusal stands alone."""
+    copy = place / "copy"
+    shutil.copytree(trained, copy)
+    before = _listing(place)
+    _refused(run("train", "--resume", "copy", "--set", "model.g_width=99", "--quiet", cwd=place), place, before,
+             "model.g_width", "--force")

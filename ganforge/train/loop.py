@@ -159,9 +159,11 @@ def train(
             run = Run(cfg, dist, log=log if dist.is_main else _silent, strict_data=strict_data,
                       with_evaluator=not dry_run)
             if dry_run:
+                run.describe()
                 return run.summary(None, 0.0)
             assert run_dir is not None
-            run.open(Path(run_dir), resume=resume, force=force)
+            run.open(Path(run_dir), resume=resume, force=force)  # refusals (a changed config) come before the
+            run.describe()  # description, so that a refused resume is one line
             return run.loop(progress=progress and dist.is_main, stop_after_steps=stop_after_steps)
     except BaseException as exc:
         if fresh and dist.is_main and _discard_unstarted(Path(run_dir), existed):
@@ -235,7 +237,6 @@ class Run:
                               self.total_steps, self.dataset)
         self.trainer: Trainer = trainer_class(self.family.trainer)(cfg, self.nets, self.ctx)
         self.keys = (*self.trainer.stat_keys, SKIPPED)
-        self._describe()
 
     # ------------------------------------------------------------------ set-up
 
@@ -267,7 +268,7 @@ class Run:
             raise UserError(f"{self.cfg.data.spec!r} has {self.dataset.num_classes} classes but model.num_classes="
                             f"{mc.num_classes}: --set model.num_classes={self.dataset.num_classes}")
 
-    def _describe(self) -> None:
+    def describe(self) -> None:
         mc, tc = self.cfg.model, self.cfg.train
         point_dim = getattr(mc, "point_dim", None)
         shape = f"{point_dim}-D points" if point_dim is not None else f"{mc.image_size}px"
