@@ -9,7 +9,7 @@ __all__ = ["load_generator", "load_config", "train", "__version__"]
 def __getattr__(name: str):
     # lazy: `import ganforge` stays cheap (no torch import) until something is used
     if name == "load_generator":
-        from ganforge.sampling import load_generator
+        from ganforge.apps.sampling import load_generator
 
         return load_generator
     if name == "load_config":

@@ -128,7 +128,7 @@ def sample(
 ) -> None:
     """Draw images from a trained generator."""
     from ganforge import viz
-    from ganforge.sampling import load_generator
+    from ganforge.apps.sampling import load_generator
 
     lab = None if labels is None else _int_list(labels, "--labels")
     kind = _sample_kind(out)
@@ -215,8 +215,8 @@ def mix(
 ) -> None:
     """The style-mixing grid of the StyleGAN paper: column seeds' images with the row seeds' coarse styles."""
     from ganforge import viz
-    from ganforge.latents import mixing_grid
-    from ganforge.sampling import NOISE_MODES, load_generator
+    from ganforge.apps.latents import mixing_grid
+    from ganforge.apps.sampling import NOISE_MODES, load_generator
 
     if noise not in NOISE_MODES:
         _fail(f"--noise {noise!r}: choose one of {', '.join(NOISE_MODES)}")
@@ -242,8 +242,8 @@ def interpolate(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """A latent walk through several seeds as a GIF or MP4: slerp in z, lerp in w."""
-    from ganforge.latents import interpolation_frames, save_walk
-    from ganforge.sampling import load_generator
+    from ganforge.apps.latents import interpolation_frames, save_walk
+    from ganforge.apps.sampling import load_generator
 
     seed_list = _int_list(seeds, "--seeds")
     _check_out(out)
@@ -267,8 +267,8 @@ def project(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Find the latent (w for style-based generators, else z) whose image best reproduces a given image."""
-    from ganforge.project import project as run_projection, read_target, write_projection
-    from ganforge.sampling import load_generator
+    from ganforge.apps.project import project as run_projection, read_target, write_projection
+    from ganforge.apps.sampling import load_generator
 
     _check_out(out, folder=True)
     g = load_generator(run_dir, device=device)
@@ -314,7 +314,7 @@ def evaluate(
     import json
 
     from ganforge.io_utils import atomic_write_text
-    from ganforge.metrics.evaluate import eval_json_path, evaluate as run_eval, format_table
+    from ganforge.apps.evaluate import eval_json_path, evaluate as run_eval, format_table
 
     _check_out(out or eval_json_path(source))
     result = run_eval(source, ref, metrics.split(","), n=n, extractor=extractor, batch_size=batch_size, seed=seed,
@@ -334,7 +334,7 @@ def classify(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Classify images with a semi-supervised GAN's discriminator: class and confidence per image."""
-    from ganforge.classify import classify as run_classify
+    from ganforge.apps.classify import classify as run_classify
 
     if out is not None:
         _check_out(out)
@@ -356,7 +356,7 @@ def translate(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Translate images with a trained image-to-image model, in the input's order, at the model's size."""
-    from ganforge.translate import translate as run_translate
+    from ganforge.apps.translate import translate as run_translate
 
     _check_out(out, folder=out.suffix.lower() != ".npz")
     res = run_translate(run_dir, input_, out, direction=direction, device=device)
@@ -371,7 +371,7 @@ def report(
 ) -> None:
     """One self-contained HTML page: config (the keys that differ, for several runs), curves with guard events,
     periodic metrics, sample grids over training under a slider, real vs fake, the metric table."""
-    from ganforge.report import write_report
+    from ganforge.apps.report import write_report
 
     _check_out(out)
     typer.echo(str(write_report(run_dirs, out)))
@@ -385,7 +385,7 @@ def runs_table(
 ) -> None:
     """A table of runs: preset, family, steps done / planned, best metric, status (finished, running, interrupted,
     failed)."""
-    from ganforge import runs as listing
+    from ganforge.apps import runs as listing
 
     if not directory.is_dir():
         raise UserError(f"{directory} is not a folder: pass the folder that holds your runs (default: runs)")
@@ -414,7 +414,7 @@ def import_weights(
 ) -> None:
     """Import old PyTorch generator weights (torch.load with weights_only=True) into a ganforge run directory."""
     from ganforge.config import load_config
-    from ganforge.importer import import_generator
+    from ganforge.apps.importer import import_generator
 
     _check_out(out, folder=True)
     ckpt = import_generator(weights, load_config(preset, list(set_)), out, trust=trust, key=key)

@@ -21,12 +21,12 @@ _Strict = Strict
 
 
 def _family_configs() -> tuple[type[ModelBase], ...]:
-    from ganforge.models import all_families
+    from ganforge.families import all_families
 
     return tuple(f.config for f in sorted(all_families().values(), key=lambda f: f.name))
 
 
-# model.family picks the family's own schema (each family module declares it; see ganforge/models/__init__.py)
+# model.family picks the family's own schema (each family module declares it; see ganforge/families/__init__.py)
 ModelConfig = Annotated[Union[_family_configs()], Field(discriminator="family")]
 _MODEL_ADAPTER: TypeAdapter = TypeAdapter(ModelConfig)
 
@@ -215,7 +215,7 @@ class RunConfig(_Strict):
 
     @property
     def conditional(self) -> bool:
-        from ganforge.models import get_family
+        from ganforge.families import get_family
 
         return get_family(self.model.family).conditional
 

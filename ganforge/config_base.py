@@ -1,6 +1,6 @@
 """What every family's model config shares, kept apart from ``config.py`` so family modules can import it.
 
-Each family module (``ganforge/models/<family>.py``) subclasses ``ModelBase`` with its own keys and a
+Each family module (``ganforge/families/<family>.py``) subclasses ``ModelBase`` with its own keys and a
 ``family: Literal["<name>"]`` tag; ``config.py`` joins them into a discriminated union, so ``model.family``
 selects the schema and a key that family does not know is an error naming the keys it does.
 """
@@ -30,7 +30,7 @@ class ModelBase(Strict):
 
 
 class DiscriminatorTricks(Strict):
-    """Discriminator add-ons of the GAN literature, each a switch (see ``ganforge/models/layers.py``)."""
+    """Discriminator add-ons of the GAN literature, each a switch (see ``ganforge/families/parts/layers.py``)."""
 
     spectral_norm: bool = False  # every conv/linear of D spectrally normalised (Miyato et al. 2018)
     minibatch_std: bool = False  # a minibatch standard-deviation channel before D's head (Karras et al. 2018)

@@ -100,7 +100,7 @@ def no_automatic_device(monkeypatch):
     import sys
 
     import ganforge.bench.throughput  # noqa: F401  (modules that import pick_device by name)
-    import ganforge.sampling as sampling
+    import ganforge.apps.sampling as sampling
     import ganforge.train.distributed  # noqa: F401
 
     pick = sampling.pick_device

@@ -10,7 +10,7 @@ import torch
 
 from ganforge.bench import throughput as tp
 from ganforge.config import model_config, TrainConfig
-from ganforge.models import build_models
+from ganforge.families import build_models
 
 CPU = torch.device("cpu")
 
@@ -123,7 +123,7 @@ def test_write_creates_file_and_block(tmp_path):
 def test_bench_style_shows_every_preset_the_same_number_of_real_images():
     from ganforge.bench.style import render_block, steps_for_images
     from ganforge.config import load_config
-    from ganforge.models.progan import GrowthSchedule
+    from ganforge.families.progan import GrowthSchedule
 
     assert steps_for_images("dcgan-mnist-v1", 128_000) == 2000  # batch 64
     assert steps_for_images("dcgan-mnist", 128_000) == 4000 and steps_for_images("stylegan-mnist", 128_001) == 4001

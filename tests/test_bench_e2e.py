@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ganforge.bench import end_to_end as e2e
 from ganforge.bench import reference_dcgan as ref
 from ganforge.config import load_config
-from ganforge.models import build_networks, count_parameters
+from ganforge.families import build_networks, count_parameters
 
 CPU = torch.device("cpu")
 

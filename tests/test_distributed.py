@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from conftest import FAMILIES
 
 import ganforge.train.loop as loop
-import ganforge.train.gan as gan_family
+import ganforge.families.noise_to_image as gan_family
 from ganforge.checkpoint import load_latest
 from ganforge.config import validate
 from ganforge.errors import UserError

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ganforge.config import load_config, preset_dict, preset_names
-from ganforge.models import all_families
+from ganforge.families import all_families
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES_DIR = ROOT / "docs" / "families"

@@ -17,7 +17,7 @@ from ganforge.data import build_dataset
 from ganforge.data.embedded import load_raw
 from ganforge.data.imageops import resize_center_crop
 from ganforge.errors import UserError
-from ganforge.metrics.evaluate import evaluate, eval_json_path, format_table, metric_is_better
+from ganforge.apps.evaluate import evaluate, eval_json_path, format_table, metric_is_better
 from ganforge.train import train
 
 quiet = dict(progress=False, log=lambda s: None)
@@ -231,9 +231,9 @@ def test_conditional_run_scores_label_accuracy_with_images_aligned_to_their_labe
     ds = build_dataset(DataConfig(spec="mnist-embedded"), model_config(image_size=16, channels=1))
     by_class = [ds.tensor[ds.labels == k] for k in range(10)]
 
-    import ganforge.sampling
+    import ganforge.apps.sampling
 
-    real_g = ganforge.sampling.load_generator(run)
+    real_g = ganforge.apps.sampling.load_generator(run)
 
     class Drawing:
         config, num_classes = real_g.config, real_g.num_classes
@@ -251,7 +251,7 @@ def test_conditional_run_scores_label_accuracy_with_images_aligned_to_their_labe
             return torch.stack(out)
 
     def accuracy(shift):
-        monkeypatch.setattr(ganforge.sampling, "load_generator", lambda *a, **k: Drawing(shift))
+        monkeypatch.setattr(ganforge.apps.sampling, "load_generator", lambda *a, **k: Drawing(shift))
         return evaluate(run, "mnist-embedded", ["fid"], n=300)["metrics"]["label_accuracy[mnist-cnn]"]
 
     assert accuracy(0) > 0.85  # the classifier's own accuracy on 16 px digits
@@ -266,8 +266,8 @@ def _with_final(cfg, **keys):
 def test_a_finished_run_is_scored_at_its_end_as_evaluate_would_score_it(tmp_path, tiny):
     """eval.final: eval.json beside the run, equal to 'ganforge evaluate RUN' with the same n, shown by the report
     and 'ganforge runs'; the last lines say the figures."""
-    from ganforge import runs as listing
-    from ganforge.report import load_run
+    from ganforge.apps import runs as listing
+    from ganforge.apps.report import load_run
 
     run, lines = tmp_path / "run", []
     train(_with_final(tiny("dcgan", steps=4, log_every=2)), run, progress=False, log=lines.append)

@@ -13,7 +13,7 @@ from ganforge import viz
 from ganforge.config import load_config, load_run_config, validate
 from ganforge.data import build_spec
 from ganforge.errors import UserError
-from ganforge.models.ssgan import labeled_indices, real_probability
+from ganforge.families.ssgan import labeled_indices, real_probability
 from ganforge.train import fingerprint as fp
 from ganforge.train import train
 
@@ -101,7 +101,7 @@ def test_classify_refuses_bad_input_in_one_line(ssgan_run, tmp_path):
 
 
 def test_evaluate_reports_a_semi_supervised_runs_test_accuracy(ssgan_run, tmp_path, monkeypatch):
-    from ganforge.metrics.evaluate import evaluate
+    from ganforge.apps.evaluate import evaluate
 
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
     res = evaluate(ssgan_run, "mnist-embedded", ["fid"], n=200)
@@ -147,9 +147,9 @@ def test_discriminator_add_ons_train(tmp_path, tiny, model):
 
 
 def test_unrolled_generator_step_leaves_the_discriminator_untouched(tmp_path, tiny):
-    from ganforge.models import build_networks
-    from ganforge.train.family import RunContext
-    from ganforge.train.gan import GanTrainer
+    from ganforge.families import build_networks
+    from ganforge.families.contract import RunContext
+    from ganforge.families.noise_to_image import GanTrainer
 
     cfg = tiny("mlp", unrolled_steps=3)
     nets = build_networks(cfg.model)

@@ -13,9 +13,9 @@ import torch
 
 from conftest import tiny_config
 from ganforge.errors import UserError
-from ganforge.latents import interpolation_frames, slerp, walk
-from ganforge.project import learning_rate, project
-from ganforge.sampling import load_generator
+from ganforge.apps.latents import interpolation_frames, slerp, walk
+from ganforge.apps.project import learning_rate, project
+from ganforge.apps.sampling import load_generator
 from ganforge.train import train
 
 quiet = dict(progress=False, log=lambda s: None)
@@ -164,7 +164,7 @@ def test_sample_truncation_zero_draws_the_mean_w_image_for_every_seed(stylegan_r
 
 
 def test_mix_grid_crossover_zero_gives_the_column_seeds_and_full_crossover_the_row_seeds(stylegan_run):
-    from ganforge.latents import mixing_grid
+    from ganforge.apps.latents import mixing_grid
 
     g = load_generator(stylegan_run, device="cpu")
     cols = g.sample(2, z=torch.cat([g.draw_z(1, 4), g.draw_z(1, 5)]))

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ganforge.losses import (LOSSES, canonical_loss, d_loss, drift_penalty, feature_matching_loss, g_loss,
+from ganforge.families.parts.losses import (LOSSES, canonical_loss, d_loss, drift_penalty, feature_matching_loss, g_loss,
                              gradient_penalty, lazy_weight, r1_penalty)
 
 CPU = torch.device("cpu")

@@ -7,7 +7,7 @@ import torch
 from conftest import FAMILIES, TRANSLATION_DATA, family_model
 
 from ganforge.config import model_config, load_config
-from ganforge.models import build_models, count_parameters
+from ganforge.families import build_models, count_parameters
 
 
 def counts(**kw):

@@ -14,9 +14,9 @@ from PIL import Image
 from ganforge.checkpoint import load_latest
 from ganforge.config import model_config, validate
 from ganforge.errors import UserError
-from ganforge.models import build_models
-from ganforge.models.equalized import EqualizedConv2d, EqualizedLinear, downscale_to, upscale_to
-from ganforge.models.progan import GrowthSchedule, ProganDiscriminator, growth
+from ganforge.families import build_models
+from ganforge.families.parts.equalized import EqualizedConv2d, EqualizedLinear, downscale_to, upscale_to
+from ganforge.families.progan import GrowthSchedule, ProganDiscriminator, growth
 from ganforge.train import train
 
 quiet = dict(progress=False, log=lambda s: None)

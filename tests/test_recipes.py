@@ -11,7 +11,7 @@ from torch import nn
 from ganforge.checkpoint import load_latest
 from ganforge.train import train
 from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
-from ganforge.losses import r1_penalty
+from ganforge.families.parts.losses import r1_penalty
 
 quiet = dict(progress=False, log=lambda s: None)
 

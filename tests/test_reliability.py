@@ -338,9 +338,9 @@ def test_resume_refuses_a_changed_config_or_dataset_unless_forced(tmp_path, tiny
 
 def test_import_weights_needs_trust_and_round_trips(tmp_path, monkeypatch):
     from ganforge.config import load_config
-    from ganforge.importer import import_generator
-    from ganforge.models import build_models
-    from ganforge.sampling import load_generator
+    from ganforge.apps.importer import import_generator
+    from ganforge.families import build_models
+    from ganforge.apps.sampling import load_generator
 
     cfg = load_config("dcgan-mnist", ["model.g_width=8", "model.d_width=8", "model.z_dim=16"])
     G, _ = build_models(cfg.model)

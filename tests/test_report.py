@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from ganforge.report import write_report
+from ganforge.apps.report import write_report
 from ganforge.train import train
 
 quiet = dict(progress=False, log=lambda s: None)

@@ -7,7 +7,7 @@ import time
 
 from typer.testing import CliRunner
 
-from ganforge import runs as listing
+from ganforge.apps import runs as listing
 from ganforge.cli import app
 from ganforge.train import train
 

@@ -10,8 +10,8 @@ import torch
 
 from ganforge.config import load_config, model_config
 from ganforge.errors import UserError
-from ganforge.models import build_models
-from ganforge.models.stylegan import ModulatedConv2d, NoiseInput, StyleGenerator
+from ganforge.families import build_models
+from ganforge.families.stylegan import ModulatedConv2d, NoiseInput, StyleGenerator
 from ganforge.train import train
 
 quiet = dict(progress=False, log=lambda s: None)
@@ -133,8 +133,8 @@ def test_generator_and_discriminator_take_labels_and_give_logits():
 
 
 def test_style_mixing_in_training_draws_a_second_latent(tiny):
-    from ganforge.models.stylegan import StyleganTrainer
-    from ganforge.train.family import RunContext
+    from ganforge.families.stylegan import StyleganTrainer
+    from ganforge.families.contract import RunContext
 
     cfg = tiny("stylegan")
     for p, mixed in ((1.0, True), (0.0, False)):

@@ -15,8 +15,8 @@ from ganforge.checkpoint import flatten_modules, list_checkpoints, load_latest, 
 from ganforge.config import validate
 from ganforge.data import mode_centers
 from ganforge.errors import UserError
-from ganforge.models import build_models
-from ganforge.sampling import load_generator
+from ganforge.families import build_models
+from ganforge.apps.sampling import load_generator
 from ganforge.train import train
 from conftest import FAMILIES
 

@@ -16,11 +16,11 @@ from conftest import tiny_config
 from ganforge.data import build_spec, digit_tasks
 from ganforge.data.pairs import PERM_SEED
 from ganforge.errors import UserError
-from ganforge.models import build_networks, count_parameters
-from ganforge.models.translation_nets import PatchDiscriminator, ResnetGenerator, UNetGenerator
+from ganforge.families import build_networks, count_parameters
+from ganforge.families.parts.translation_nets import PatchDiscriminator, ResnetGenerator, UNetGenerator
 from ganforge.train import train
-from ganforge.train.image_pool import ImagePool
-from ganforge.train.translation import jitter, split_halves
+from ganforge.families.parts.image_pool import ImagePool
+from ganforge.families.image_pairs import jitter, split_halves
 
 quiet = {"progress": False, "log": lambda s: None}
 
@@ -165,8 +165,8 @@ def test_image_pool_swaps_half_the_time_once_full_and_restores_exactly():
 
 
 def test_cycle_and_identity_losses_vanish_for_identity_generators():
-    from ganforge.models import get_family
-    from ganforge.train.family import RunContext, trainer_class
+    from ganforge.families import get_family
+    from ganforge.families.contract import RunContext, trainer_class
 
     cfg = tiny_config("cyclegan")
     nets = build_networks(cfg.model)
@@ -248,7 +248,7 @@ def test_pix2pix_refuses_unpaired_data_in_one_line(tmp_path):
 
 
 def test_evaluate_scores_a_translation_run_on_its_held_out_pairs(runs):
-    from ganforge.metrics.evaluate import evaluate
+    from ganforge.apps.evaluate import evaluate
 
     paired = evaluate(runs["pix2pix"], "ignored", n=50)
     assert paired["n_generated"] == 50 and "split test" in paired["ref"]
@@ -259,7 +259,7 @@ def test_evaluate_scores_a_translation_run_on_its_held_out_pairs(runs):
 
 
 def test_psnr_and_l1_against_their_formulas():
-    from ganforge.translate import psnr
+    from ganforge.apps.translate import psnr
 
     x = torch.zeros(2, 1, 4, 4)
     y = torch.full((2, 1, 4, 4), 0.2)  # 0.1 apart on [0, 1] pixels

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from ganforge.augment import AugParams, apply, diff_augment, draw_params
-from ganforge.losses import d_loss, g_loss
-from ganforge.models.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm
-from ganforge.noise import add_instance_noise, instance_noise_sigma
-from ganforge.unroll import functional_d, unrolled_parameters
+from ganforge.families.parts.augment import AugParams, apply, diff_augment, draw_params
+from ganforge.families.parts.losses import d_loss, g_loss
+from ganforge.families.parts.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm
+from ganforge.families.parts.noise import add_instance_noise, instance_noise_sigma
+from ganforge.families.parts.unroll import functional_d, unrolled_parameters
 
 CPU = torch.device("cpu")
 

@@ -69,7 +69,7 @@ def run_one(name: str, out_root: Path, seconds: Optional[float], seed: int, step
     """Train the benchmark's preset (or ``preset`` with ``overrides``, as ``--set`` takes them) once and score its
     final generator."""
     from ganforge.config import load_config
-    from ganforge.sampling import load_generator
+    from ganforge.apps.sampling import load_generator
     from ganforge.train import train
 
     preset = preset or BENCHES[name]

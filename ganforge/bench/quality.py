@@ -88,7 +88,7 @@ def main(seconds: Optional[float] = 300, out_root: Path = Path("runs/bench-quali
         print(f"training {preset} for {what} -> {out}", file=sys.stderr, flush=True)
         rows.append(run_preset(preset, out, seconds, seed))
     from ganforge import viz
-    from ganforge.metrics.evaluate import evaluate
+    from ganforge.apps.evaluate import evaluate
 
     for r in rows:  # in-domain metrics on 10,000 samples against the 5,000 embedded digits
         res = evaluate(r["run"], "mnist-embedded", ["fid", "kid", "prc", "coverage"], n=10_000, seed=seed,

@@ -78,7 +78,7 @@ def train_variant(name: str, overrides: Sequence[str], out: Path, seed: int, pre
 
 
 def score(row: dict, seed: int, n: int = 5000) -> dict:
-    from ganforge.metrics.evaluate import evaluate
+    from ganforge.apps.evaluate import evaluate
 
     m = evaluate(row["run"], "mnist-embedded", ["fid", "prc", "coverage"], n=n, seed=seed, log=lambda s: None)
     m = m["metrics"]

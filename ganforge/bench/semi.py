@@ -24,8 +24,8 @@ PRESET = "ssgan-mnist"
 def supervised_only(cfg: RunConfig) -> float:
     """Test accuracy of the discriminator architecture trained on the labelled digits alone."""
     from ganforge.data import build_dataset, build_spec
-    from ganforge.models import build_networks
-    from ganforge.models.ssgan import labeled_indices
+    from ganforge.families import build_networks
+    from ganforge.families.ssgan import labeled_indices
     from ganforge.train.loop import make_optimizer, seed_everything
     from ganforge.train.schedule import apply_lr, lr_factor
 
@@ -52,7 +52,7 @@ def supervised_only(cfg: RunConfig) -> float:
 
 
 def run_seed(seed: int, out_root: Path, steps: Optional[int], device: Optional[str]) -> dict:
-    from ganforge.classify import held_out_accuracy
+    from ganforge.apps.classify import held_out_accuracy
     from ganforge.train import train
 
     values: dict = {"train.seed": seed, **({"train.steps": steps} if steps else {}),

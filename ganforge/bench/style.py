@@ -34,7 +34,7 @@ def steps_for_images(preset: str, images: int, extra: Sequence[str] = ()) -> int
     cfg = load_config(preset, list(extra))
     if cfg.model.family != "progan":
         return math.ceil(images / cfg.train.batch_size)
-    from ganforge.models.progan import GrowthSchedule  # its batch changes with the resolution
+    from ganforge.families.progan import GrowthSchedule  # its batch changes with the resolution
 
     schedule, lo, hi = GrowthSchedule.of(cfg), 0, images
     while lo < hi:  # the first step count whose images reach ``images``
@@ -44,7 +44,7 @@ def steps_for_images(preset: str, images: int, extra: Sequence[str] = ()) -> int
 
 
 def scores(source, n: int, seed: int) -> dict:
-    from ganforge.metrics.evaluate import evaluate
+    from ganforge.apps.evaluate import evaluate
 
     res = evaluate(source, "mnist-embedded", METRICS, n=n, seed=seed, log=lambda s: None)
     m = res["metrics"]
@@ -56,7 +56,7 @@ def scores(source, n: int, seed: int) -> dict:
 def truncation_sweep(run: Path, psis: Sequence[float], n: int, seed: int) -> list[dict]:
     """Scores of ``n`` samples of a style-based run at each psi (constant noise)."""
     from ganforge import viz
-    from ganforge.sampling import load_generator
+    from ganforge.apps.sampling import load_generator
 
     g = load_generator(run, device="cpu")
     rows = []

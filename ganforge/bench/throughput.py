@@ -36,11 +36,11 @@ from torch import nn
 from ganforge.bench.markdown import machine_info, markers, write_block
 from ganforge.config import TrainConfig, model_config, validate
 from ganforge.config_base import ModelBase
-from ganforge.models import build_models, get_family
-from ganforge.sampling import pick_device
+from ganforge.families import build_models, get_family
+from ganforge.apps.sampling import pick_device
 from ganforge.train import determinism
 from ganforge.train.engine import Updater, run_step
-from ganforge.train.family import RunContext, trainer_class
+from ganforge.families.contract import RunContext, trainer_class
 from ganforge.train.loop import SKIPPED, make_optimizer
 
 MARK_START, MARK_END = markers("throughput")

@@ -27,7 +27,7 @@ from ganforge.data import digit_tasks, embedded, folder
 from ganforge.data.base import GanDataset, TensorGanDataset
 from ganforge.data.imageops import Size, as_hw, batch_to_tensor, pil_to_tensor, upright
 from ganforge.errors import DataError
-from ganforge.train.translation import split_halves
+from ganforge.families.image_pairs import split_halves
 
 DIGIT_SPECS = ("digits-sr", "digits-inpaint", "digits-edges", "digits-thin2thick")
 PAIRED_PREFIX, UNPAIRED_PREFIX = "paired:", "unpaired:"

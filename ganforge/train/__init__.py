@@ -1,6 +1,6 @@
 """Training: ``train(cfg, run_dir)`` runs a whole training of any family (see ``loop.py``).
 
-Imported lazily, so that a family module can import ``ganforge.train.family`` while the config (which discovers
+Imported lazily, so that a family module can import ``ganforge.families.contract`` while the config (which discovers
 the families) is still being built.
 """
 from __future__ import annotations

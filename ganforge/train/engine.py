@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ganforge.train.distributed import Dist
-from ganforge.train.family import Batch, Trainer
+from ganforge.families.contract import Batch, Trainer
 
 
 @dataclass

@@ -33,15 +33,15 @@ from ganforge.config import RunConfig, dump_config
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text, check_output_dir
-from ganforge.metrics.evaluate import evaluate as evaluate_run_dir, in_domain_scorer, summary_line
-from ganforge.models import build_networks, count_parameters, get_family
+from ganforge.apps.evaluate import evaluate as evaluate_run_dir, in_domain_scorer, summary_line
+from ganforge.families import build_networks, count_parameters, get_family
 from ganforge.train import compiling, determinism, fingerprint as fp, tensorboard
 from ganforge.train.batches import BatchSource
 from ganforge.train.distributed import Dist, init_from_env
 from ganforge.train.diversity import choose_space
 from ganforge.train.ema import EMA
 from ganforge.train.engine import Updater, run_step
-from ganforge.train.family import RunContext, Trainer, trainer_class
+from ganforge.families.contract import RunContext, Trainer, trainer_class
 from ganforge.train.guards import CollapseWatch, Event, NonFiniteGuard, tensors_finite
 from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
 from ganforge.train.signals import StopRequest
@@ -221,7 +221,7 @@ class Run:
         self.total_steps = tc.steps if tc.steps is not None else tc.epochs * self.source.steps_per_epoch
         self.evaluator = None
         if with_evaluator and cfg.eval.every and dist.is_main:  # rank 0 evaluates; the others await its verdict
-            from ganforge.metrics.periodic import PeriodicEvaluator
+            from ganforge.train.periodic import PeriodicEvaluator
 
             # built before seeding (its extractor draws initial weights), so evaluation never shifts training's RNG
             self.evaluator = PeriodicEvaluator(cfg.eval, mc, cfg.data.spec,
@@ -445,7 +445,7 @@ class Run:
             self.log("eval @ step {}: {}".format(self.step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
             key = self.evaluator.best_key()
             if key is not None and key in values:
-                from ganforge.metrics.evaluate import metric_is_better
+                from ganforge.apps.evaluate import metric_is_better
 
                 if metric_is_better(key, values[key], self.best_value):
                     self.best_value = values[key]
@@ -749,7 +749,7 @@ class Run:
                     except ValueError:
                         pass  # nothing of that kind logged
             self._real_vs_fake()
-            from ganforge.report import write_report
+            from ganforge.apps.report import write_report
 
             write_report([run_dir], run_dir / "report.html")
         except Exception as exc:  # pictures must never cost the user a finished run

@@ -15,8 +15,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ganforge.config_base import DiscriminatorTricks, ModelBase, check_power_of_two
-from ganforge.models import Family, register
-from ganforge.models.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm
+from ganforge.families import Family, register
+from ganforge.families.parts.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm
 
 
 class DcganConfig(DiscriminatorTricks, ModelBase):
@@ -144,5 +144,5 @@ def gan_networks(generator: type[nn.Module], discriminator: type[nn.Module]):
     return lambda cfg: {"G": generator(cfg), "D": discriminator(cfg)}
 
 
-register(Family("dcgan", DcganConfig, gan_networks(DCGANGenerator, DCGANDiscriminator), "ganforge.train.gan:GanTrainer",
+register(Family("dcgan", DcganConfig, gan_networks(DCGANGenerator, DCGANDiscriminator), "ganforge.families.noise_to_image:GanTrainer",
                 after_init=spectral_norm_discriminators))

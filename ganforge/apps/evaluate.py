@@ -118,7 +118,7 @@ def _check_side(what: str, height: int, width: int) -> None:
 
 def _run_source(path: Path, n: int, seed: int, device: str) -> ImageSource:
     """A run directory: ``n`` images from its generator, at the model's size and channels."""
-    from ganforge.sampling import load_generator
+    from ganforge.apps.sampling import load_generator
 
     g = load_generator(path, device=device)
     mc = g.config.model
@@ -348,10 +348,10 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
              use_cache: bool = True, log=print) -> dict:
     """Everything ``ganforge evaluate`` prints and writes to ``eval.json``."""
     from ganforge.metrics.extractors import get_extractor
-    from ganforge.sampling import pick_device
+    from ganforge.apps.sampling import pick_device
 
     if _is_translation_run(Path(source)):  # image -> image: scored on its own held-out pairs
-        from ganforge.translate import evaluate_run
+        from ganforge.apps.translate import evaluate_run
 
         return evaluate_run(Path(source), device, limit=n)
     metrics = parse_metrics(metrics)
@@ -397,7 +397,7 @@ def _is_translation_run(source: Path) -> bool:
     if not (source.is_dir() and (source / "config.yaml").is_file()):
         return False
     from ganforge.config import load_run_config
-    from ganforge.models import get_family
+    from ganforge.families import get_family
 
     return get_family(load_run_config(source).model.family).translation
 
@@ -407,11 +407,11 @@ def _classifier_metrics(source: Path, device: str) -> dict[str, float]:
     if not (source.is_dir() and (source / "config.yaml").is_file()):
         return {}
     from ganforge.config import load_run_config
-    from ganforge.models import get_family
+    from ganforge.families import get_family
 
     if not get_family(load_run_config(source).model.family).classifier:
         return {}
-    from ganforge.classify import held_out_accuracy
+    from ganforge.apps.classify import held_out_accuracy
 
     accuracy, n = held_out_accuracy(source, device)
     return {"test_accuracy": accuracy, "n_test": float(n)}

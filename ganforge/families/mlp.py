@@ -13,9 +13,9 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ganforge.config_base import DiscriminatorTricks, ModelBase
-from ganforge.models import Family, register
-from ganforge.models.dcgan import gan_networks, spectral_norm_discriminators
-from ganforge.models.layers import MinibatchDiscrimination
+from ganforge.families import Family, register
+from ganforge.families.dcgan import gan_networks, spectral_norm_discriminators
+from ganforge.families.parts.layers import MinibatchDiscrimination
 
 
 class MlpConfig(DiscriminatorTricks, ModelBase):
@@ -92,5 +92,5 @@ class MLPDiscriminator(nn.Module):
         return self.net(x.reshape(x.shape[0], -1)).view(-1)
 
 
-register(Family("mlp", MlpConfig, gan_networks(MLPGenerator, MLPDiscriminator), "ganforge.train.gan:GanTrainer",
+register(Family("mlp", MlpConfig, gan_networks(MLPGenerator, MLPDiscriminator), "ganforge.families.noise_to_image:GanTrainer",
                 convolutional=False, after_init=spectral_norm_discriminators))

@@ -16,11 +16,11 @@ from pydantic import Field
 from torch import nn
 
 from ganforge.config_base import TranslationConfig
-from ganforge.models import Family, register
-from ganforge.models.translation_nets import PatchDiscriminator, ResnetGenerator
-from ganforge.train.family import Batch, Fixed, OptimizerSpec, Phase, StatDict
-from ganforge.train.image_pool import ImagePool
-from ganforge.train.translation import TranslationTrainer, adversarial_terms, generator_term
+from ganforge.families import Family, register
+from ganforge.families.parts.translation_nets import PatchDiscriminator, ResnetGenerator
+from ganforge.families.contract import Batch, Fixed, OptimizerSpec, Phase, StatDict
+from ganforge.families.parts.image_pool import ImagePool
+from ganforge.families.image_pairs import TranslationTrainer, adversarial_terms, generator_term
 
 
 class CycleganConfig(TranslationConfig):
@@ -111,5 +111,5 @@ def _networks(cfg: CycleganConfig) -> dict[str, nn.Module]:
     return {"G_AB": g(), "G_BA": g(), "D_A": d(), "D_B": d()}
 
 
-register(Family("cyclegan", CycleganConfig, _networks, "ganforge.models.cyclegan:CycleganTrainer",
+register(Family("cyclegan", CycleganConfig, _networks, "ganforge.families.cyclegan:CycleganTrainer",
                 generator="G_AB", translation=True))

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ganforge.losses import canonical_loss, d_loss, g_loss
-from ganforge.train.family import Batch, Fixed, Trainer
+from ganforge.families.parts.losses import canonical_loss, d_loss, g_loss
+from ganforge.families.contract import Batch, Fixed, Trainer
 
 FIXED_PER_ROW = 4  # input | output | target triplets per row of translations.png
 

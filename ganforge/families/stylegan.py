@@ -32,12 +32,12 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from ganforge import losses
+from ganforge.families.parts import losses
 from ganforge.config_base import ModelBase, check_power_of_two
-from ganforge.models import Family, register
-from ganforge.models.equalized import SQRT2, EqualizedConv2d, EqualizedLinear, channels_at
-from ganforge.models.layers import MinibatchStdDev
-from ganforge.train.family import Batch, Fixed, Phase, StatDict, Trainer
+from ganforge.families import Family, register
+from ganforge.families.parts.equalized import SQRT2, EqualizedConv2d, EqualizedLinear, channels_at
+from ganforge.families.parts.layers import MinibatchStdDev
+from ganforge.families.contract import Batch, Fixed, Phase, StatDict, Trainer
 
 NOISE_MODES = ("random", "const", "none")
 W_AVG_BETA = 0.995  # w_avg's decay per training forward (stylegan2-ada)
@@ -520,4 +520,4 @@ def _networks(cfg: StyleganConfig) -> dict[str, nn.Module]:
     return {"G": StyleGenerator(cfg), "D": StyleDiscriminator(cfg)}
 
 
-register(Family("stylegan", StyleganConfig, _networks, "ganforge.models.stylegan:StyleganTrainer", convolutional=True))
+register(Family("stylegan", StyleganConfig, _networks, "ganforge.families.stylegan:StyleganTrainer", convolutional=True))

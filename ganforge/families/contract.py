@@ -76,7 +76,7 @@ class Trainer:
     watch_d_fake: bool = True  # the collapse watch may read the "d_fake" stat as a probability
 
     def __init__(self, cfg, nets: dict[str, nn.Module], ctx: RunContext):
-        from ganforge.models import get_family
+        from ganforge.families import get_family
 
         self.cfg, self.nets, self.ctx = cfg, nets, ctx
         self.conditional = get_family(cfg.model.family).conditional  # G takes class labels
@@ -92,7 +92,7 @@ class Trainer:
 
     # --- sampling: noise -> image by default; other families override both
     def fixed_inputs(self, seed: int, n: int) -> Fixed:
-        from ganforge.models import sample_z
+        from ganforge.families import sample_z
 
         gen = torch.Generator().manual_seed(seed + 12345)
         z = sample_z(n, self.cfg.model, generator=gen)
@@ -100,7 +100,7 @@ class Trainer:
 
     def generator_inputs(self, n: int, gen: torch.Generator) -> tuple:
         """``n`` random inputs of the generator, drawn from ``gen`` (BatchNorm refresh of the EMA, evaluation)."""
-        from ganforge.models import sample_z
+        from ganforge.families import sample_z
 
         z = sample_z(n, self.cfg.model, "cpu", generator=gen).to(self.ctx.device)
         if not self.conditional:
@@ -112,7 +112,7 @@ class Trainer:
         """z (and fake labels) for this rank's ``n`` samples of a training step: every rank draws the global
         batch from the shared RNG stream and keeps its slice, so the streams stay identical across ranks and
         equal to one process's with the same global batch."""
-        from ganforge.models import sample_z
+        from ganforge.families import sample_z
 
         world, dev = self.ctx.world_size, self.ctx.device
         z = sample_z(n * world, self.cfg.model, dev)

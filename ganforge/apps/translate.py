@@ -37,8 +37,8 @@ def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu")
     """The generator of a translation run for ``direction`` (relative to the run's own A -> B), EMA copy first."""
     from ganforge.checkpoint import load_latest
     from ganforge.config import load_run_config
-    from ganforge.models import build_networks, get_family
-    from ganforge.sampling import pick_device
+    from ganforge.families import build_networks, get_family
+    from ganforge.apps.sampling import pick_device
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -100,7 +100,7 @@ def _png_names(names: list[str]) -> list[str]:
 
 def translate(run_dir: Path, inputs: Path, out: Path, direction: str = "AtoB", device: str = "cpu") -> dict:
     """Translate every input; returns {"n", "skipped", "out"}."""
-    from ganforge.classify import read_inputs, to_model_input
+    from ganforge.apps.classify import read_inputs, to_model_input
 
     translator = load_translator(run_dir, direction, device)
     images, names, _, skipped = read_inputs(Path(inputs))
@@ -123,7 +123,7 @@ def held_out_pairs(cfg, split: str = "test"):
 
 
 def pairs_tensor(ds, limit: Optional[int] = None) -> torch.Tensor:
-    from ganforge.train.translation import dataset_items
+    from ganforge.families.image_pairs import dataset_items
 
     return dataset_items(ds, torch.arange(len(ds) if limit is None else min(limit, len(ds))))
 
@@ -163,7 +163,7 @@ def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None
     import time
 
     from ganforge.data.pairs import DIGIT_SPECS
-    from ganforge.train.translation import split_halves
+    from ganforge.families.image_pairs import split_halves
 
     t0 = time.perf_counter()
     forward = load_translator(run_dir, "AtoB", device)

@@ -14,8 +14,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ganforge.config_base import DiscriminatorTricks, ModelBase, check_power_of_two
-from ganforge.models import Family, register
-from ganforge.models.dcgan import (conv_head, down_block, gan_networks, n_resamples, spectral_norm_discriminators,
+from ganforge.families import Family, register
+from ganforge.families.dcgan import (conv_head, down_block, gan_networks, n_resamples, spectral_norm_discriminators,
                                    upsampling_body)
 
 
@@ -85,4 +85,4 @@ class ConditionalDiscriminator(nn.Module):
 
 
 register(Family("cdcgan", CdcganConfig, gan_networks(ConditionalGenerator, ConditionalDiscriminator),
-                "ganforge.train.gan:GanTrainer", conditional=True, after_init=spectral_norm_discriminators))
+                "ganforge.families.noise_to_image:GanTrainer", conditional=True, after_init=spectral_norm_discriminators))

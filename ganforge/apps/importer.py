@@ -15,7 +15,7 @@ from ganforge.checkpoint import flatten_modules, save_checkpoint
 from ganforge.config import RunConfig, dump_config
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text
-from ganforge.models import build_models
+from ganforge.families import build_models
 
 
 def _load_tensors(weights: Path):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ganforge.config import EvalConfig, ModelConfig
-from ganforge.metrics import evaluate as ev
+from ganforge.apps import evaluate as ev
 
 
 class PeriodicEvaluator:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.errors import UserError
-from ganforge.sampling import TrainedGenerator
+from ganforge.apps.sampling import TrainedGenerator
 
 Distance = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -44,7 +44,7 @@ def learning_rate(t: float, base: float, warmup: float = 0.05, rampdown: float =
 
 def make_distance(g: TrainedGenerator, target: torch.Tensor) -> Distance:
     """Pixel MSE + the in-domain feature distance for digits (coarse-scale pixel MSE otherwise)."""
-    from ganforge.metrics.evaluate import DIGIT_SETS
+    from ganforge.apps.evaluate import DIGIT_SETS
 
     spec = g.config.data.spec.strip().lower()
     if spec in DIGIT_SETS and spec != "stacked-mnist":
@@ -149,7 +149,7 @@ def read_target(path, cfg, index: int = 0) -> torch.Tensor:
     """One image (a file, or ``arr_0[index]`` of an .npz) at the model's shape, as its training data were made."""
     from pathlib import Path
 
-    from ganforge.classify import read_inputs, to_model_input
+    from ganforge.apps.classify import read_inputs, to_model_input
 
     path = Path(path)
     if path.is_dir():
@@ -171,7 +171,7 @@ def write_projection(result: Projection, target: torch.Tensor, out) -> None:
 
     from ganforge import viz
     from ganforge.io_utils import atomic_write_bytes, atomic_write_text
-    from ganforge.latents import save_walk
+    from ganforge.apps.latents import save_walk
 
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -7,7 +7,7 @@ block(fromRGB_new(x)), alpha)``); then the stage trains ``stable_images`` images
 stage has only its stable phase. Real images are shown at the current resolution and, during a fade-in, blended the
 same way as G's output, so D never tells real from fake by sharpness alone.
 
-The networks are the paper's: equalized learning rate everywhere (``models/equalized.py``), pixelwise feature
+The networks are the paper's: equalized learning rate everywhere (``families/parts/equalized.py``), pixelwise feature
 normalisation after every conv of G and on z, LeakyReLU 0.2, nearest-neighbour upsampling and average pooling,
 1x1 toRGB / fromRGB per resolution, the minibatch standard-deviation layer before D's last block, and a linear
 output (the loss is WGAN-GP with the drift term). Widths: the channels at resolution r are
@@ -38,13 +38,13 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from ganforge import losses
+from ganforge.families.parts import losses
 from ganforge.config_base import ModelBase, check_power_of_two
-from ganforge.models import Family, register
-from ganforge.models.equalized import (SQRT2, EqualizedConv2d, EqualizedLinear, PixelNorm, channels_at, downscale_to,
+from ganforge.families import Family, register
+from ganforge.families.parts.equalized import (SQRT2, EqualizedConv2d, EqualizedLinear, PixelNorm, channels_at, downscale_to,
                                        upscale_to)
-from ganforge.models.layers import MinibatchStdDev
-from ganforge.train.family import Batch, Phase, StatDict, Trainer
+from ganforge.families.parts.layers import MinibatchStdDev
+from ganforge.families.contract import Batch, Phase, StatDict, Trainer
 
 
 class ProganConfig(ModelBase):
@@ -372,4 +372,4 @@ class ProganTrainer(Trainer):
         return loss, {"loss_g": loss}
 
 
-register(Family("progan", ProganConfig, _networks, "ganforge.models.progan:ProganTrainer"))
+register(Family("progan", ProganConfig, _networks, "ganforge.families.progan:ProganTrainer"))

@@ -10,7 +10,7 @@ from torch import nn
 from ganforge.checkpoint import Checkpoint, load_checkpoint, load_latest
 from ganforge.config import RunConfig, load_run_config, validate
 from ganforge.errors import UserError
-from ganforge.models import build_networks, get_family, sample_z
+from ganforge.families import build_networks, get_family, sample_z
 
 NOISE_MODES = ("const", "random", "none")  # per-layer noise of style-based generators
 

@@ -15,10 +15,10 @@ from typing import Optional
 
 import torch
 
-from ganforge import losses
-from ganforge.losses import d_loss, g_loss
-from ganforge.models import pack_samples, sample_z
-from ganforge.train.family import Batch, Fixed, Phase, StatDict, Trainer
+from ganforge.families.parts import losses
+from ganforge.families.parts.losses import d_loss, g_loss
+from ganforge.families import pack_samples, sample_z
+from ganforge.families.contract import Batch, Fixed, Phase, StatDict, Trainer
 
 PROBABILITY_LOSSES = ("bce", "minimax")  # D's sigmoid output is a probability: D(x), D(G(z)) are logged as such
 
@@ -82,12 +82,12 @@ class GanTrainer(Trainer):
     def d_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """What D sees of a batch: augmented (DiffAugment), noised (instance noise), packed (PacGAN)."""
         if self.tc.diffaugment:
-            from ganforge.augment import diff_augment
+            from ganforge.families.parts.augment import diff_augment
 
             x = diff_augment(x, self.tc.diffaugment)
         sigma = self.noise_sigma(step)
         if sigma > 0:
-            from ganforge.noise import add_instance_noise
+            from ganforge.families.parts.noise import add_instance_noise
 
             x = add_instance_noise(x, sigma)
         return pack_samples(x, self.pack)
@@ -95,7 +95,7 @@ class GanTrainer(Trainer):
     def noise_sigma(self, step: int) -> float:
         if self.tc.instance_noise <= 0:
             return 0.0
-        from ganforge.noise import instance_noise_sigma
+        from ganforge.families.parts.noise import instance_noise_sigma
 
         return instance_noise_sigma(step, self.ctx.total_steps, self.tc.instance_noise, self.tc.instance_noise_steps)
 
@@ -179,7 +179,7 @@ class GanTrainer(Trainer):
     def unrolled_g_loss(self, batch: Batch, fake: torch.Tensor, y_fake, step: int) -> torch.Tensor:
         """Metz et al. 2017: G's loss against D after ``unrolled_steps`` of D's own updates, differentiated through
         them; D's real weights are left as they are (the updates happen on a functional copy)."""
-        from ganforge.unroll import functional_d, unrolled_parameters
+        from ganforge.families.parts.unroll import functional_d, unrolled_parameters
 
         real, y_real = self.real(batch)
         D, tc = self.nets["D"], self.tc

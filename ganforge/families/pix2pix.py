@@ -15,10 +15,10 @@ from pydantic import Field
 from torch import nn
 
 from ganforge.config_base import TranslationConfig
-from ganforge.models import Family, register
-from ganforge.models.translation_nets import PatchDiscriminator, UNetGenerator
-from ganforge.train.family import Batch, Phase, StatDict
-from ganforge.train.translation import TranslationTrainer, adversarial_terms, generator_term
+from ganforge.families import Family, register
+from ganforge.families.parts.translation_nets import PatchDiscriminator, UNetGenerator
+from ganforge.families.contract import Batch, Phase, StatDict
+from ganforge.families.image_pairs import TranslationTrainer, adversarial_terms, generator_term
 
 
 class Pix2pixConfig(TranslationConfig):
@@ -81,4 +81,4 @@ def _networks(cfg: Pix2pixConfig) -> dict[str, nn.Module]:
             "D": PatchDiscriminator(2 * cfg.channels, cfg.d_width, cfg.d_layers, cfg.norm)}
 
 
-register(Family("pix2pix", Pix2pixConfig, _networks, "ganforge.models.pix2pix:Pix2pixTrainer", translation=True))
+register(Family("pix2pix", Pix2pixConfig, _networks, "ganforge.families.pix2pix:Pix2pixTrainer", translation=True))

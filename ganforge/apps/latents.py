@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ganforge.errors import UserError
-from ganforge.sampling import TrainedGenerator
+from ganforge.apps.sampling import TrainedGenerator
 
 SPACES = ("z", "w")
 

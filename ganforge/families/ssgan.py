@@ -18,10 +18,10 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from ganforge.config_base import ModelBase, check_power_of_two
-from ganforge.losses import feature_matching_loss
-from ganforge.models import Family, register
-from ganforge.models.dcgan import DCGANGenerator
-from ganforge.train.family import Batch, Phase, StatDict, Trainer
+from ganforge.families.parts.losses import feature_matching_loss
+from ganforge.families import Family, register
+from ganforge.families.dcgan import DCGANGenerator
+from ganforge.families.contract import Batch, Phase, StatDict, Trainer
 
 
 class SsganConfig(ModelBase):
@@ -220,4 +220,4 @@ def _networks(cfg: SsganConfig) -> dict[str, nn.Module]:
     return {"G": DCGANGenerator(cfg), "D": SemiSupervisedDiscriminator(cfg)}
 
 
-register(Family("ssgan", SsganConfig, _networks, "ganforge.models.ssgan:SsganTrainer", classifier=True))
+register(Family("ssgan", SsganConfig, _networks, "ganforge.families.ssgan:SsganTrainer", classifier=True))

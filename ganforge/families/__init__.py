@@ -2,9 +2,9 @@
 
 A family is one module in this package that calls ``register(Family(...))`` at import time: its model config
 (a ``ModelBase`` subclass tagged with ``family: Literal[name]``), a builder of its named networks and the dotted
-path of its trainer (how it trains: its optimizers, phases and stats; see ``ganforge/train/family.py``). Every
+path of its trainer (how it trains: its optimizers, phases and stats; see ``ganforge/families/contract.py``). Every
 module here is imported when the registry is first asked for (as junyanz's CycleGAN ``models/__init__.py`` finds
-``<name>_model.py``), so adding a family is adding a file. Modules that register nothing (``layers``) are helpers.
+``<name>_model.py``), so adding a family is adding a file. Modules that register nothing (``contract``, the shared kinds, ``parts/``) are what families are built from.
 
 The noise-to-image generators have the signature ``G(z, y=None)`` and their discriminators ``D(x, y=None)``
 returning logits, so one training step serves unconditional and conditional families alike.

@@ -1,0 +1,1 @@
+"""The parts families are built from: layers, losses, augmentations, image pools."""
