@@ -17,7 +17,7 @@ def __getattr__(name: str):
 
         return load_config
     if name == "train":
-        from ganforge.train import train
+        from ganforge.apps.training import train
 
         return train
     raise AttributeError(name)

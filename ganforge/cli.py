@@ -63,7 +63,7 @@ def train(
 ) -> None:
     """Train a GAN. With no arguments: the dcgan-mnist preset on the embedded MNIST digits (no download)."""
     from ganforge.config import apply_overrides, load_config, load_run_config, validate
-    from ganforge.train import train as run_training
+    from ganforge.apps.training import train as run_training
 
     flags = {
         "data.spec": data, "data.root": data_root, "data.download": True if download else None,
@@ -314,7 +314,8 @@ def evaluate(
     import json
 
     from ganforge.io_utils import atomic_write_text
-    from ganforge.apps.evaluate import eval_json_path, evaluate as run_eval, format_table
+    from ganforge.apps.evaluate import eval_json_path, evaluate as run_eval
+    from ganforge.metrics.pipeline import format_table
 
     _check_out(out or eval_json_path(source))
     result = run_eval(source, ref, metrics.split(","), n=n, extractor=extractor, batch_size=batch_size, seed=seed,

@@ -63,3 +63,16 @@ class TranslationConfig(ModelBase):
             raise ValueError(f"load_size={self.load_size} is below image_size={self.image_size}: jitter resizes "
                              "up to load_size and crops image_size back out")
         return self
+
+
+class DataConfig(Strict):
+    """Where the training images come from. See ``ganforge.data`` for the spec syntax."""
+
+    spec: str = "mnist-embedded"  # mnist-embedded | mnist | fashion-mnist | cifar10 | svhn | celeba | folder:PATH | ring8 | grid25 | paired:PATH | unpaired:PATH | digits-sr | ...; see ganforge.data
+    root: str = "data"  # where torchvision sets live (--data-root)
+    download: bool = False  # allow torchvision to download a missing set (--download)
+    num_workers: int = Field(0, ge=0)
+    limit: Optional[int] = Field(None, ge=1)  # use only the first N images (quick experiments)
+    split: Literal["all", "train", "test"] = "all"  # mnist-embedded: 4,000 train / 1,000 test digits; torchvision: its splits
+    labeled: Optional[int] = Field(None, ge=1)  # semi-supervised: keep labels on only this many (class-balanced, seeded)
+    direction: Literal["AtoB", "BtoA"] = "AtoB"  # translation data (paired:, unpaired:, digits-*): which side is input

@@ -5,6 +5,7 @@ Write to a temp file in the same directory, flush + fsync, ``os.replace`` onto t
 from __future__ import annotations
 
 import contextlib
+import json
 import functools
 import os
 import tempfile
@@ -140,3 +141,18 @@ def read_npz(path: os.PathLike | str, what: str = "file") -> dict:
         raise UserError(f"{path} is not a readable .npz ({' '.join(str(exc).split())[:120]}): {NPZ_HINT}") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError):
         raise UserError(f"{path} is not an .npz archive: {NPZ_HINT}") from None
+
+
+def read_records(path: Path) -> list[dict]:
+    """The JSON objects of a ``metrics.jsonl`` (none when it is missing); blank or cut lines (a crash, a live run
+    mid-write) are skipped."""
+    out = []
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out

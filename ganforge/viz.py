@@ -208,7 +208,7 @@ def save_progress_gif(
 def _load_records(source: PathLike | Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Records from a JSONL file (blank and unparsable lines skipped: a live run may be mid-line) or an iterable."""
     if isinstance(source, (str, os.PathLike)):
-        from ganforge.apps.runs import read_records
+        from ganforge.io_utils import read_records
 
         if not Path(source).is_file():
             raise FileNotFoundError(f"no such metrics file: {source}")

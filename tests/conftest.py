@@ -100,10 +100,11 @@ def no_automatic_device(monkeypatch):
     import sys
 
     import ganforge.bench.throughput  # noqa: F401  (modules that import pick_device by name)
-    import ganforge.apps.sampling as sampling
+    import ganforge.apps.sampling  # noqa: F401
+    import ganforge.devices as devices
     import ganforge.train.distributed  # noqa: F401
 
-    pick = sampling.pick_device
+    pick = devices.pick_device
 
     def explicit_only(name: str = "auto"):
         if name == "auto":

@@ -17,8 +17,9 @@ from ganforge.data import build_dataset
 from ganforge.data.embedded import load_raw
 from ganforge.data.imageops import resize_center_crop
 from ganforge.errors import UserError
-from ganforge.apps.evaluate import evaluate, eval_json_path, format_table, metric_is_better
-from ganforge.train import train
+from ganforge.apps.evaluate import evaluate, eval_json_path
+from ganforge.metrics.pipeline import format_table, metric_is_better
+from ganforge.apps.training import train
 
 quiet = dict(progress=False, log=lambda s: None)
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from ganforge.apps.report import write_report
-from ganforge.train import train
+from ganforge.apps.training import train
 
 quiet = dict(progress=False, log=lambda s: None)
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)

@@ -20,7 +20,8 @@ from ganforge.families import build_networks, count_parameters
 from ganforge.families.parts.translation_nets import PatchDiscriminator, ResnetGenerator, UNetGenerator
 from ganforge.train import train
 from ganforge.families.parts.image_pool import ImagePool
-from ganforge.families.image_pairs import jitter, split_halves
+from ganforge.data.pairs import split_halves
+from ganforge.families.image_pairs import jitter
 
 quiet = {"progress": False, "log": lambda s: None}
 

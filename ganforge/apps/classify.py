@@ -41,7 +41,7 @@ def load_classifier(run_dir: Path, device: str = "cpu") -> Classifier:
     from ganforge.checkpoint import load_latest
     from ganforge.config import load_run_config
     from ganforge.families import build_networks
-    from ganforge.apps.sampling import pick_device
+    from ganforge.devices import pick_device
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -74,7 +74,7 @@ def read_inputs(path: Path) -> tuple[list[torch.Tensor], list[str], Optional[np.
     """uint8 (1, C, H, W) per image, a name per image, the labels when an ``.npz`` holds them, and the files of a
     folder that could not be read (skipped)."""
     from ganforge.io_utils import read_npz
-    from ganforge.apps.evaluate import load_samples_npz
+    from ganforge.apps.inputs import load_samples_npz
 
     path = Path(path)
     if path.suffix.lower() == ".npz":

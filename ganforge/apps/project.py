@@ -44,7 +44,7 @@ def learning_rate(t: float, base: float, warmup: float = 0.05, rampdown: float =
 
 def make_distance(g: TrainedGenerator, target: torch.Tensor) -> Distance:
     """Pixel MSE + the in-domain feature distance for digits (coarse-scale pixel MSE otherwise)."""
-    from ganforge.apps.evaluate import DIGIT_SETS
+    from ganforge.metrics.pipeline import DIGIT_SETS
 
     spec = g.config.data.spec.strip().lower()
     if spec in DIGIT_SETS and spec != "stacked-mnist":

@@ -22,7 +22,7 @@ import yaml
 
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text
-from ganforge.apps.runs import read_records
+from ganforge.io_utils import read_records
 from ganforge.train.fingerprint import flatten
 
 MAX_FRAMES = 60  # grids under the slider: evenly chosen, first and last always kept

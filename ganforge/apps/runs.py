@@ -23,6 +23,7 @@ from typing import Optional
 import yaml
 
 from ganforge.errors import UserError
+from ganforge.io_utils import read_records
 
 RUNNING_WINDOW_S = 120.0
 MAX_DEPTH = 3  # how deep under DIR run directories are looked for
@@ -53,21 +54,6 @@ def find_runs(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
     for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         found += find_runs(child, depth - 1)
     return found
-
-
-def read_records(path: Path) -> list[dict]:
-    """The JSON objects of a ``metrics.jsonl`` (none when it is missing); blank or cut lines (a crash, a live run
-    mid-write) are skipped."""
-    out = []
-    if Path(path).is_file():
-        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-    return out
 
 
 def _latest_state(run: Path) -> Optional[dict]:

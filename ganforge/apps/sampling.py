@@ -9,24 +9,11 @@ from torch import nn
 
 from ganforge.checkpoint import Checkpoint, load_checkpoint, load_latest
 from ganforge.config import RunConfig, load_run_config, validate
+from ganforge.devices import pick_device
 from ganforge.errors import UserError
 from ganforge.families import build_networks, get_family, sample_z
 
 NOISE_MODES = ("const", "random", "none")  # per-layer noise of style-based generators
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available: use --set train.device=cpu")
-    return dev
 
 
 class TrainedGenerator:

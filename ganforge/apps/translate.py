@@ -38,7 +38,7 @@ def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu")
     from ganforge.checkpoint import load_latest
     from ganforge.config import load_run_config
     from ganforge.families import build_networks, get_family
-    from ganforge.apps.sampling import pick_device
+    from ganforge.devices import pick_device
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -163,7 +163,7 @@ def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None
     import time
 
     from ganforge.data.pairs import DIGIT_SPECS
-    from ganforge.families.image_pairs import split_halves
+    from ganforge.data.pairs import split_halves
 
     t0 = time.perf_counter()
     forward = load_translator(run_dir, "AtoB", device)

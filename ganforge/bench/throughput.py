@@ -37,7 +37,7 @@ from ganforge.bench.markdown import machine_info, markers, write_block
 from ganforge.config import TrainConfig, model_config, validate
 from ganforge.config_base import ModelBase
 from ganforge.families import build_models, get_family
-from ganforge.apps.sampling import pick_device
+from ganforge.devices import pick_device
 from ganforge.train import determinism
 from ganforge.train.engine import Updater, run_step
 from ganforge.families.contract import RunContext, trainer_class

@@ -44,7 +44,7 @@ def _train(preset: str, overrides: list[str], out_root: Path, seed: int, steps: 
 
 def score_pix2pix(run: Optional[Path], cfg) -> dict:
     """Scores of a run's G (or, with ``run`` None, of the input itself) on the test pairs."""
-    from ganforge.families.image_pairs import split_halves
+    from ganforge.data.pairs import split_halves
     from ganforge.apps.translate import digit_scores, held_out_pairs, load_translator, pairs_tensor
 
     ds, _ = held_out_pairs(cfg)
@@ -56,7 +56,7 @@ def score_pix2pix(run: Optional[Path], cfg) -> dict:
 def score_cyclegan(run: Path) -> dict:
     from ganforge.data import digit_tasks
     from ganforge.apps.translate import digit_scores, held_out_pairs, load_translator, pairs_tensor, to_uint8_nhwc
-    from ganforge.families.image_pairs import split_halves
+    from ganforge.data.pairs import split_halves
 
     forward, backward = load_translator(run, "AtoB"), load_translator(run, "BtoA")
     ds, _ = held_out_pairs(forward.cfg)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ganforge.config import DataConfig, ModelConfig
+from ganforge.config_base import DataConfig, ModelBase
 from ganforge.data import embedded, folder, pairs, points, stacked, tvsets
 from ganforge.data.base import GanDataset
 from ganforge.data.imageops import Size
@@ -22,7 +22,7 @@ def _unknown(spec: str) -> DataError:
                      f"unpaired:PATH{hint}")
 
 
-def build_dataset(data: DataConfig, model: ModelConfig, *, strict: bool = False, scan: bool | None = None) -> GanDataset:
+def build_dataset(data: DataConfig, model: ModelBase, *, strict: bool = False, scan: bool | None = None) -> GanDataset:
     """The dataset ``data.spec`` names, shaped for ``model`` (channels, image_size) and cut to ``data.limit``.
 
     ``strict`` and ``scan``: see ``build_spec``.

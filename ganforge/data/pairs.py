@@ -27,7 +27,6 @@ from ganforge.data import digit_tasks, embedded, folder
 from ganforge.data.base import GanDataset, TensorGanDataset
 from ganforge.data.imageops import Size, as_hw, batch_to_tensor, pil_to_tensor, upright
 from ganforge.errors import DataError
-from ganforge.families.image_pairs import split_halves
 
 DIGIT_SPECS = ("digits-sr", "digits-inpaint", "digits-edges", "digits-thin2thick")
 PAIRED_PREFIX, UNPAIRED_PREFIX = "paired:", "unpaired:"
@@ -38,6 +37,13 @@ KNOWN_SETS = {  # folder name -> where to get it (the pix2pix and CycleGAN autho
     "horse2zebra": "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/horse2zebra.zip",
 }
 PERM_SEED = 20_161_121  # the fixed pairing of unpaired sets (never the run's seed: the data must not change)
+
+
+def split_halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2C, H, W) pairs -> A (N, C, H, W), B (N, C, H, W)."""
+    c = x.shape[1] // 2
+    return x[:, :c], x[:, c:]
+
 
 
 def is_translation_spec(spec: str) -> bool:

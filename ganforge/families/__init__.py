@@ -34,6 +34,14 @@ class Family:
     classifier: bool = False  # its discriminator classifies (``class_logits``): ganforge classify, test accuracy
     translation: bool = False  # image -> image (its data are pairs): ganforge translate
     after_init: Optional[Callable[[ModelBase, dict[str, nn.Module]], None]] = None  # e.g. spectral norm, after init
+    # what G draws under a given config, when that depends on it: "images", "points" (2-D samples) ...
+    draws: Optional[Callable[[ModelBase], str]] = None
+
+    def output(self, cfg: ModelBase) -> str:
+        """"translations" (image -> image), "images" or "points": what a run of this family puts out."""
+        if self.translation:
+            return "translations"
+        return self.draws(cfg) if self.draws is not None else "images"
 
 
 _REGISTRY: dict[str, Family] = {}
@@ -61,6 +69,11 @@ def get_family(name: str) -> Family:
     if name not in families:
         raise KeyError(f"unknown model family {name!r}: choose one of {', '.join(sorted(families))}")
     return families[name]
+
+
+def output_kind(cfg: ModelBase) -> str:
+    """What a run of ``cfg`` puts out: "images", "points" or "translations" (see ``Family.output``)."""
+    return get_family(cfg.family).output(cfg)
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

@@ -13,16 +13,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ganforge.data.pairs import split_halves
 from ganforge.families.parts.losses import canonical_loss, d_loss, g_loss
 from ganforge.families.contract import Batch, Fixed, Trainer
 
 FIXED_PER_ROW = 4  # input | output | target triplets per row of translations.png
-
-
-def split_halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 2C, H, W) pairs -> A (N, C, H, W), B (N, C, H, W)."""
-    c = x.shape[1] // 2
-    return x[:, :c], x[:, c:]
 
 
 def jitter(x: torch.Tensor, load_size: int, flip: bool, gen: torch.Generator) -> torch.Tensor:

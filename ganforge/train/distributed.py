@@ -40,7 +40,7 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from ganforge.errors import UserError
-from ganforge.apps.sampling import pick_device
+from ganforge.devices import pick_device
 
 # launchers name the process's place in these variables: torchrun / accelerate, then Open MPI, then MPICH/Intel MPI
 _RANK = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")

@@ -62,7 +62,7 @@ def choose_space(data_spec: str, model: ModelConfig) -> DiversitySpace:
     """The in-domain feature space for digit data (when the classifier loads), else pixels or points."""
     if getattr(model, "point_dim", None) is not None:
         return DiversitySpace("points")
-    from ganforge.apps.evaluate import DIGIT_SETS
+    from ganforge.metrics.pipeline import DIGIT_SETS
 
     spec = data_spec.strip().lower()
     if spec not in DIGIT_SETS:

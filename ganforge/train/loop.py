@@ -33,7 +33,6 @@ from ganforge.config import RunConfig, dump_config
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text, check_output_dir
-from ganforge.apps.evaluate import evaluate as evaluate_run_dir, in_domain_scorer, summary_line
 from ganforge.families import build_networks, count_parameters, get_family
 from ganforge.train import compiling, determinism, fingerprint as fp, tensorboard
 from ganforge.train.batches import BatchSource
@@ -71,7 +70,6 @@ class RunSummary:
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_DEVICES = ("cuda",)  # where train.precision=fp16 runs (GradScaler + float16 autocast)
 SKIPPED = "skipped"  # the stat the loop adds to every family's: updates refused for a NaN/Inf
-FIRST_LOOK = ("report.html", "real_vs_fake.png", "progress.gif", "losses.png")  # the end-of-run hint, in this order
 
 
 def seed_everything(seed: int) -> None:
@@ -445,7 +443,7 @@ class Run:
             self.log("eval @ step {}: {}".format(self.step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
             key = self.evaluator.best_key()
             if key is not None and key in values:
-                from ganforge.apps.evaluate import metric_is_better
+                from ganforge.metrics.pipeline import metric_is_better
 
                 if metric_is_better(key, values[key], self.best_value):
                     self.best_value = values[key]
@@ -702,40 +700,15 @@ class Run:
                      f"ganforge train --resume {self.run_dir}")
             return self.summary(self.run_dir, seconds, stopped)
         if self.step > 0 and self.dist.is_main:
-            self._final_evaluation()  # before the pictures: the report shows its figures
             self._write_pictures()
         if self.dataset.skipped:
             self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
                      f"{self.run_dir / 'skipped_files.txt'}")
         self.log(f"done: {self.step} steps in {seconds:.0f}s; run directory {self.run_dir}")
-        first = [name for name in FIRST_LOOK if (self.run_dir / name).exists()]
-        if first and self.dist.is_main:
-            then = f" (then {', '.join(first[1:])})" if first[1:] else ""
-            self.log(f"open first: {self.run_dir / first[0]}{then}")
         return self.summary(self.run_dir, seconds)
 
-    def _final_evaluation(self) -> None:
-        """``eval.final``: the finished run scored as ``ganforge evaluate RUN`` scores it, into its eval.json.
-
-        Only with an in-domain scorer (seconds on a CPU); a failure costs a warning, never the finished run."""
-        ec = self.cfg.eval
-        ref = (ec.ref or self.cfg.data.spec).strip()
-        if not ec.final or getattr(self.cfg.model, "point_dim", None) is not None \
-                or not in_domain_scorer(ref, self.family.translation):
-            return
-        try:
-            result = evaluate_run_dir(self.run_dir, ref, ec.final_metrics, n=ec.final_n, extractor=ec.extractor,
-                                      device=str(self.device), data_root=self.cfg.data.root, log=self.log)
-        except (UserError, RuntimeError, ValueError, OSError) as exc:
-            self.log(f"warning: no final evaluation ({' '.join(str(exc).split())[:200]}): "
-                     f"run 'ganforge evaluate {self.run_dir}'")
-            return
-        result.update(step=self.step, by="eval.final")
-        atomic_write_text(self.run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
-        self.log(f"final evaluation: {summary_line(result)}; in {self.run_dir / 'eval.json'}")
-
     def _write_pictures(self) -> None:
-        """progress.gif, losses.png and real_vs_fake.png: what people look at first."""
+        """progress.gif, losses.png and real_vs_fake.png (the report is written above the loop, from these files)."""
         run_dir = self.run_dir
         try:
             frames = sorted((run_dir / "samples").glob("e*-s*.png"))
@@ -749,9 +722,6 @@ class Run:
                     except ValueError:
                         pass  # nothing of that kind logged
             self._real_vs_fake()
-            from ganforge.apps.report import write_report
-
-            write_report([run_dir], run_dir / "report.html")
         except Exception as exc:  # pictures must never cost the user a finished run
             self.log(f"warning: could not draw the run's pictures: {exc}")
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from ganforge.config import EvalConfig, ModelConfig
-from ganforge.apps import evaluate as ev
+from ganforge.metrics import pipeline as ev
+from ganforge.train.reference import reference_features
 
 
 class PeriodicEvaluator:
@@ -28,7 +29,7 @@ class PeriodicEvaluator:
         self.extractor_name = ev.auto_extractor(self.ref_spec) if cfg.extractor == "auto" else cfg.extractor
         self.extractor = get_extractor(self.extractor_name, device)
         self.per_channel = "coverage" in cfg.metrics and self.ref_spec == "stacked-mnist"
-        self.ref = ev.reference_features(self.ref_spec, model_cfg.image_size, model_cfg.channels, cfg.n,
+        self.ref = reference_features(self.ref_spec, model_cfg.image_size, model_cfg.channels, cfg.n,
                                          self.extractor, 250, data_root, False, log=log)
 
     def best_key(self) -> Optional[str]:

@@ -1,0 +1,197 @@
+"""The scoring pipeline: batches of images through a feature extractor, then the metrics (no files, no models).
+
+An ``ImageSource`` yields images in [-1, 1]; ``collect`` streams them through an extractor (running mean and
+covariance, so FID's memory is flat in N; features kept only for KID and precision/recall); ``compute`` turns
+generated and reference ``Collected`` into labelled metrics, e.g. ``fid[mnist-cnn]`` vs ``fid[inception-v3]``:
+in-domain numbers compare ganforge runs with each other, Inception numbers compare with papers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ganforge.errors import UserError
+
+METRICS = ("fid", "kid", "is", "prc", "coverage")
+
+DIGIT_SETS = ("mnist-embedded", "mnist", "stacked-mnist")
+
+HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "modes_covered",
+                    "label_accuracy")
+
+MIN_SIDE = 8  # smaller images carry too little for any extractor (both resize up, to 28 or 299)
+
+def parse_metrics(text: str | Sequence[str]) -> list[str]:
+    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise UserError(f"unknown metric {bad[0] if bad else text!r}: choose from {','.join(METRICS)}")
+    return names
+
+def auto_extractor(ref_spec: str) -> str:
+    """The in-domain digit classifier for MNIST-like references, Inception-v3 for everything else."""
+    return "mnist-cnn" if ref_spec.strip().lower() in DIGIT_SETS else "inception-v3"
+
+def in_domain_scorer(ref_spec: str, translation: bool) -> bool:
+    """Whether a run on ``ref_spec`` can be scored in seconds by a scorer trained on its own domain (the digit
+    classifier): the default end-of-run evaluation needs one (Inception-v3 is neither in-domain nor offline)."""
+    from ganforge.data.pairs import DIGIT_SPECS
+
+    spec = ref_spec.strip().lower()
+    return spec in DIGIT_SPECS if translation else auto_extractor(spec) == "mnist-cnn"
+
+def summary_line(result: dict) -> str:
+    """The headline figures of an evaluation in one line: FID, precision/recall, classes, or a translator's."""
+    m = result["metrics"]
+    picks = [("fid", "FID {:.2f}"), ("precision", "precision {:.2f}"), ("recall", "recall {:.2f}"),
+             ("classes_covered", "classes {:.0f}"), ("class_kl", "class KL {:.3f}"), ("modes_covered", "modes {:.0f}"),
+             ("label_accuracy", "label accuracy {:.1%}"), ("accuracy", "digit kept {:.1%}"),
+             ("class_kept", "class kept {:.1%}"), ("l1", "L1 {:.4f}"), ("cycle_l1", "cycle L1 {:.4f}"),
+             ("psnr", "PSNR {:.2f} dB"), ("fid_mnist_cnn", "FID {:.2f}")]
+    parts = []
+    for base, fmt in picks:
+        hit = next((v for k, v in m.items() if k.split("[", 1)[0] == base and isinstance(v, (int, float))), None)
+        if hit is not None:
+            parts.append(fmt.format(hit))
+    return ", ".join(parts) + f" ({result['n_generated']:,} samples, {result['extractor']})"
+
+def metric_is_better(name: str, new: float, old: Optional[float]) -> bool:
+    """Lower is better for distances (fid, kid, kl), higher for scores (is, precision, recall, coverage)."""
+    if old is None or not math.isfinite(old):
+        return math.isfinite(new)
+    base = name.split("[", 1)[0]
+    return new > old if base in HIGHER_IS_BETTER else new < old
+
+@dataclass
+class ImageSource:
+    """Batches of images in [-1, 1] (N, C, H, W), with the shape they share."""
+
+    describe: str
+    channels: int
+    height: int
+    width: int
+    count: int
+    batches: Callable[[int], Iterator[torch.Tensor]]  # batch_size -> iterator
+    prep: str = ""  # what building the images took, for a reference set (GanDataset.prep)
+    labels: Optional[np.ndarray] = None  # a conditional run's images: the class each was drawn for ...
+    num_classes: Optional[int] = None  # ... out of this many
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.height, self.width
+
+def from_uint8_nhwc(arr: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1.0
+
+def check_side(what: str, height: int, width: int) -> None:
+    """Images too small to evaluate fail here, in one line, rather than somewhere inside an extractor."""
+    if min(height, width) < MIN_SIDE:
+        raise UserError(f"{what}: images are {height}x{width}, too small to evaluate (at least {MIN_SIDE} px a side)")
+
+@dataclass
+class Collected:
+    stats: object  # RunningStats
+    features: Optional[np.ndarray]
+    probs: Optional[np.ndarray]
+    channel_preds: Optional[np.ndarray] = None  # (N, C) digit per channel, for Stacked MNIST
+    n: int = 0
+    prep: str = ""  # the source's ImageSource.prep
+
+def collect(source: ImageSource, extractor, batch_size: int, keep_features: bool, per_channel: bool = False,
+            progress: Optional[Callable[[int], None]] = None) -> Collected:
+    from ganforge.metrics.frechet import RunningStats
+
+    stats = RunningStats()
+    feats, probs, chans = [], [], []
+    n = 0
+    with torch.inference_mode():
+        for batch in source.batches(batch_size):
+            out = extractor(batch)
+            f = out["features"]
+            stats.update(f)
+            if keep_features:
+                feats.append(np.asarray(f.float().cpu() if torch.is_tensor(f) else f, dtype=np.float32))
+            logits = out.get("logits")
+            if logits is not None:
+                probs.append(torch.softmax(torch.as_tensor(logits).double(), dim=1).cpu().numpy())
+            if per_channel:
+                chans.append(np.asarray(extractor.classify_channels(batch)))
+            n += batch.shape[0]
+            if progress:
+                progress(batch.shape[0])
+    return Collected(stats, np.concatenate(feats) if feats else None, np.concatenate(probs) if probs else None,
+                     np.concatenate(chans) if chans else None, n, source.prep)
+
+def shape_text(hw: tuple[int, int]) -> str:
+    """'32px' for a square, '28x40px' otherwise (the cache key keeps the square form it always had)."""
+    h, w = hw
+    return f"{h}px" if h == w else f"{h}x{w}px"
+
+def compute(metrics: Sequence[str], gen: Collected, ref: Collected, extractor_name: str, ref_spec: str,
+            num_classes: int = 10, seed: int = 0) -> dict[str, float]:
+    from ganforge.metrics import modes
+    from ganforge.metrics.frechet import frechet_distance
+    from ganforge.metrics.inception_score import inception_score
+    from ganforge.metrics.kid import kernel_inception_distance
+    from ganforge.metrics.prdc import prdc
+
+    tag = f"[{extractor_name}]"
+    out: dict[str, float] = {}
+    for m in metrics:
+        if m == "fid":
+            out["fid" + tag] = float(frechet_distance(gen.stats.mean, gen.stats.cov, ref.stats.mean, ref.stats.cov))
+        elif m == "kid":
+            size = min(1000, gen.n, ref.n)
+            mean, std = kernel_inception_distance(ref.features, gen.features, subsets=100, subset_size=size, seed=seed)
+            out["kid" + tag], out["kid_std" + tag] = float(mean), float(std)
+        elif m == "is":
+            if gen.probs is None:
+                raise UserError(f"extractor {extractor_name} has no class head: IS needs one")
+            mean, std = inception_score(gen.probs, splits=10 if gen.n >= 1000 else 1)
+            out["is" + tag], out["is_std" + tag] = float(mean), float(std)
+        elif m == "prc":
+            res = prdc(ref.features, gen.features, k=5)
+            for k, v in res.items():
+                out[f"{k}{tag}"] = float(v)
+        elif m == "coverage":
+            if ref_spec == "stacked-mnist":
+                if gen.channel_preds is None:
+                    raise UserError("Stacked MNIST coverage needs 3-channel images and the mnist-cnn extractor")
+                p = gen.channel_preds
+                res = modes.stacked_mnist_modes(p[:, 0], p[:, 1], p[:, 2])
+                out["modes_covered"] = float(res["modes_covered"])
+                out["modes_kl"] = float(res["kl"])
+            else:
+                if gen.probs is None or ref.probs is None:
+                    raise UserError(f"class coverage needs a classifier: use --extractor mnist-cnn (got {extractor_name})")
+                k = gen.probs.shape[1]
+                ref_hist = np.bincount(ref.probs.argmax(1), minlength=k) / len(ref.probs)
+                res = modes.class_coverage(gen.probs.argmax(1), k, ref_hist=ref_hist)
+                out["classes_covered"] = float(res["classes_covered"])
+                out["class_kl"] = float(res["kl"])
+    return out
+
+def label_accuracy(source: ImageSource, probs: Optional[np.ndarray], extractor_name: str) -> dict[str, float]:
+    """A conditional run: how often the extractor's classifier reads an image as the class it was drawn for.
+
+    Only where the classifier's classes are the run's (the digit classifier on a 10-class digit run); FID alone
+    cannot tell a generator that ignores its label from one that obeys it.
+    """
+    if source.labels is None or probs is None or probs.shape[1] != source.num_classes:
+        return {}
+    return {f"label_accuracy[{extractor_name}]": float(np.mean(probs.argmax(1) == source.labels[:len(probs)]))}
+
+def format_table(result: dict) -> str:
+    rows = [(k, v) for k, v in result["metrics"].items()]
+    width = max(len(k) for k, _ in rows) if rows else 10
+    shape = f"{result['channels']}x{result['image_height']}x{result['image_width']}"
+    head = (f"{result['source']} vs {result['ref']}  ({result['n_generated']:,} generated, "
+            f"{result['n_reference']:,} reference, {shape}, {result['seconds']}s)")
+    prep = [f"reference {result['ref']}: {result['reference_prep']}"] if result.get("reference_prep") else []
+    lines = [head] + prep + [f"  {k:<{width}}  {v:.6g}" for k, v in rows]
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""The layout keeps its promise (docs/ARCHITECTURE.md): layers import only downwards, no module imports itself
+back through others, and code outside families/ names no family.
+
+Every import statement counts, the lazy ones inside functions too: the module graph is read from the source with
+``ast``, so an import that runs only on some path is still seen.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ganforge"
+
+# lowest first; a module may import its own layer and those before it, never one after it
+LAYERS = [
+    ("utilities", ["errors", "io_utils", "memory", "devices", "config_base", "checkpoint", "viz"]),
+    ("data", ["data"]),
+    ("families", ["families"]),
+    ("config", ["config"]),
+    ("metrics", ["metrics"]),
+    ("train", ["train"]),
+    ("apps", ["apps"]),
+    ("bench", ["bench"]),
+    ("cli", ["cli", "cli_docs", "__main__", "__init__"]),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _targets(module: str, path: Path, node: ast.AST, known: dict[str, Path]) -> list[str]:
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+            package = package[:len(package) - node.level + 1]
+            base = ".".join(package + ([base] if base else []))
+        names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+    out = []
+    for name in names:
+        while name not in known and "." in name:
+            name = name.rsplit(".", 1)[0]
+        if name in known and name != module:
+            out.append(name)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the ganforge modules it imports anywhere in its source."""
+    known = _modules()
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                graph[module].update(_targets(module, path, node, known))
+    return graph
+
+
+def layer_of(module: str) -> int:
+    rel = module.split(".", 1)[1] if "." in module else "__init__"
+    top = rel.split(".")[0]
+    for i, (_, tops) in enumerate(LAYERS):
+        if top in tops:
+            return i
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS (and to docs/ARCHITECTURE.md)")
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(set(graph) | {w for ws in graph.values() for w in ws}):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_has_no_cycle():
+    assert cycles(import_graph()) == []
+
+
+def test_every_import_goes_down_the_layers():
+    upward = [f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+              for a, targets in sorted(import_graph().items()) for b in sorted(targets) if layer_of(b) > layer_of(a)]
+    assert upward == []
+
+
+def test_the_checker_sees_lazy_imports_and_cycles(tmp_path):
+    """The checker itself: an import inside a function is an edge, and a two-module loop is a cycle."""
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    tree = ast.parse("def f():\n    from ganforge.apps import sampling\n")
+    lazy = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert _targets("ganforge.train.loop", PACKAGE / "train" / "loop.py", lazy[0], _modules()) == \
+        ["ganforge.apps.sampling"]
+    assert layer_of("ganforge.apps.sampling") > layer_of("ganforge.train.loop")
+
+
+def _family_names() -> list[str]:
+    from ganforge.families import all_families
+
+    return sorted(all_families())
+
+
+def _code_lines(path: Path):
+    """(line number, code) of a module, without comments and docstrings (documentation may name families)."""
+    source = path.read_text()
+    docs = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            docs.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    for no, line in enumerate(source.splitlines(), 1):
+        code = line.split("#", 1)[0]
+        if no not in docs and code.strip():
+            yield no, code
+
+
+GENERAL = ["train", "metrics", "apps", "cli.py", "viz.py"]
+
+
+@pytest.mark.parametrize("where", GENERAL)
+def test_general_code_names_no_family_and_reads_no_family_key(where):
+    """The loop, metrics, pictures, apps and the CLI get what they need from a family's declared traits."""
+    names = _family_names() + ["point_dim", "pack", "G_AB", "G_BA"]
+    pattern = re.compile(r"\b(%s)\b" % "|".join(names))
+    root = PACKAGE / where
+    files = [root] if root.is_file() else sorted(root.rglob("*.py"))
+    hits = [f"{f.relative_to(PACKAGE)}:{no}: {code.strip()}" for f in files for no, code in _code_lines(f)
+            if pattern.search(code)]
+    assert hits == []
