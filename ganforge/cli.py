@@ -129,12 +129,13 @@ def sample(
     """Draw images from a trained generator."""
     from ganforge import viz
     from ganforge.apps.sampling import load_generator
+    from ganforge.families import output_kind
 
     lab = None if labels is None else _int_list(labels, "--labels")
     kind = _sample_kind(out)
     _check_out(out, folder=kind == "folder")
     g = load_generator(run_dir, device=device, checkpoint=checkpoint)
-    if getattr(g.config.model, "point_dim", None) is not None:
+    if output_kind(g.config.model) == "points":
         _fail("this run generates 2D points, not images: use the Python API (load_generator(...).sample)")
     _check_sample_size(n, g.config.model, kind, out)
     images = g.sample(n, seed=seed, labels=lab, truncation=truncation, noise=noise)
@@ -203,7 +204,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 @app.command()
 def mix(
-    run_dir: Path = typer.Argument(..., help="A style-based run (family stylegan)."),
+    run_dir: Path = typer.Argument(..., help="A run of a style-based family."),
     rows: str = typer.Option("1,2,3", "--rows", help="Seeds whose coarse styles (the first --crossover layers) are used."),
     cols: str = typer.Option("4,5,6", "--cols", help="Seeds whose remaining (fine) styles are used."),
     crossover: Optional[int] = typer.Option(None, "--crossover", min=0, help="Layer where styles switch from the row seed to the column seed (default: the generator's coarse/fine split)."),
@@ -350,10 +351,10 @@ def classify(
 
 @app.command()
 def translate(
-    run_dir: Path = typer.Argument(..., help="A pix2pix or cyclegan run directory."),
+    run_dir: Path = typer.Argument(..., help="An image-to-image run directory."),
     input_: Path = typer.Option(..., "--input", help="A folder of images, one image, or FILE.npz (arr_0 uint8 N,H,W,C)."),
     out: Path = typer.Option(..., "--out", help="A folder for PNGs, or FILE.npz (arr_0 uint8 N,H,W,C)."),
-    direction: str = typer.Option("AtoB", "--direction", help="AtoB (the run's own direction) or BtoA (cyclegan)."),
+    direction: str = typer.Option("AtoB", "--direction", help="AtoB (the run's own direction) or BtoA (two-way translators)."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Translate images with a trained image-to-image model, in the input's order, at the model's size."""
@@ -462,7 +463,7 @@ def bench_throughput(
     sizes: str = typer.Option("64,32", "--sizes", help="Image sizes to time."),
     write: Optional[Path] = typer.Option(None, "--write", help="Append the result table to this markdown file."),
     e2e: bool = typer.Option(False, "--e2e", help="Whole runs instead: ganforge train vs pytorch/examples' "
-                             "dcgan/main.py algorithm on one folder, start-up included (CPU)."),
+                             "DCGAN script's algorithm on one folder, start-up included (CPU)."),
     e2e_steps: int = typer.Option(78, "--e2e-steps", min=1, help="Steps of batch 64 per run (78: one epoch of the digits)."),
     folder: Optional[Path] = typer.Option(None, "--folder", help="Image folder (ImageFolder layout) for --e2e; "
                                           "default: the embedded digits written as PNGs."),

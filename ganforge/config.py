@@ -186,9 +186,12 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _pack_divides_batch(self) -> "RunConfig":
-        pack = getattr(self.model, "pack", 1)
-        if self.train.batch_size % pack:
-            raise ValueError(f"train.batch_size={self.train.batch_size} must be a multiple of model.pack={pack}")
+        from ganforge.families import batch_multiple
+
+        multiple = batch_multiple(self.model)
+        if self.train.batch_size % multiple:
+            raise ValueError(f"train.batch_size={self.train.batch_size} must be a multiple of {multiple} for this "
+                             f"model (its family packs or groups samples)")
         return self
 
     @model_validator(mode="after")

@@ -91,15 +91,15 @@ def test_endless_nans_stop_after_max_rollbacks(tmp_path, tiny, monkeypatch):
 
 def test_collapse_watch_flags_domination_collapse_and_divergence():
     w = CollapseWatch(d_fake_floor=0.05, d_fake_windows=3, collapse_ratio=0.25)
-    kinds = [e.kind for s in [0.3, 0.01, 0.01, 0.01, 0.01] for e in w.on_log({"d_fake": s, "loss_g": 1.0})]
+    kinds = [e.kind for s in [0.3, 0.01, 0.01, 0.01, 0.01] for e in w.on_log(fake_score=s, g_loss=1.0)]
     assert kinds == ["d_domination"]  # reported once, after 3 windows
     varied = torch.randn(16, 1, 8, 8)
     assert not w.on_samples(sample_diversity(varied))
     same = varied[:1].repeat(16, 1, 1, 1) + 0.001 * torch.randn(16, 1, 8, 8)
     assert [e.kind for e in w.on_samples(sample_diversity(same))] == ["collapse"]
     for _ in range(12):
-        w.on_log({"loss_g": 1.0})
-    assert [e.kind for e in w.on_log({"loss_g": 50.0})] == ["divergence"]
+        w.on_log(g_loss=1.0)
+    assert [e.kind for e in w.on_log(g_loss=50.0)] == ["divergence"]
 
 
 def _one_digit(real: torch.Tensor, noise: float) -> torch.Tensor:

@@ -40,17 +40,17 @@ def load_classifier(run_dir: Path, device: str = "cpu") -> Classifier:
     """The discriminator of a run whose family classifies (``ssgan``), from its newest good checkpoint."""
     from ganforge.checkpoint import load_latest
     from ganforge.config import load_run_config
-    from ganforge.families import build_networks
+    from ganforge.families import build_networks, get_family
     from ganforge.devices import pick_device
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     cfg = load_run_config(run_dir)
-    D = build_networks(cfg.model).get("D")
-    if D is None or not hasattr(D, "class_logits"):
+    if not get_family(cfg.model.family).classifier:
         raise UserError(f"{run_dir} is a {cfg.model.family!r} run, whose discriminator does not classify: "
-                        "'ganforge classify' needs a semi-supervised run (e.g. preset ssgan-mnist)")
+                        "'ganforge classify' needs a semi-supervised run (see 'ganforge presets')")
+    D = build_networks(cfg.model)["D"]
     ckpt = load_latest(run_dir / "checkpoints")
     D.load_state_dict(ckpt.module_state("D"))
     dev = pick_device(device)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ganforge.errors import UserError
+from ganforge.families import output_kind
 from ganforge.apps.inputs import load_samples_npz
 from ganforge.metrics.pipeline import (ImageSource, check_side, from_uint8_nhwc, auto_extractor, collect, compute,
                                        label_accuracy, parse_metrics)
@@ -26,7 +27,7 @@ def _run_source(path: Path, n: int, seed: int, device: str) -> ImageSource:
 
     g = load_generator(path, device=device)
     mc = g.config.model
-    if getattr(mc, "point_dim", None) is not None:
+    if output_kind(mc) == "points":
         raise UserError(f"{path} generates 2D points: use 'ganforge bench coverage' for point metrics")
 
     k = g.num_classes  # conditional: image i is drawn for class i mod k, so every class is equally present

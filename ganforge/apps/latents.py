@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ganforge.errors import UserError
+from ganforge.families import output_kind
 from ganforge.apps.sampling import TrainedGenerator
 
 SPACES = ("z", "w")
@@ -65,7 +66,7 @@ def interpolation_frames(g: TrainedGenerator, seeds: Sequence[int], frames: int,
     """The images (frames, C, H, W) of a walk through the latents of ``seeds`` (each seed's z: ``sample``'s)."""
     if space not in SPACES:
         raise UserError(f"--space {space!r}: choose z or w")
-    if getattr(g.config.model, "point_dim", None) is not None:
+    if output_kind(g.config.model) == "points":
         raise UserError("this run generates 2D points, not images: interpolate needs an image generator")
     if label is not None and not g.conditional:
         raise UserError(f"--label is for conditional models; this run's family is {g.config.model.family!r}")

@@ -11,7 +11,7 @@ from ganforge.checkpoint import Checkpoint, load_checkpoint, load_latest
 from ganforge.config import RunConfig, load_run_config, validate
 from ganforge.devices import pick_device
 from ganforge.errors import UserError
-from ganforge.families import build_networks, get_family, sample_z
+from ganforge.families import build_networks, get_family, output_kind, sample_z
 
 NOISE_MODES = ("const", "random", "none")  # per-layer noise of style-based generators
 
@@ -48,11 +48,12 @@ class TrainedGenerator:
     @property
     def has_w(self) -> bool:
         """A style-based generator: z -> w by its mapping network, w -> image by its synthesis network."""
-        return hasattr(self.module, "mapping") and hasattr(self.module, "synthesis")
+        return get_family(self.config.model.family).style_based
 
     def require_w(self, what: str) -> None:
         if not self.has_w:
-            raise UserError(f"{what} needs a style-based generator (family stylegan); this run's family is "
+            raise UserError(f"{what} needs a style-based generator (mapping z -> w, synthesis w -> image); this "
+                            "run's family is "
                             f"{self.config.model.family!r}")
 
     def draw_z(self, n: int, seed: int) -> torch.Tensor:
@@ -109,7 +110,7 @@ class TrainedGenerator:
                 zb = z[i:i + batch_size].to(self.device)
                 yb = y[i:i + batch_size].to(self.device) if y is not None else None
                 out.append(self.module(zb, yb, **kwargs).float().cpu())
-        points = getattr(self.config.model, "point_dim", None) is not None
+        points = output_kind(self.config.model) == "points"
         return torch.cat(out) if points else torch.cat(out).clamp_(-1, 1)
 
 

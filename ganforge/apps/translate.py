@@ -46,15 +46,16 @@ def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu")
     if direction not in DIRECTIONS:
         raise UserError(f"--direction {direction!r}: choose AtoB or BtoA")
     cfg = load_run_config(run_dir)
-    if not get_family(cfg.model.family).translation:
+    family = get_family(cfg.model.family)
+    if not family.translation:
         raise UserError(f"{run_dir} is a {cfg.model.family!r} run, which draws from noise: 'ganforge translate' "
-                        "needs a pix2pix or cyclegan run (use 'ganforge sample' for this one)")
+                        "needs an image-to-image run (use 'ganforge sample' for this one)")
     nets = build_networks(cfg.model)
-    name = {"AtoB": "G_AB", "BtoA": "G_BA"}[direction] if "G_AB" in nets else "G"
-    if direction == "BtoA" and name == "G":
-        raise UserError(f"{run_dir} is a pix2pix run, which learns one direction only ({cfg.data.direction} of its "
-                        "data): train another with --set data.direction=" + ("AtoB" if cfg.data.direction == "BtoA"
-                                                                            else "BtoA"))
+    name = (family.directions or {"AtoB": family.generator}).get(direction)
+    if name is None:
+        raise UserError(f"{run_dir} is a {cfg.model.family} run, which learns one direction only "
+                        f"({cfg.data.direction} of its data): train another with --set data.direction="
+                        + ("AtoB" if cfg.data.direction == "BtoA" else "BtoA"))
     ckpt = load_latest(run_dir / "checkpoints")
     net = nets[name]
     net.load_state_dict(ckpt.module_state(f"{name}_ema") or ckpt.module_state(name))
@@ -162,8 +163,8 @@ def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None
     against the real target-domain digits."""
     import time
 
-    from ganforge.data.pairs import DIGIT_SPECS
-    from ganforge.data.pairs import split_halves
+    from ganforge.data.pairs import DIGIT_SPECS, split_halves
+    from ganforge.families import get_family
 
     t0 = time.perf_counter()
     forward = load_translator(run_dir, "AtoB", device)
@@ -173,7 +174,7 @@ def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None
     out = forward(a)
     digits = cfg.data.spec.strip().lower() in DIGIT_SPECS
     labels = ds.labels[:len(a)] if ds.labels is not None else None
-    if cfg.model.family == "cyclegan":
+    if "BtoA" in (get_family(cfg.model.family).directions or {}):  # a two-way translator: scored by its cycle
         values = {"cycle_l1": float(((load_translator(run_dir, "BtoA", device)(out) - a).abs() / 2).mean())}
         if digits:
             scores = digit_scores(out, b, labels, device)

@@ -36,6 +36,9 @@ class Family:
     after_init: Optional[Callable[[ModelBase, dict[str, nn.Module]], None]] = None  # e.g. spectral norm, after init
     # what G draws under a given config, when that depends on it: "images", "points" (2-D samples) ...
     draws: Optional[Callable[[ModelBase], str]] = None
+    batch_multiple: Optional[Callable[[ModelBase], int]] = None  # every batch a multiple of this (PacGAN's packs)
+    directions: Optional[dict[str, str]] = None  # a translator: direction ("AtoB", "BtoA") -> the network for it
+    style_based: bool = False  # G has a mapping z -> w and a synthesis w -> image (StyleBasedGenerator)
 
     def output(self, cfg: ModelBase) -> str:
         """"translations" (image -> image), "images" or "points": what a run of this family puts out."""
@@ -69,6 +72,12 @@ def get_family(name: str) -> Family:
     if name not in families:
         raise KeyError(f"unknown model family {name!r}: choose one of {', '.join(sorted(families))}")
     return families[name]
+
+
+def batch_multiple(cfg: ModelBase) -> int:
+    """The number every batch of a run of ``cfg`` must be a multiple of (1 unless the family says otherwise)."""
+    family = get_family(cfg.family)
+    return family.batch_multiple(cfg) if family.batch_multiple is not None else 1
 
 
 def output_kind(cfg: ModelBase) -> str:

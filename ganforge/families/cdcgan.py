@@ -85,4 +85,5 @@ class ConditionalDiscriminator(nn.Module):
 
 
 register(Family("cdcgan", CdcganConfig, gan_networks(ConditionalGenerator, ConditionalDiscriminator),
-                "ganforge.families.noise_to_image:GanTrainer", conditional=True, after_init=spectral_norm_discriminators))
+                "ganforge.families.noise_to_image:GanTrainer", conditional=True, after_init=spectral_norm_discriminators,
+                batch_multiple=lambda cfg: getattr(cfg, "pack", 1)))

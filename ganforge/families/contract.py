@@ -66,6 +66,12 @@ class Fixed:
 
     tensors: dict[str, torch.Tensor]  # saved in checkpoints as ``fixed.<name>``
     nrow: int
+    labels_key: Optional[str] = None  # the tensor holding each fixed input's class, for a conditional family
+
+    @property
+    def labels(self) -> Optional[torch.Tensor]:
+        """The class each fixed input is drawn for (None when the family draws without labels)."""
+        return self.tensors.get(self.labels_key) if self.labels_key else None
 
 
 class Trainer:
@@ -73,7 +79,10 @@ class Trainer:
 
     stat_keys: tuple[str, ...] = ()  # what ``metrics.jsonl`` gets each log window (the loop adds "skipped")
     ema_networks: tuple[str, ...] = ("G",)  # networks with an EMA copy when train.ema.enabled
-    watch_d_fake: bool = True  # the collapse watch may read the "d_fake" stat as a probability
+    # the stat that measures D's view of the fakes as a probability (the collapse watch's domination check; None
+    # when D's outputs are no probability), and the generator's loss (its divergence check)
+    fake_score_stat: Optional[str] = "d_fake"
+    g_loss_stat: Optional[str] = "loss_g"
 
     def __init__(self, cfg, nets: dict[str, nn.Module], ctx: RunContext):
         from ganforge.families import get_family
@@ -124,7 +133,7 @@ class Trainer:
 
     def draw(self, generator: nn.Module, fixed: Fixed) -> torch.Tensor:
         """What the fixed inputs give with ``generator`` (G or its EMA copy), as float32 on the CPU."""
-        y = fixed.tensors.get("y")
+        y = fixed.labels
         return generator(fixed.tensors["z"].to(self.ctx.device),
                          None if y is None else y.to(self.ctx.device)).float().cpu()
 

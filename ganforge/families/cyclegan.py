@@ -112,4 +112,4 @@ def _networks(cfg: CycleganConfig) -> dict[str, nn.Module]:
 
 
 register(Family("cyclegan", CycleganConfig, _networks, "ganforge.families.cyclegan:CycleganTrainer",
-                generator="G_AB", translation=True))
+                generator="G_AB", translation=True, directions={"AtoB": "G_AB", "BtoA": "G_BA"}))

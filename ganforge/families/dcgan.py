@@ -144,5 +144,6 @@ def gan_networks(generator: type[nn.Module], discriminator: type[nn.Module]):
     return lambda cfg: {"G": generator(cfg), "D": discriminator(cfg)}
 
 
-register(Family("dcgan", DcganConfig, gan_networks(DCGANGenerator, DCGANDiscriminator), "ganforge.families.noise_to_image:GanTrainer",
-                after_init=spectral_norm_discriminators))
+register(Family("dcgan", DcganConfig, gan_networks(DCGANGenerator, DCGANDiscriminator),
+                "ganforge.families.noise_to_image:GanTrainer", after_init=spectral_norm_discriminators,
+                batch_multiple=lambda cfg: cfg.pack))

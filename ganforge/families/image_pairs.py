@@ -48,7 +48,7 @@ def generator_term(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
 class TranslationTrainer(Trainer):
     """Base of the image-to-image trainers: inputs are images, not noise."""
 
-    watch_d_fake = False  # patch discriminators' outputs are no probability of a whole image
+    fake_score_stat = None  # patch discriminators' outputs are no probability of a whole image
 
     def __init__(self, cfg, nets, ctx):
         super().__init__(cfg, nets, ctx)

@@ -94,4 +94,5 @@ class MLPDiscriminator(nn.Module):
 
 register(Family("mlp", MlpConfig, gan_networks(MLPGenerator, MLPDiscriminator), "ganforge.families.noise_to_image:GanTrainer",
                 convolutional=False, after_init=spectral_norm_discriminators,
-                draws=lambda cfg: "points" if cfg.point_dim is not None else "images"))
+                draws=lambda cfg: "points" if cfg.point_dim is not None else "images",
+                batch_multiple=lambda cfg: cfg.pack))

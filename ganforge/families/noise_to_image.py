@@ -30,7 +30,8 @@ class GanTrainer(Trainer):
         self.tc, self.mc = tc, cfg.model
         self.pack = getattr(cfg.model, "pack", 1)
         self.lazy_r1 = tc.r1_gamma > 0 and tc.r1_every > 1
-        self.watch_d_fake = tc.loss in PROBABILITY_LOSSES
+        self.probabilities = tc.loss in PROBABILITY_LOSSES  # D's outputs read as probabilities
+        self.fake_score_stat = "d_fake" if self.probabilities else None
         keys = ["loss_d", "loss_g", "loss_d_real", "loss_d_fake", "d_real", "d_fake"]
         if tc.loss in ("wgan", "wgan-gp"):
             keys.append("wasserstein")
@@ -65,7 +66,7 @@ class GanTrainer(Trainer):
         k = self.mc.num_classes
         per_class = max(1, n // k)
         z = sample_z(per_class, self.mc, generator=gen).repeat(k, 1)
-        return Fixed({"z": z, "y": torch.arange(k).repeat_interleave(per_class)}, per_class)
+        return Fixed({"z": z, "y": torch.arange(k).repeat_interleave(per_class)}, per_class, labels_key="y")
 
     def begin_step(self, step: int) -> None:
         self._fake = self._y_fake = None
@@ -103,7 +104,7 @@ class GanTrainer(Trainer):
         return self.nets["D"](self.d_input(x, step), y).float()
 
     def _as_stat(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits).mean() if self.watch_d_fake else logits.mean()
+        return torch.sigmoid(logits).mean() if self.probabilities else logits.mean()
 
     # ------------------------------------------------------------------ phases
 

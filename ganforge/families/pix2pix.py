@@ -81,4 +81,5 @@ def _networks(cfg: Pix2pixConfig) -> dict[str, nn.Module]:
             "D": PatchDiscriminator(2 * cfg.channels, cfg.d_width, cfg.d_layers, cfg.norm)}
 
 
-register(Family("pix2pix", Pix2pixConfig, _networks, "ganforge.families.pix2pix:Pix2pixTrainer", translation=True))
+register(Family("pix2pix", Pix2pixConfig, _networks, "ganforge.families.pix2pix:Pix2pixTrainer", translation=True,
+                directions={"AtoB": "G"}))  # one direction: the data's (data.direction)

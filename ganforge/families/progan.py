@@ -276,7 +276,7 @@ class ProganTrainer(Trainer):
     rank takes the first ``batch_sizes[res] / world_size`` of its own slice of the global batch.
     """
 
-    watch_d_fake = False  # a WGAN critic's logits are no probabilities
+    fake_score_stat = None  # a WGAN critic's logits are no probabilities
 
     def __init__(self, cfg, nets, ctx):
         super().__init__(cfg, nets, ctx)

@@ -520,4 +520,5 @@ def _networks(cfg: StyleganConfig) -> dict[str, nn.Module]:
     return {"G": StyleGenerator(cfg), "D": StyleDiscriminator(cfg)}
 
 
-register(Family("stylegan", StyleganConfig, _networks, "ganforge.families.stylegan:StyleganTrainer", convolutional=True))
+register(Family("stylegan", StyleganConfig, _networks, "ganforge.families.stylegan:StyleganTrainer", convolutional=True,
+                style_based=True))

@@ -163,13 +163,14 @@ class Dist:
 
     # ---------------------------------------------------------------------------------------- helpers
 
-    def local_batch(self, batch_size: int, pack: int = 1) -> int:
-        """This rank's share of the global ``batch_size``; a UserError unless it divides evenly."""
-        if batch_size % (self.world_size * pack):
-            packs = f" x model.pack={pack}" if pack > 1 else ""
+    def local_batch(self, batch_size: int, multiple: int = 1) -> int:
+        """This rank's share of the global ``batch_size``; a UserError unless it divides evenly (each share a
+        multiple of ``multiple``, the family's batch multiple)."""
+        if batch_size % (self.world_size * multiple):
+            times = f" x the model's batch multiple {multiple}" if multiple > 1 else ""
             raise UserError(f"train.batch_size={batch_size} is the global batch, split over {self.world_size} "
-                            f"processes: it must be a multiple of {self.world_size}{packs} = "
-                            f"{self.world_size * pack}")
+                            f"processes: it must be a multiple of {self.world_size}{times} = "
+                            f"{self.world_size * multiple}")
         return batch_size // self.world_size
 
     def shutdown(self) -> None:

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from ganforge.config import ModelConfig
+from ganforge.families import output_kind
 from ganforge.train.guards import sample_diversity
 
 STACKED = "stacked-mnist"  # three independent digits as R, G, B: each channel is read as its own digit
@@ -60,7 +61,7 @@ class DiversitySpace:
 
 def choose_space(data_spec: str, model: ModelConfig) -> DiversitySpace:
     """The in-domain feature space for digit data (when the classifier loads), else pixels or points."""
-    if getattr(model, "point_dim", None) is not None:
+    if output_kind(model) == "points":
         return DiversitySpace("points")
     from ganforge.metrics.pipeline import DIGIT_SETS
 

@@ -98,14 +98,15 @@ class CollapseWatch:
             self.flagged.discard(kind)
         return []
 
-    def on_log(self, stats: dict) -> list[Event]:
+    def on_log(self, fake_score: Optional[float] = None, g_loss: Optional[float] = None) -> list[Event]:
+        """A log window's D(G(z)) as a probability (its family's declared stat) and G's loss, either may be None."""
         events: list[Event] = []
-        d_fake, loss_g = stats.get("d_fake"), stats.get("loss_g")
+        d_fake, loss_g = fake_score, g_loss
         if d_fake is not None:
             self.low_d_fake = self.low_d_fake + 1 if d_fake < self.d_fake_floor else 0
             events += self._once("d_domination", self.low_d_fake >= self.d_fake_windows,
                                  f"discriminator dominates: D(G(z)) < {self.d_fake_floor} for "
-                                 f"{self.low_d_fake} log windows (try a lower train.lr_d, label smoothing, or pack)")
+                                 f"{self.low_d_fake} log windows (try a lower train.lr_d, label smoothing, or PacGAN's packing)")
         if loss_g is not None:
             if len(self.g_losses) >= 10:
                 med = median(self.g_losses)

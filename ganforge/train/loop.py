@@ -33,7 +33,7 @@ from ganforge.config import RunConfig, dump_config
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text, check_output_dir
-from ganforge.families import build_networks, count_parameters, get_family
+from ganforge.families import batch_multiple, build_networks, count_parameters, get_family, output_kind
 from ganforge.train import compiling, determinism, fingerprint as fp, tensorboard
 from ganforge.train.batches import BatchSource
 from ganforge.train.distributed import Dist, init_from_env
@@ -207,13 +207,14 @@ class Run:
         self.cfg, self.dist, self.log = cfg, dist, log
         tc, mc = cfg.train, cfg.model
         self.family = get_family(mc.family)
+        self.output = output_kind(mc)  # images, points or translations: how samples are drawn and shown
         if tc.threads:
             torch.set_num_threads(tc.threads)
         self.device = dist.device
         self._check_options()
         self.dataset = build_dataset(cfg.data, mc, strict=strict_data)
         self._check_labels()
-        dist.local_batch(tc.batch_size, getattr(mc, "pack", 1))  # a UserError unless the batch splits evenly
+        dist.local_batch(tc.batch_size, batch_multiple(mc))  # a UserError unless the batch splits evenly
         self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
                                   rank=dist.rank, world_size=dist.world_size)
         self.total_steps = tc.steps if tc.steps is not None else tc.epochs * self.source.steps_per_epoch
@@ -268,8 +269,7 @@ class Run:
 
     def describe(self) -> None:
         mc, tc = self.cfg.model, self.cfg.train
-        point_dim = getattr(mc, "point_dim", None)
-        shape = f"{point_dim}-D points" if point_dim is not None else f"{mc.image_size}px"
+        shape = "2-D points" if self.output == "points" else f"{mc.image_size}px"
         nets = ", ".join(f"{name} {n:,}" for name, n in self.params.items())
         self.log(f"data: {describe(self.dataset)}")
         self.log(f"models: {nets} parameters ({mc.family}, {shape}, device {self.device})")
@@ -278,7 +278,7 @@ class Run:
                  f"({self.source.steps_per_epoch} steps per epoch)")
         if self.dist.enabled:
             self.log(f"data-parallel: {self.dist.world_size} processes, "
-                     f"{self.dist.local_batch(tc.batch_size, getattr(mc, 'pack', 1))} samples each per batch, "
+                     f"{self.dist.local_batch(tc.batch_size, batch_multiple(mc))} samples each per batch, "
                      f"precision {tc.precision}")
 
     def summary(self, run_dir: Optional[Path], seconds: float, stopped: Optional[str] = None) -> RunSummary:
@@ -312,7 +312,7 @@ class Run:
         optimizers = {name: make_optimizer([p for n in s.networks for p in nets[n].parameters()], s.lr, tc,
                                            self.device) for name, s in specs.items()}
         updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()})
-        n = self.dist.local_batch(tc.batch_size, getattr(self.cfg.model, "pack", 1))
+        n = self.dist.local_batch(tc.batch_size, batch_multiple(self.cfg.model))
         items = [self.dataset[i % len(self.dataset)] for i in range(n)]
         x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(self.device)
         y = torch.as_tensor([int(item[1]) for item in items]).to(self.device)
@@ -464,12 +464,12 @@ class Run:
         findings = self.watch.on_samples(diversity) if self.step > 0 else []
         for e in findings:
             self.event(e)
-        labels = self.fixed.tensors.get("y")
+        labels = self.fixed.labels
         if labels is not None and self.step >= self.total_steps // 4:  # past the start, when every G is still noise
             self._watch_labels(fake, labels)
         if self.dist.is_main:
             path = self.run_dir / "samples" / f"e{self.epoch:04d}-s{self.step:08d}.png"
-            if getattr(self.cfg.model, "point_dim", None) is not None:
+            if self.output == "points":
                 viz.save_points_plot(self.dataset.tensor[:2000], fake, path, title=f"step {self.step}")
             else:
                 viz.save_grid(picture[0], path, nrow=picture[1])
@@ -635,8 +635,9 @@ class Run:
         outcome = self._nonfinite_guard()
         if outcome:
             return outcome
-        watched = self.last if self.trainer.watch_d_fake else {k: v for k, v in self.last.items() if k != "d_fake"}
-        for e in self.watch.on_log(watched):
+        watched = {role: self.last.get(stat) if stat else None for role, stat in
+                   (("fake_score", self.trainer.fake_score_stat), ("g_loss", self.trainer.g_loss_stat))}
+        for e in self.watch.on_log(**watched):
             self.event(e)
             outcome = outcome or self._collapse_action(e)
         self.bar.set_postfix({k: f"{self.last[k]:.3f}" for k in self.keys[:4] if k in self.last}, refresh=False)
@@ -730,11 +731,12 @@ class Run:
         sampler.eval()
         n = min(64, len(self.dataset))
         with torch.inference_mode():
-            if getattr(self.cfg.model, "point_dim", None) is not None:
+            if self.output == "points":
                 many = sampler(*self.trainer.generator_inputs(2000, torch.Generator().manual_seed(0))).float().cpu()
                 viz.save_points_plot(self.dataset.tensor[:2000], many, self.run_dir / "real_vs_fake.png")
                 return
-            fixed = type(self.fixed)({k: v[:n] for k, v in self.fixed.tensors.items()}, self.fixed.nrow)
+            fixed = type(self.fixed)({k: v[:n] for k, v in self.fixed.tensors.items()}, self.fixed.nrow,
+                                     self.fixed.labels_key)
             fake = self.trainer.draw(sampler, fixed)
         shown = min(len(fake), n)  # as many real images as fakes (a preset may fix only 16 latents)
         real = self._real_images(range(shown))
