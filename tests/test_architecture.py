@@ -165,3 +165,76 @@ def test_general_code_names_no_family_and_reads_no_family_key(where):
     hits = [f"{f.relative_to(PACKAGE)}:{no}: {code.strip()}" for f in files for no, code in _code_lines(f)
             if pattern.search(code)]
     assert hits == []
+
+
+def test_every_registered_family_is_in_the_engine_tests():
+    """The engine's promises (exact resume, rollback, SIGKILL, two processes) run over conftest's FAMILIES."""
+    from conftest import FAMILIES, family_model
+
+    covered = {family_model(f)["family"] for f in FAMILIES}
+    missing = sorted(set(_family_names()) - covered)
+    assert missing == [], f"add {missing} to FAMILIES in tests/conftest.py (family -> the preset its CLI tests use)"
+
+
+def test_style_based_families_give_the_typed_protocol():
+    from ganforge.config import model_config
+    from ganforge.families import all_families, build_networks
+    from ganforge.families.contract import StyleBasedGenerator
+
+    for name, family in all_families().items():
+        keys = {"family": name, "image_size": 16, "channels": 1}
+        if family.translation:
+            continue
+        G = build_networks(model_config(**keys))[family.generator]
+        assert isinstance(G, StyleBasedGenerator) == family.style_based, name
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "ARCHITECTURE.md"
+
+
+def _worked_example(part: str) -> str:
+    """The code block that follows ``<!-- worked-example: PART -->`` in docs/ARCHITECTURE.md."""
+    text = ARCHITECTURE.read_text()
+    marker = f"<!-- worked-example: {part} -->"
+    assert marker in text, f"docs/ARCHITECTURE.md lost its {marker}"
+    block = text.split(marker, 1)[1]
+    return block.split("```", 2)[1].split("\n", 1)[1]
+
+
+def test_the_worked_example_family_trains_through_the_cli_with_exact_resume(tmp_path, assert_same_run):
+    """docs/ARCHITECTURE.md's relativistic GAN, as written there: a module outside the tree (GANFORGE_FAMILIES),
+    its preset, trained through the CLI; stopped by SIGTERM wherever it is, then resumed, it ends as a straight run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "ragan_example.py").write_text(_worked_example("module"))
+    (tmp_path / "ragan-mnist.yaml").write_text(_worked_example("preset"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", GANFORGE_FAMILIES="ragan_example",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    tiny = ["--steps", "40", "--batch-size", "16", "--device", "cpu", "--quiet", "--seed", "3",
+            "--set", "model.image_size=16", "--set", "model.g_width=8", "--set", "model.d_width=8",
+            "--set", "model.z_dim=16", "--set", "data.limit=64", "--set", "train.threads=1",
+            "--set", "train.log_every=2", "--set", "eval.final=false"]
+
+    def cli(*args, **kw):
+        return subprocess.run([sys.executable, "-m", "ganforge", *args], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, **kw)
+
+    res = cli("train", "ragan-mnist.yaml", "--out", "straight", *tiny)
+    assert res.returncode == 0, res.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "train", "ragan-mnist.yaml", "--out", "resumed", *tiny],
+                            env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "resumed" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text()):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode in (0, 143), err
+    res = cli("train", "--resume", "resumed", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    assert "ragan" in (tmp_path / "straight" / "config.yaml").read_text()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ class Family:
     name: str
     config: type[ModelBase]  # the family's model config; ``model.family`` picks it
     build_networks: Callable[[ModelBase], dict[str, nn.Module]]  # named networks, not yet initialised
-    trainer: str  # "module:Class" of its trainer, imported when a run starts (no import cycle with config)
+    trainer: Union[str, type]  # its Trainer subclass, or "module:Class" to import it only when a run starts
     conditional: bool = False  # G and D take class labels
     convolutional: bool = True  # channels_last helps
     generator: str = "G"  # the network that draws samples (its EMA copy when the run keeps one)
@@ -56,15 +56,32 @@ def register(family: Family) -> Family:
     return family
 
 
+PLUGINS_ENV = "GANFORGE_FAMILIES"  # comma-separated modules, outside this package, that register families
+ENTRY_POINTS = "ganforge.families"  # the entry-point group of installed packages that do
+
+
 def all_families() -> dict[str, Family]:
-    """Every family of this package, importing each module once (by convention, not a list kept by hand)."""
+    """Every family: each module of this package (by convention, not a list kept by hand), then the modules named
+    in ``$GANFORGE_FAMILIES`` and the ``ganforge.families`` entry points of installed packages, each imported once."""
     global _DISCOVERED
     if not _DISCOVERED:
+        _DISCOVERED = True
         for info in pkgutil.iter_modules(__path__):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{__name__}.{info.name}")
-        _DISCOVERED = True
+        for name in _plugin_modules():
+            importlib.import_module(name)
     return dict(_REGISTRY)
+
+
+def _plugin_modules() -> list[str]:
+    """Family modules kept outside ganforge: named in the environment, or declared by installed packages."""
+    import os
+    from importlib.metadata import entry_points
+
+    named = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    declared = [ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINTS)]
+    return named + [m for m in declared if m not in named]
 
 
 def get_family(name: str) -> Family:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, Union, runtime_checkable
 
 import torch
 from torch import nn
@@ -72,6 +72,25 @@ class Fixed:
     def labels(self) -> Optional[torch.Tensor]:
         """The class each fixed input is drawn for (None when the family draws without labels)."""
         return self.tensors.get(self.labels_key) if self.labels_key else None
+
+
+@runtime_checkable
+class StyleBasedGenerator(Protocol):
+    """What a family with ``style_based=True`` gives: z -> w by a mapping, w -> image by a synthesis network.
+
+    Truncation, style mixing, w-space walks and projection use exactly this (``apps/sampling.py``, ``apps/latents.py``,
+    ``apps/project.py``)."""
+
+    num_ws: int  # how many ws the synthesis network takes (one per style input)
+    w_avg: torch.Tensor  # the tracked mean of w, the centre of truncation
+    default_crossover: int  # where coarse styles end and fine ones begin, for the mixing grid
+
+    def mapping(self, z: torch.Tensor, y: Optional[torch.Tensor] = None,
+                truncation_psi: float = 1.0) -> torch.Tensor: ...
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor: ...
+
+    def broadcast(self, w: torch.Tensor) -> torch.Tensor: ...  # one w (N, w_dim) -> every style input (N, num_ws, w_dim)
 
 
 class Trainer:
@@ -161,9 +180,12 @@ class Trainer:
         pass
 
 
-def trainer_class(path: str) -> type[Trainer]:
-    """``"module:Class"`` -> the class (families name their trainer lazily, so config imports stay light)."""
+def trainer_class(path: Union[str, type]) -> type[Trainer]:
+    """A family's trainer: the class itself, or ``"module:Class"`` imported now (the shipped families name theirs
+    lazily, so that reading a config does not import every trainer)."""
     import importlib
 
+    if isinstance(path, type):
+        return path
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)

@@ -236,6 +236,16 @@ class Run:
                               self.total_steps, self.dataset)
         self.trainer: Trainer = trainer_class(self.family.trainer)(cfg, self.nets, self.ctx)
         self.keys = (*self.trainer.stat_keys, SKIPPED)
+        # the run's position and what it logged: read by summary() whenever the run ends, however early
+        self.step = self.epoch = self.pos = 0
+        self.last: dict[str, float] = {}
+        self.best_value: Optional[float] = None  # of cfg.eval.best, for checkpoints/best
+        self.acc = torch.zeros(len(self.keys), device=self.device)  # stat sums since the last metrics line
+        self.acc_n = np.zeros(len(self.keys))  # how many steps produced each stat in that window
+        self.ema: dict[str, EMA] = {}  # filled by _place_networks when train.ema is on
+        self.tb: Optional[tensorboard.TensorBoardLog] = None  # opened by loop() with train.tensorboard
+        self._real_spread: Optional[float] = None  # the conditional watch's yardstick, measured once
+        self._real_spread_measured = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -282,9 +292,9 @@ class Run:
                      f"precision {tc.precision}")
 
     def summary(self, run_dir: Optional[Path], seconds: float, stopped: Optional[str] = None) -> RunSummary:
-        models = {**self.nets, **{f"{n}_ema": e.model for n, e in getattr(self, "ema", {}).items()}}
-        return RunSummary(run_dir, getattr(self, "step", 0), getattr(self, "epoch", 0), seconds, self.params,
-                          getattr(self, "last", {}), stopped, models, self.dist.rank)
+        models = {**self.nets, **{f"{n}_ema": e.model for n, e in self.ema.items()}}
+        return RunSummary(run_dir, self.step, self.epoch, seconds, self.params, self.last, stopped, models,
+                          self.dist.rank)
 
     def _place_networks(self) -> None:
         """Device and memory format, replicas made identical, optimizers, EMA copies, loss scalers."""
@@ -326,11 +336,6 @@ class Run:
         self._place_networks()
         compiling.compile_networks(self.nets, self.cfg.train.compile, self.device, self._probe_step, self.log)
         self.fixed = self.trainer.fixed_inputs(self.cfg.train.seed, self.cfg.train.n_fixed)
-        self.step = self.epoch = self.pos = 0
-        self.best_value: Optional[float] = None  # of cfg.eval.best, for checkpoints/best
-        self.acc = torch.zeros(len(self.keys), device=self.device)  # stat sums since the last metrics line
-        self.acc_n = np.zeros(len(self.keys))  # how many steps produced each stat in that window
-        self.last: dict[str, float] = {}
         self.fingerprint = fp.fingerprint(self.cfg, self.dataset)
         if resume:
             self._resume(force)
@@ -473,7 +478,7 @@ class Run:
                 viz.save_points_plot(self.dataset.tensor[:2000], fake, path, title=f"step {self.step}")
             else:
                 viz.save_grid(picture[0], path, nrow=picture[1])
-                if getattr(self, "tb", None) is not None:
+                if self.tb is not None:
                     self.tb.grid(picture[0], picture[1], self.step)
         return findings
 
@@ -489,8 +494,8 @@ class Run:
     def _real_label_spread(self, labels: torch.Tensor) -> Optional[float]:
         """The yardstick, computed once: the first images of each fixed label's class, as many as the fixed inputs
         have of it, measured as the samples are (None when the data carry no labels)."""
-        if not hasattr(self, "_real_spread"):
-            self._real_spread = None
+        if not self._real_spread_measured:
+            self._real_spread_measured = True
             data_labels = getattr(self.dataset, "labels", None)
             if data_labels is not None:
                 labels, data_labels = labels.cpu(), torch.as_tensor(data_labels).cpu()
@@ -511,7 +516,7 @@ class Run:
     def event(self, e: Event) -> None:
         self.write(e.record(self.step))
         self.log(f"warning: step {self.step}: {e.message}")
-        if getattr(self, "tb", None) is not None:
+        if self.tb is not None:
             self.tb.event(e.kind, e.message, self.step)
 
     # ------------------------------------------------------------------ the loop
