@@ -35,9 +35,9 @@ def _load_tensors(weights: Path):
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols are for its developers
             return torch.load(weights, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise UserError(f"{weights} holds Python objects besides tensors (a whole pickled model?), which ganforge "
-                        "never unpickles: save the generator's state dict (torch.save(G.state_dict(), path)) and "
-                        "import that") from None
+        raise UserError(f"{weights} holds Python objects besides tensors (a whole pickled model?), which "
+                        "torch.load(weights_only=True) refuses and ganforge never unpickles: save the generator's "
+                        "state dict (torch.save(G.state_dict(), path)) and import that") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
         raise UserError(f"{weights} is damaged or not a PyTorch weights file ({type(exc).__name__}): ganforge imports "
                         "what torch.save(G.state_dict(), path) writes") from None
