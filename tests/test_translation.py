@@ -106,6 +106,18 @@ def test_thin2thick_domains_come_from_disjoint_digits():
     assert torch.equal(again.tensor, ds.tensor) and PERM_SEED  # a fixed pairing, not the run's seed
 
 
+def test_thin2thick_domains_hold_the_same_classes():
+    from ganforge.data import embedded
+    from ganforge.data.pairs import class_halves
+
+    labels = embedded.load_raw()[1][embedded.heldout_split()[0]]
+    in_a, in_b = class_halves(labels)
+    assert not set(in_a) & set(in_b) and len(in_a) + len(in_b) == len(labels)
+    assert np.bincount(labels[in_a]).tolist() == np.bincount(labels[in_b]).tolist() == [200] * 10
+    ds = build_spec("digits-thin2thick", channels=1, size=32, split="train", limit=20)
+    assert ds.labels.tolist() == list(range(10)) * 2  # a --limit keeps every class
+
+
 def _side_by_side(folder, n=6, size=20):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
