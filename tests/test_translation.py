@@ -107,6 +107,18 @@ def test_thin2thick_domains_come_from_disjoint_digits():
     assert torch.equal(again.tensor, ds.tensor) and PERM_SEED  # a fixed pairing, not the run's seed
 
 
+def test_thin2thick_domains_hold_the_same_classes():
+    from ganforge.data import embedded
+    from ganforge.data.pairs import class_halves
+
+    labels = embedded.load_raw()[1][embedded.heldout_split()[0]]
+    in_a, in_b = class_halves(labels)
+    assert not set(in_a) & set(in_b) and len(in_a) + len(in_b) == len(labels)
+    assert np.bincount(labels[in_a]).tolist() == np.bincount(labels[in_b]).tolist() == [200] * 10
+    ds = build_spec("digits-thin2thick", channels=1, size=32, split="train", limit=20)
+    assert ds.labels.tolist() == list(range(10)) * 2  # a --limit keeps every class
+
+
 def _side_by_side(folder, n=6, size=20):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -256,7 +268,67 @@ def test_evaluate_scores_a_translation_run_on_its_held_out_pairs(runs):
     assert {"l1", "psnr", "accuracy", "fid_mnist_cnn"} <= paired["metrics"].keys()
     assert 0 <= paired["metrics"]["l1"] <= 1 and 0 <= paired["metrics"]["accuracy"] <= 1
     unpaired = evaluate(runs["cyclegan"], "ignored", n=50)
-    assert {"cycle_l1", "class_kept", "fid_mnist_cnn"} <= unpaired["metrics"].keys()
+    assert {"cycle_l1", "class_kept", "fid_mnist_cnn", "ink_ratio", "ink_way"} <= unpaired["metrics"].keys()
+    assert {"ink_input", "ink_output", "ink_target"} <= paired["metrics"].keys()
+
+
+def _max_filter(x: torch.Tensor) -> torch.Tensor:
+    """The rule domain B was made by (``digit_tasks.thicken``) on [-1, 1] tensors."""
+    return torch.nn.functional.max_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+
+
+def test_ink_against_its_formula():
+    from ganforge.apps.translate import ink, ink_scores
+
+    x = torch.full((2, 1, 4, 4), -1.0)
+    x[0, 0, 0, :2] = 1.0  # two full-ink pixels
+    x[1, 0, 1, 1] = 0.0  # one half-ink pixel
+    assert ink(x) == pytest.approx((2 + 0.5) / 2)
+    s = ink_scores(x[1:], x[:1], x[:1] * 0 + 1)  # input 0.5, output 2, target 16 pixels of ink
+    assert s["ink_ratio"] == pytest.approx(2 / 16) and s["ink_way"] == pytest.approx(1.5 / 15.5)
+
+
+def test_ink_ratio_of_the_thickening_rule_is_one_and_of_the_identity_the_input_share():
+    from ganforge.apps.translate import ink, ink_scores
+
+    ds = build_spec("digits-thin2thick", channels=1, size=32, split="test")
+    a, b = split_halves(ds.tensor)
+    thick = ink_scores(a, _max_filter(a), b)  # a translator that applies B's own rule to A's digits
+    assert thick["ink_ratio"] == pytest.approx(1.0, abs=0.03) and thick["ink_way"] == pytest.approx(1.0, abs=0.05)
+    same = ink_scores(a, a, b)
+    assert same["ink_way"] == 0 and same["ink_ratio"] == pytest.approx(ink(a) / ink(b))
+    assert 0.4 < same["ink_ratio"] < 0.6  # thin digits carry about half the ink of thick ones
+
+
+def test_evaluate_reports_the_ink_of_a_stand_in_translator(runs, monkeypatch):
+    import ganforge.apps.translate as tr
+    from ganforge.apps.evaluate import evaluate
+
+    real = tr.load_translator
+
+    def stand_in(run_dir, direction="AtoB", device="cpu"):
+        t = real(run_dir, direction, device)
+        return tr.Translator(nn.Identity(), t.cfg, t.device)
+
+    monkeypatch.setattr(tr, "load_translator", stand_in)
+    m = evaluate(runs["cyclegan"], "ignored", n=40)["metrics"]
+    ds, _ = tr.held_out_pairs(real(runs["cyclegan"]).cfg)
+    a, b = split_halves(tr.pairs_tensor(ds, 40))
+    assert m["ink_input"] == m["ink_output"] == pytest.approx(tr.ink(a)) and m["ink_way"] == 0
+    assert m["ink_target"] == pytest.approx(tr.ink(b)) and m["cycle_l1"] == 0
+
+
+def test_bench_thin2thick_row_reports_the_ink_evaluate_reports(runs):
+    from ganforge.bench.translation import CYCLE_HEADER, cyclegan_cells, render_block, score_cyclegan
+    from ganforge.apps.evaluate import evaluate
+
+    s = score_cyclegan(runs["cyclegan"])
+    m = evaluate(runs["cyclegan"], "ignored")["metrics"]
+    for key in ("ink_input", "ink_output", "ink_target", "ink_ratio", "ink_way", "cycle_l1"):
+        assert s[key] == pytest.approx(m[key], rel=1e-5), key
+    cells = cyclegan_cells(s)
+    assert cells.count(" | ") == CYCLE_HEADER.count(" | ") - 3 and f"{100 * s['ink_ratio']:.1f}%" in cells
+    assert CYCLE_HEADER in render_block({"thin2thick": [f"| thin2thick | 1 | {cells} | here |"]})
 
 
 def test_psnr_and_l1_against_their_formulas():

@@ -135,6 +135,22 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((10 * torch.log10(1 / mse)).mean())
 
 
+def ink(x: torch.Tensor) -> float:
+    """Mean ink of images in [-1, 1]: per image, the sum of its pixels mapped to [0, 1] (a full-ink pixel counts 1;
+    in every channel), averaged over the images."""
+    return float(((x.float().clamp(-1, 1) + 1) / 2).flatten(1).sum(1).mean())
+
+
+def ink_scores(inputs: torch.Tensor, outputs: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """How far a translation moves the ink from its inputs' toward the target domain's: the three inks, the
+    ratio ink(output) / ink(target), and the fraction of the way (ink(output) - ink(input)) / (ink(target) -
+    ink(input)) (0 for the identity, 1 for outputs with the target's ink; NaN when input and target carry the
+    same ink)."""
+    i, o, t = ink(inputs), ink(outputs), ink(target)
+    return {"ink_input": i, "ink_output": o, "ink_target": t, "ink_ratio": o / t if t else float("nan"),
+            "ink_way": (o - i) / (t - i) if t != i else float("nan")}
+
+
 def digit_scores(outputs: torch.Tensor, targets: torch.Tensor, labels: Optional[torch.Tensor],
                  device: str = "cpu") -> dict[str, float]:
     """How close translated digits are to their targets: L1 (on [0, 1] pixels), PSNR, the in-domain classifier's
@@ -159,8 +175,8 @@ def digit_scores(outputs: torch.Tensor, targets: torch.Tensor, labels: Optional[
 def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None) -> dict:
     """``ganforge evaluate`` for a translation run: its held-out pairs (the training pairs when the data have no
     test split) translated and scored. Paired data: L1 and PSNR against the targets; unpaired: the cycle
-    reconstruction's L1. Digit tasks add the in-domain classifier's accuracy (the digit kept) and FID[mnist-cnn]
-    against the real target-domain digits."""
+    reconstruction's L1. Digit tasks add the in-domain classifier's accuracy (the digit kept), FID[mnist-cnn]
+    against the real target-domain digits and the ink of inputs, outputs and target digits (``ink_scores``)."""
     import time
 
     from ganforge.data.pairs import DIGIT_SPECS, split_halves
@@ -182,6 +198,8 @@ def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None
     else:
         values = digit_scores(out, b, labels, device) if digits else {
             "l1": float(((out - b).abs() / 2).mean()), "psnr": psnr(out, b)}
+    if digits:  # strokes of ink on a dark background: how much of the target domain's ink the outputs carry
+        values.update(ink_scores(a, out, b))
     h, w = out.shape[-2:]
     return {"source": str(run_dir), "ref": f"{cfg.data.spec} pairs (split {split})", "extractor": "mnist-cnn"
             if digits else "none", "n_generated": len(out), "n_reference": len(b), "image_size": h if h == w else None,

@@ -5,7 +5,9 @@
   edges), each scored on the 1,000 test pairs: L1, PSNR, the in-domain classifier's accuracy on the outputs (is
   the right digit there?) and FID[mnist-cnn] of the outputs against the true digits (L1 alone is blurrier).
 - ``thin2thick`` (cyclegan): A -> B on the test digits: the classifier's agreement with the source labels, the
-  mean stroke thickness of the inputs, the outputs and real domain-B digits, and the cycle reconstruction's L1.
+  ink of the inputs, the outputs and real domain-B digits (per image, the sum of its pixels on [0, 1]) with the
+  ratio output / B and the fraction of the way from the input's ink to B's, the mean stroke thickness of the
+  three, and the cycle reconstruction's L1.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ BASELINE = {"sr": "bicubic upscale (the input)", "inpaint": "masked digit (the i
             "edges": "edges (the input)"}
 HEADER = ("| task | model | train (s) | L1 | PSNR (dB) | classifier accuracy | FID[mnist-cnn] | "
           "machine, command |")
-CYCLE_HEADER = ("| task | train (s) | class kept A->B | stroke thickness: input / output / real B (px) | "
-                "cycle L1 | machine, command |")
+CYCLE_HEADER = ("| task | train (s) | class kept A->B | ink: input / output / real B | ink ratio output / B | "
+                "way from input to B | stroke thickness: input / output / real B (px) | cycle L1 | "
+                "machine, command |")
 
 
 def _train(preset: str, overrides: list[str], out_root: Path, seed: int, steps: Optional[int],
@@ -54,8 +57,10 @@ def score_pix2pix(run: Optional[Path], cfg) -> dict:
 
 
 def score_cyclegan(run: Path) -> dict:
+    """A -> B on the test digits: class kept, ink (``apps.translate.ink_scores``), stroke thickness, cycle L1."""
     from ganforge.data import digit_tasks
-    from ganforge.apps.translate import digit_scores, held_out_pairs, load_translator, pairs_tensor, to_uint8_nhwc
+    from ganforge.apps.translate import (digit_scores, held_out_pairs, ink_scores, load_translator, pairs_tensor,
+                                         to_uint8_nhwc)
     from ganforge.data.pairs import split_halves
 
     forward, backward = load_translator(run, "AtoB"), load_translator(run, "BtoA")
@@ -68,7 +73,14 @@ def score_cyclegan(run: Path) -> dict:
         return digit_tasks.stroke_thickness(to_uint8_nhwc(x)[..., 0])
 
     return {"kept": kept, "thick_in": thick(a), "thick_out": thick(out), "thick_b": thick(b),
-            "cycle_l1": float(((backward(out) - a).abs() / 2).mean())}
+            "cycle_l1": float(((backward(out) - a).abs() / 2).mean()), **ink_scores(a, out, b)}
+
+
+def cyclegan_cells(s: dict) -> str:
+    """The measured cells of a thin2thick row, from class kept to cycle L1."""
+    return (f"{100 * s['kept']:.1f}% | {s['ink_input']:.1f} / {s['ink_output']:.1f} / {s['ink_target']:.1f} | "
+            f"{100 * s['ink_ratio']:.1f}% | {100 * s['ink_way']:.1f}% | {s['thick_in']:.2f} / {s['thick_out']:.2f} / "
+            f"{s['thick_b']:.2f} | {s['cycle_l1']:.4f}")
 
 
 def _where(info: dict, command: str) -> str:
@@ -97,8 +109,7 @@ def cyclegan_row(out_root: Path, seed: int, steps: Optional[int], device: Option
                  command: str) -> str:
     run, seconds = _train(TASKS["thin2thick"], [], out_root, seed, steps, device)
     s = score_cyclegan(run)
-    return (f"| thin2thick | {seconds:.0f} | {100 * s['kept']:.1f}% | {s['thick_in']:.2f} / {s['thick_out']:.2f} / "
-            f"{s['thick_b']:.2f} | {s['cycle_l1']:.4f} | {_where(info, command)} |")
+    return f"| thin2thick | {seconds:.0f} | {cyclegan_cells(s)} | {_where(info, command)} |"
 
 
 def _old_rows(markdown: str) -> dict[str, list[str]]:

@@ -5,7 +5,8 @@ flip applied to the stacked tensor is applied identically to A and B. Sources:
 
 - ``digits-sr``, ``digits-inpaint``, ``digits-edges``: A = the degraded digit (``digit_tasks``), B = the digit,
   32x32; ``digits-thin2thick``: A = digits as they are, B = thickened digits, taken from disjoint halves of the
-  split (even and odd positions) and paired by a fixed permutation, so A and B are unpaired. Labels: A's class.
+  split with the same classes (even and odd ranks within each class, ``class_halves``) and paired by a fixed
+  permutation, so A and B are unpaired. Labels: A's class.
 - ``paired:DIR``: side-by-side ``A|B`` images, or ``A/`` and ``B/`` folders with matching file names; in
   ``DIR/train``, ``DIR/test`` (or ``DIR/val``) when those exist (the pix2pix datasets' layout).
 - ``unpaired:DIR``: ``trainA/ trainB/ testA/ testB/`` (the CycleGAN datasets' layout); item i is
@@ -93,6 +94,17 @@ class DigitPairs(_Swappable, TensorGanDataset):
     pass
 
 
+def class_halves(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of two disjoint halves with the same classes: within each class, the digits of even rank go to
+    the first half and those of odd rank to the second, each half in the digits' order. (Even and odd positions
+    would split the classes themselves: the embedded digits are interleaved 0, 1, ..., 9, 0, 1, ...)"""
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rank[idx] = np.arange(idx.size)
+    return np.flatnonzero(rank % 2 == 0), np.flatnonzero(rank % 2 == 1)
+
+
 def build_digits(name: str, channels: int, size: Size, limit: Optional[int], split: str) -> DigitPairs:
     images, labels = embedded.load_raw()
     if split != "all":
@@ -101,10 +113,11 @@ def build_digits(name: str, channels: int, size: Size, limit: Optional[int], spl
     digits = np.pad(images, ((0, 0), (2, 2), (2, 2)))  # the padded 32x32 digits every task starts from
     task = name.split("-", 1)[1]
     if task == "thin2thick":
-        a, b = digits[0::2], digit_tasks.apply(digit_tasks.thicken, digits[1::2])
+        in_a, in_b = class_halves(labels)
+        a, b = digits[in_a], digit_tasks.apply(digit_tasks.thicken, digits[in_b])
         n = min(len(a), len(b))
         perm = np.random.RandomState(PERM_SEED).permutation(n)
-        a, b, labels = a[:n], b[perm], labels[0::2][:n]
+        a, b, labels = a[:n], b[perm], labels[in_a][:n]
     else:
         a, b = digit_tasks.apply(digit_tasks.PAIRED[task], digits), digits
     if limit is not None:
