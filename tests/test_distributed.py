@@ -182,8 +182,8 @@ def test_each_rank_takes_its_slice_of_every_global_batch():
     with pytest.raises(UserError, match="multiple of"):
         BatchSource(Data(), 9, seed=1, rank=0, world_size=2)
     with pytest.raises(UserError, match="global batch"):
-        Dist(rank=0, world_size=4).local_batch(32, pack=3)
-    assert Dist(rank=1, world_size=4).local_batch(32, pack=2) == 8
+        Dist(rank=0, world_size=4).local_batch(32, multiple=3)
+    assert Dist(rank=1, world_size=4).local_batch(32, multiple=2) == 8
 
 
 def test_bf16_trains_on_cpu(tmp_path, tiny):
@@ -233,7 +233,9 @@ def test_accelerate_launch_runs_two_cpu_processes_like_one(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"data-parallel: {WORLD} processes" in res.stderr
-    train(validate(cfg_data), tmp_path / "single", **quiet)
+    from ganforge.apps.training import train as train_as_the_cli_does  # the run, then eval.json and report.html
+
+    train_as_the_cli_does(validate(cfg_data), tmp_path / "single", **quiet)
     launched, single = _metrics(tmp_path / "launched"), _metrics(tmp_path / "single")
     assert [r["step"] for r in launched] == [r["step"] for r in single] == [2, 4, 6]
     for a, b in zip(launched, single):
