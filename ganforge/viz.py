@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -32,6 +33,7 @@ __all__ = [
     "image_grid",
     "save_grid",
     "save_progress_gif",
+    "LossPanels",
     "plot_losses",
     "save_real_vs_fake",
     "save_side_by_side",
@@ -232,26 +234,39 @@ def _ema(values: np.ndarray, smoothing: float) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class LossPanels:
+    """Which logged statistics ``losses.png`` draws, as a family declares them (``Trainer.loss_panels``): its
+    losses in the first panel, D's mean scores of real and fake images in the second; ``stats.png`` draws the rest."""
+
+    losses: tuple[tuple[str, str], ...]  # (stat, legend label), each record must have them all
+    scores: tuple[tuple[str, str], ...] = ()  # (stat, legend label), drawn when logged
+    accounted: tuple[str, ...] = ()  # further stats that are parts of these (not redrawn in stats.png)
+
+    def keys(self) -> set[str]:
+        return {k for k, _ in self.losses + self.scores} | set(self.accounted)
+
+
 def plot_losses(
     source: PathLike | Iterable[Mapping[str, Any]],
     out_path: PathLike,
+    panels: LossPanels,
     smoothing: float = 0.9,
     title: str = "GAN training losses",
 ) -> Path:
-    """Plot D and G loss over step (raw faint, EMA-smoothed bold), plus D(x) / D(G(z)) in a second panel if logged.
+    """Plot the losses over step (raw faint, EMA-smoothed bold), plus D's scores in a second panel if logged.
 
-    ``source`` is a metrics JSONL path or a list of dicts. Records lacking numeric ``step``, ``loss_d`` and
-    ``loss_g`` (event lines, eval records, ...) are ignored. Raises ValueError when no record qualifies.
+    ``source`` is a metrics JSONL path or a list of dicts. Records lacking a numeric ``step`` or one of the
+    panels' losses (event lines, eval records, ...) are ignored. Raises ValueError when no record qualifies.
     """
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-    records = [
-        r for r in _load_records(source) if all(_is_number(r.get(k)) for k in ("step", "loss_d", "loss_g"))
-    ]
+    needed = ("step", *(k for k, _ in panels.losses))
+    records = [r for r in _load_records(source) if all(_is_number(r.get(k)) for k in needed)]
     if not records:
-        raise ValueError("no records with numeric 'step', 'loss_d' and 'loss_g' to plot")
+        raise ValueError(f"no records with numeric {', '.join(map(repr, needed))} to plot")
     steps = np.array([r["step"] for r in records], dtype=float)
-    has_probs = any(_is_number(r.get("d_real")) or _is_number(r.get("d_fake")) for r in records)
+    has_probs = any(_is_number(r.get(k)) for r in records for k, _ in panels.scores)
 
     fig = _new_figure((9, 6.5 if has_probs else 4.5))
     axes = fig.subplots(2 if has_probs else 1, 1, sharex=True, squeeze=False)[:, 0]
@@ -264,8 +279,8 @@ def plot_losses(
         ax.plot(steps, _ema(vals, smoothing), color=color, linewidth=1.8, label=label)
 
     ax = axes[0]
-    draw(ax, "loss_d", "D loss", "tab:blue")
-    draw(ax, "loss_g", "G loss", "tab:orange")
+    for (key, label), color in zip(panels.losses, ("tab:blue", "tab:orange", "tab:purple", "tab:brown")):
+        draw(ax, key, label, color)
     ax.set_title(title)
     ax.set_ylabel("loss")
     ax.grid(True, alpha=0.3)
@@ -273,9 +288,9 @@ def plot_losses(
 
     if has_probs:
         ax = axes[1]
-        draw(ax, "d_real", "D(x)  (real)", "tab:green")
-        draw(ax, "d_fake", "D(G(z))  (fake)", "tab:red")
-        values = [float(r[k]) for r in records for k in ("d_real", "d_fake") if _is_number(r.get(k))]
+        for (key, label), color in zip(panels.scores, ("tab:green", "tab:red", "tab:cyan", "tab:pink")):
+            draw(ax, key, label, color)
+        values = [float(r[k]) for r in records for k, _ in panels.scores if _is_number(r.get(k))]
         if values and 0.0 <= min(values) and max(values) <= 1.0:
             ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
             ax.set_ylim(-0.02, 1.02)
@@ -288,14 +303,15 @@ def plot_losses(
     return _save_figure(fig, out_path)
 
 
-PLOTTED_BY_LOSSES = {"step", "epoch", "loss_d", "loss_g", "loss_d_real", "loss_d_fake", "d_real", "d_fake", "skipped",
-                     "img_s", "time"}
+BOOKKEEPING = {"step", "epoch", "skipped", "img_s", "time"}  # what every metrics line has besides the stats
 
 
-def family_stat_series(source: PathLike | Iterable[Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each statistic a family logs beyond the common ones (Wasserstein estimate, gradient-penalty norm, R1,
-    supervised loss...) and each evaluation metric, as (steps, values)."""
+def family_stat_series(source: PathLike | Iterable[Mapping[str, Any]],
+                       panels: LossPanels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each statistic a family logs beyond those of its ``losses.png`` (Wasserstein estimate, gradient-penalty
+    norm, R1, supervised loss...) and each evaluation metric, as (steps, values)."""
     records = _load_records(source)
+    common = BOOKKEEPING | panels.keys()
     series: dict[str, list[tuple[float, float]]] = {}
     for r in records:
         if not _is_number(r.get("step")):
@@ -305,18 +321,19 @@ def family_stat_series(source: PathLike | Iterable[Mapping[str, Any]]) -> dict[s
         elif "event" in r:
             continue
         else:
-            items = [(k, v) for k, v in r.items() if k not in PLOTTED_BY_LOSSES and not k.startswith("lr_")]
+            items = [(k, v) for k, v in r.items() if k not in common and not k.startswith("lr_")]
         for k, v in items:
             if _is_number(v):
                 series.setdefault(k, []).append((float(r["step"]), float(v)))
     return {k: (np.array([s for s, _ in pts]), np.array([v for _, v in pts])) for k, pts in series.items()}
 
 
-def plot_stats(source: PathLike | Iterable[Mapping[str, Any]], out_path: PathLike, smoothing: float = 0.9) -> Path:
+def plot_stats(source: PathLike | Iterable[Mapping[str, Any]], out_path: PathLike, panels: LossPanels,
+               smoothing: float = 0.9) -> Path:
     """One panel per family statistic and evaluation metric over the steps (``stats.png`` of a run): e.g. for
     WGAN-GP the Wasserstein estimate, the critic's gradient norm on interpolates (near 1) and the FID below them.
     Raises ValueError when there is nothing beyond the common losses to plot."""
-    series = family_stat_series(source)
+    series = family_stat_series(source, panels)
     if not series:
         raise ValueError("no family statistics or evaluation metrics to plot")
     fig = _new_figure((9, 2.4 * len(series) + 0.6))

@@ -158,7 +158,7 @@ GENERAL = ["train", "metrics", "apps", "cli.py", "viz.py"]
 @pytest.mark.parametrize("where", GENERAL)
 def test_general_code_names_no_family_and_reads_no_family_key(where):
     """The loop, metrics, pictures, apps and the CLI get what they need from a family's declared traits."""
-    names = _family_names() + ["point_dim", "pack", "G_AB", "G_BA"]
+    names = _family_names() + ["point_dim", "pack", "G_AB", "G_BA", "loss_d", "loss_g", "d_real", "d_fake"]
     pattern = re.compile(r"\b(%s)\b(?!-)" % "|".join(names))  # not preset names (ssgan-mnist)
     root = PACKAGE / where
     files = [root] if root.is_file() else sorted(root.rglob("*.py"))

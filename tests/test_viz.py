@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from ganforge import io_utils, viz
+from ganforge.families.contract import Trainer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+GAN_PANELS = Trainer.loss_panels  # the stats every shipped family logs
 
 
 def _imgs(n: int, c: int = 1, h: int = 28, w: int = 28, seed: int = 0) -> torch.Tensor:
@@ -134,20 +136,20 @@ def test_plot_losses_from_jsonl_ignores_events(tmp_path: Path) -> None:
     log = tmp_path / "metrics.jsonl"
     lines = [json.dumps(r) for r in _records()]
     log.write_text("\n".join(lines) + "\n\n" + '{"step": 1, "loss_d"', encoding="utf-8")  # truncated last line
-    out = viz.plot_losses(log, tmp_path / "losses.png")
+    out = viz.plot_losses(log, tmp_path / "losses.png", GAN_PANELS)
     assert _is_png(out)
     with Image.open(out) as im:
         im.verify()
 
 
 def test_plot_losses_from_records_without_probs(tmp_path: Path) -> None:
-    out = viz.plot_losses(_records(probs=False), tmp_path / "l.png")
+    out = viz.plot_losses(_records(probs=False), tmp_path / "l.png", GAN_PANELS)
     assert _is_png(out)
 
 
 def test_plot_losses_no_usable_records(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        viz.plot_losses([{"event": "start"}, {"step": 1, "loss_d": 1.0}], tmp_path / "x.png")
+        viz.plot_losses([{"event": "start"}, {"step": 1, "loss_d": 1.0}], tmp_path / "x.png", GAN_PANELS)
     assert not (tmp_path / "x.png").exists()
 
 
@@ -229,10 +231,10 @@ def test_plot_stats_draws_a_familys_own_statistics_and_evaluations(tmp_path):
 
     records = [{"step": s, "loss_d": 1.0, "loss_g": 1.0, "wasserstein": 5.0 / s, "grad_norm": 1.0, "lr_g": 1e-4}
                for s in range(1, 6)] + [{"step": 5, "eval": {"fid[mnist-cnn]": 30.0}}, {"step": 5, "event": "x"}]
-    series = viz.family_stat_series(records)
+    series = viz.family_stat_series(records, GAN_PANELS)
     assert sorted(series) == ["eval: fid[mnist-cnn]", "grad_norm", "wasserstein"]
     assert series["wasserstein"][1][-1] == 1.0
-    out = viz.plot_stats(records, tmp_path / "stats.png")
+    out = viz.plot_stats(records, tmp_path / "stats.png", GAN_PANELS)
     assert out.is_file() and out.stat().st_size > 1000
     with pytest.raises(ValueError):
-        viz.plot_stats([{"step": 1, "loss_d": 1.0, "loss_g": 1.0, "d_real": 0.5}], tmp_path / "none.png")
+        viz.plot_stats([{"step": 1, "loss_d": 1.0, "loss_g": 1.0, "d_real": 0.5}], tmp_path / "none.png", GAN_PANELS)

@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional, Protocol, Union, runtime_checkable
 import torch
 from torch import nn
 
+from ganforge.viz import LossPanels
+
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images or points, labels) of this rank, already on the device
 StatDict = dict[str, torch.Tensor]
 
@@ -102,6 +104,10 @@ class Trainer:
     # when D's outputs are no probability), and the generator's loss (its divergence check)
     fake_score_stat: Optional[str] = "d_fake"
     g_loss_stat: Optional[str] = "loss_g"
+    # what losses.png draws (the rest of stat_keys goes to stats.png): the vocabulary every shipped family shares
+    loss_panels = LossPanels(losses=(("loss_d", "D loss"), ("loss_g", "G loss")),
+                             scores=(("d_real", "D(x)  (real)"), ("d_fake", "D(G(z))  (fake)")),
+                             accounted=("loss_d_real", "loss_d_fake"))
 
     def __init__(self, cfg, nets: dict[str, nn.Module], ctx: RunContext):
         from ganforge.families import get_family

@@ -101,19 +101,18 @@ class CollapseWatch:
     def on_log(self, fake_score: Optional[float] = None, g_loss: Optional[float] = None) -> list[Event]:
         """A log window's D(G(z)) as a probability (its family's declared stat) and G's loss, either may be None."""
         events: list[Event] = []
-        d_fake, loss_g = fake_score, g_loss
-        if d_fake is not None:
-            self.low_d_fake = self.low_d_fake + 1 if d_fake < self.d_fake_floor else 0
+        if fake_score is not None:
+            self.low_d_fake = self.low_d_fake + 1 if fake_score < self.d_fake_floor else 0
             events += self._once("d_domination", self.low_d_fake >= self.d_fake_windows,
                                  f"discriminator dominates: D(G(z)) < {self.d_fake_floor} for "
                                  f"{self.low_d_fake} log windows (try a lower train.lr_d, label smoothing, or PacGAN's packing)")
-        if loss_g is not None:
+        if g_loss is not None:
             if len(self.g_losses) >= 10:
                 med = median(self.g_losses)
-                events += self._once("divergence", med > 0 and loss_g > self.divergence_factor * med,
-                                     f"generator loss {loss_g:.3g} is over {self.divergence_factor:g}x its running "
+                events += self._once("divergence", med > 0 and g_loss > self.divergence_factor * med,
+                                     f"generator loss {g_loss:.3g} is over {self.divergence_factor:g}x its running "
                                      f"median {med:.3g}: training is diverging")
-            self.g_losses.append(loss_g)
+            self.g_losses.append(g_loss)
         return events
 
     def on_samples(self, diversity: float) -> list[Event]:

@@ -725,7 +725,7 @@ class Run:
             if (run_dir / "metrics.jsonl").is_file():
                 for plot, name in ((viz.plot_losses, "losses.png"), (viz.plot_stats, "stats.png")):
                     try:
-                        plot(run_dir / "metrics.jsonl", run_dir / name)
+                        plot(run_dir / "metrics.jsonl", run_dir / name, self.trainer.loss_panels)
                     except ValueError:
                         pass  # nothing of that kind logged
             self._real_vs_fake()
