@@ -207,6 +207,8 @@ def test_class_fade_is_one_event_per_class_until_it_recovers():
     assert e.kind == "class_fade" and e.data["class"] == 3 and e.data["samples"] == 455 and "class 3 fades" in e.message
     assert not watch.on_class_shares(no_threes)  # reported once while it lasts
     assert not watch.on_class_shares(balanced) and len(watch.on_class_shares(no_threes)) == 1  # again after it cleared
+    some_threes = ClassShares.of(torch.tensor([k for k in range(10) if k != 3] * 50 + [3] * 18), 10)  # 3.8%
+    assert not watch.on_class_shares(some_threes) and not watch.on_class_shares(no_threes)  # 3.8% < 5%: not cleared
     assert no_threes.lowest() == (0, 3, 5 / 455) and balanced.kl() == pytest.approx(0.0)
     assert not CollapseWatch(class_fade_share=0.0).on_class_shares(no_threes)  # 0 turns it off
     # Stacked MNIST: one histogram per channel; a 7 missing from the green channel only is named with its channel

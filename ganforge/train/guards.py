@@ -145,16 +145,18 @@ class CollapseWatch:
         return events
 
     def on_class_shares(self, classes: "ClassShares") -> list[Event]:
-        """One ``class_fade`` event per class whose share falls under ``class_fade_share`` x 1/K (again only after
-        it recovered). Diversity cannot see this: a generator that draws nine digits well is as spread out."""
+        """One ``class_fade`` event per class whose share falls under ``class_fade_share`` x 1/K, again only after it
+        recovered to twice that (classes wax and wane during training: a share near the line must not repeat the
+        warning at every grid). Diversity cannot see a fade: a generator drawing nine digits well is as spread out."""
         self.last_classes = classes
         shares = classes.shares()
         floor = self.class_fade_share / shares.shape[1]
         events: list[Event] = []
         for c, k in ((c, k) for c in range(shares.shape[0]) for k in range(shares.shape[1])):
-            share = float(shares[c, k])
-            found = self._once("class_fade", self.class_fade_share > 0 and share < floor,
-                               classes.fade_message(c, k, self.class_fade_share, self.space), key=f"class_fade:{c}:{k}")
+            share, key = float(shares[c, k]), f"class_fade:{c}:{k}"
+            line = 2 * floor if key in self.flagged else floor
+            found = self._once("class_fade", self.class_fade_share > 0 and share < line,
+                               classes.fade_message(c, k, self.class_fade_share, self.space), key=key)
             for e in found:
                 e.data = {"space": self.space, "class": k, "share": round(share, 6),
                           "fair_share": round(1 / shares.shape[1], 6), "samples": classes.n,
