@@ -139,6 +139,12 @@ class GuardConfig(_Strict):
     d_fake_floor: float = Field(0.02, ge=0.0, lt=1.0)  # D(G(z)) below this ...
     d_fake_windows: int = Field(20, ge=1)  # ... for this many log windows: the discriminator dominates
     collapse_ratio: float = Field(0.25, gt=0.0, lt=1.0)  # fixed-z diversity below this share of its peak: collapse
+    # class fade, where the data have an in-domain classifier (digits: mnist-cnn): at each sample grid from
+    # class_fade_from of the budget on, class_samples extra samples (a fixed seed of their own) are classified, and a
+    # class under class_fade_share x its fair share 1/K is reported; class_fade_share=0 or class_samples=0: off
+    class_fade_share: float = Field(0.25, ge=0.0, lt=1.0)
+    class_fade_from: float = Field(0.25, ge=0.0, le=1.0)
+    class_samples: int = Field(500, ge=0)
 
 
 class EvalConfig(_Strict):

@@ -50,6 +50,17 @@ def test_real_digits_against_themselves_score_perfectly(real_npz):
     assert 8.5 < m["is[mnist-cnn]"] <= 10  # a confident classifier on balanced digits: close to K = 10
 
 
+def test_a_missing_class_shows_as_min_class_share_and_a_warning(tmp_path, real_npz):
+    ds = build_dataset(DataConfig(spec="mnist-embedded"), model_config(image_size=32, channels=1))
+    path = tmp_path / "no-sevens.npz"
+    viz.save_npz(ds.tensor[:600][ds.labels[:600] != 7], path)  # 540 real digits, none a 7
+    res = evaluate(path, "mnist-embedded", ["coverage"], n=540)
+    assert res["metrics"]["min_class_share"] < 0.01 and res["class_shares"][7] == res["metrics"]["min_class_share"]
+    assert "warning: class 7 under 0.25x its fair share: faded out" in format_table(res)
+    full = evaluate(real_npz, "mnist-embedded", ["coverage"], n=500)
+    assert full["metrics"]["min_class_share"] > 0.08 and "warning" not in format_table(full)
+
+
 def test_noise_scores_badly(tmp_path, real_npz):
     noise = np.random.default_rng(0).integers(0, 255, (300, 32, 32, 1), dtype=np.uint8)
     path = tmp_path / "noise.npz"
@@ -74,7 +85,8 @@ def test_run_directory_and_folder_sources(tmp_path, tiny):
     run = tmp_path / "run"
     train(tiny("dcgan", steps=4, log_every=2), run, **quiet)
     res = evaluate(run, "mnist-embedded", ["fid", "coverage"], n=64)
-    assert res["image_size"] == 16 and set(res["metrics"]) == {"fid[mnist-cnn]", "classes_covered", "class_kl"}
+    assert res["image_size"] == 16 and set(res["metrics"]) == {"fid[mnist-cnn]", "classes_covered", "class_kl",
+                                                                     "min_class_share"}
     assert eval_json_path(run) == run / "eval.json"
     folder = tmp_path / "pngs"
     viz.save_image_folder(np.zeros((5, 1, 16, 16), dtype=np.float32), folder)

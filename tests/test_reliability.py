@@ -24,7 +24,7 @@ import ganforge.train.loop as loop
 from ganforge.config import validate
 from ganforge.data import embedded, stacked
 from ganforge.train.diversity import choose_space
-from ganforge.train.guards import CollapseWatch, sample_diversity
+from ganforge.train.guards import ClassShares, CollapseWatch, sample_diversity
 
 quiet = dict(progress=False, log=lambda s: None)
 
@@ -198,6 +198,72 @@ def test_a_conditional_generator_that_ignores_z_is_flagged(tmp_path, tiny, monke
     assert found[0]["space"] == "mnist-cnn" and found[0]["spread"] < 0.25 * found[0]["real_spread"]
 
 
+def test_class_fade_is_one_event_per_class_until_it_recovers():
+    watch = CollapseWatch(class_fade_share=0.25, space="mnist-cnn")
+    balanced = ClassShares.of(torch.arange(500) % 10, 10)
+    no_threes = ClassShares.of(torch.tensor([k for k in range(10) if k != 3] * 50 + [3] * 5), 10)  # 1.1%
+    assert not watch.on_class_shares(balanced)
+    [e] = watch.on_class_shares(no_threes)
+    assert e.kind == "class_fade" and e.data["class"] == 3 and e.data["samples"] == 455 and "class 3 fades" in e.message
+    assert not watch.on_class_shares(no_threes)  # reported once while it lasts
+    assert not watch.on_class_shares(balanced) and len(watch.on_class_shares(no_threes)) == 1  # again after it cleared
+    some_threes = ClassShares.of(torch.tensor([k for k in range(10) if k != 3] * 50 + [3] * 18), 10)  # 3.8%
+    assert not watch.on_class_shares(some_threes) and not watch.on_class_shares(no_threes)  # 3.8% < 5%: not cleared
+    assert no_threes.lowest() == (0, 3, 5 / 455) and balanced.kl() == pytest.approx(0.0)
+    assert not CollapseWatch(class_fade_share=0.0).on_class_shares(no_threes)  # 0 turns it off
+    # Stacked MNIST: one histogram per channel; a 7 missing from the green channel only is named with its channel
+    triples = torch.stack([torch.arange(500) % 10, (torch.arange(500) % 9 + (torch.arange(500) % 9 >= 7)),
+                           torch.arange(500) % 10], 1)
+    [e] = CollapseWatch(space="mnist-cnn").on_class_shares(ClassShares.of(triples, 10))
+    assert e.data["class"] == 7 and e.data["channel"] == 1 and "class 7 in channel 1" in e.message
+
+
+class DigitsWithout(torch.nn.Module):
+    """A stand-in generator: real 16x16 digits, chosen by z, never of class ``missing`` (None: every class)."""
+
+    def __init__(self, missing: int | None):
+        super().__init__()
+        ds = embedded.build(1, 16)
+        keep = ds.labels != (-1 if missing is None else missing)
+        self.register_buffer("bank", ds.tensor[keep])
+
+    def forward(self, z: torch.Tensor, *rest, **kw) -> torch.Tensor:
+        idx = (z[:, 0].abs() * 10_000).long() % self.bank.shape[0]
+        return self.bank[idx]
+
+
+@pytest.mark.parametrize("missing", [7, None])
+def test_a_generator_that_never_draws_one_digit_is_flagged_once(tmp_path, tiny, monkeypatch, missing):
+    monkeypatch.setattr(loop.Run, "_sampler", lambda self: DigitsWithout(missing))
+    lines = []
+    # samples drawn at steps 8, 16 and 24; the check starts at a quarter of the budget
+    train(tiny("dcgan", steps=24, guard={"class_samples": 400}), tmp_path / "run", progress=False, log=lines.append)
+    assert any(l.startswith("class-fade watch: 400 samples classified by mnist-cnn") for l in lines)
+    found = [e for e in events(tmp_path / "run") if e["event"] == "class_fade"]
+    end = [l for l in lines if "classes at the end (mnist-cnn)" in l]
+    if missing is None:
+        assert not found and len(end) == 1 and not end[0].startswith("warning")
+        return
+    [e] = found
+    assert e["step"] == 8 and e["class"] == 7 and e["share"] < 0.025 and e["samples"] == 400
+    assert e["space"] == "mnist-cnn" and e["fair_share"] == 0.1
+    assert len(end) == 1 and end[0].startswith("warning: classes at the end (mnist-cnn): rarest class 7")
+
+
+def test_the_class_check_leaves_training_unchanged(tmp_path, tiny):
+    """Its samples come from a seed of their own and StyleGAN's noise from a forked RNG: same weights, same RNG."""
+    runs = {}
+    for samples in (0, 300):  # a grid at step 8 (mid-run) and at the end
+        runs[samples] = tmp_path / f"classes{samples}"
+        train(tiny("stylegan", steps=10, guard={"class_samples": samples, "class_fade_from": 0.0}), runs[samples],
+              **quiet)
+    assert any(e["event"] == "class_fade" for e in events(runs[300]))  # it ran: a 10-step G draws noise
+    a, b = (load_latest(r / "checkpoints") for r in runs.values())
+    assert a.weights.keys() == b.weights.keys() and a.optim.keys() == b.optim.keys()
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+    assert all(torch.equal(a.optim[k], b.optim[k]) for k in a.optim)
+
+
 def test_on_collapse_stop_ends_the_run_with_a_checkpoint(tmp_path, tiny):
     cfg = tiny("dcgan", steps=40, log_every=1)
     # an impossible floor makes the watch fire at once: D(G(z)) is always below 1.0
@@ -249,7 +315,8 @@ def test_signal_saves_at_the_current_step_and_resume_continues(tmp_path, sig, co
     res = subprocess.run([sys.executable, "-m", "ganforge", "train", "--resume", str(run), "--steps",
                           str(stopped_at + 2), "--quiet"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    steps_after = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps_after = [r["step"] for r in records if "event" not in r]  # a watch's warning may follow the last step
     assert steps_after[-2:] == [stopped_at + 1, stopped_at + 2]
 
 

@@ -16,7 +16,8 @@ import torch
 from ganforge.errors import UserError
 from ganforge.families import output_kind
 from ganforge.apps.inputs import load_samples_npz
-from ganforge.metrics.pipeline import (ImageSource, check_side, from_uint8_nhwc, auto_extractor, collect, compute,
+from ganforge.metrics.pipeline import (ImageSource, auto_extractor, check_side, class_shares, collect, compute,
+                                       from_uint8_nhwc,
                                        label_accuracy, parse_metrics)
 from ganforge.train.reference import reference_features, reference_source
 
@@ -107,10 +108,12 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
     values.update(label_accuracy(gen_src, gen.probs, name))
     values.update(_classifier_metrics(Path(source), str(dev)))
     h, w = gen_src.hw
+    shares = class_shares(gen.probs) if "min_class_share" in values else {}
     return {
         "source": str(source), "ref": ref, "extractor": name, "n_generated": gen.n, "n_reference": ref_c.n,
         "image_size": h if h == w else None, "image_height": h, "image_width": w, "channels": gen_src.channels,
         "reference_prep": ref_c.prep, "seed": seed, "metrics": values, "seconds": round(time.perf_counter() - t0, 2),
+        **shares,
     }
 
 def _is_translation_run(source: Path) -> bool:

@@ -27,7 +27,8 @@ from ganforge.io_utils import read_records
 
 RUNNING_WINDOW_S = 120.0
 MAX_DEPTH = 3  # how deep under DIR run directories are looked for
-HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "accuracy")
+HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "accuracy",
+                    "min_class_share")
 
 
 @dataclass

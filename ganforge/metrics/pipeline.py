@@ -21,7 +21,7 @@ METRICS = ("fid", "kid", "is", "prc", "coverage")
 DIGIT_SETS = ("mnist-embedded", "mnist", "stacked-mnist")
 
 HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "modes_covered",
-                    "label_accuracy")
+                    "label_accuracy", "min_class_share")
 
 MIN_SIDE = 8  # smaller images carry too little for any extractor (both resize up, to 28 or 299)
 
@@ -174,7 +174,30 @@ def compute(metrics: Sequence[str], gen: Collected, ref: Collected, extractor_na
                 res = modes.class_coverage(gen.probs.argmax(1), k, ref_hist=ref_hist)
                 out["classes_covered"] = float(res["classes_covered"])
                 out["class_kl"] = float(res["kl"])
+                out["min_class_share"] = float(np.bincount(gen.probs.argmax(1), minlength=k).min() / len(gen.probs))
     return out
+
+FADED = 0.25  # a class under this share of its fair share 1/K is called faded (the training watch's default)
+
+
+def class_shares(probs: np.ndarray) -> dict[str, list[float]]:
+    """``{"class_shares": [...]}``: the fraction of the generated images the classifier puts in each class."""
+    counts = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+    return {"class_shares": [round(float(c) / len(probs), 5) for c in counts]}
+
+
+def _class_lines(shares: Optional[list[float]]) -> list[str]:
+    """The table's class-share line, with a warning when a class faded out."""
+    if not shares:
+        return []
+    fair = 1.0 / len(shares)
+    text = ", ".join(f"{k} {100 * v:.1f}%" for k, v in enumerate(shares))
+    lines = [f"  class shares (fair {100 * fair:.0f}%): {text}"]
+    faded = [k for k, v in enumerate(shares) if v < FADED * fair]
+    if faded:
+        lines.append(f"  warning: class {', '.join(map(str, faded))} under {FADED:g}x its fair share: faded out")
+    return lines
+
 
 def label_accuracy(source: ImageSource, probs: Optional[np.ndarray], extractor_name: str) -> dict[str, float]:
     """A conditional run: how often the extractor's classifier reads an image as the class it was drawn for.
@@ -193,5 +216,5 @@ def format_table(result: dict) -> str:
     head = (f"{result['source']} vs {result['ref']}  ({result['n_generated']:,} generated, "
             f"{result['n_reference']:,} reference, {shape}, {result['seconds']}s)")
     prep = [f"reference {result['ref']}: {result['reference_prep']}"] if result.get("reference_prep") else []
-    lines = [head] + prep + [f"  {k:<{width}}  {v:.6g}" for k, v in rows]
+    lines = [head] + prep + [f"  {k:<{width}}  {v:.6g}" for k, v in rows] + _class_lines(result.get("class_shares"))
     return "\n".join(lines)

@@ -53,6 +53,20 @@ class DiversitySpace:
         spreads = [sample_diversity(feats[labels == k]) for k in labels.unique() if int((labels == k).sum()) >= 2]
         return sum(spreads) / len(spreads) if spreads else 0.0
 
+    @property
+    def num_classes(self) -> int:
+        """The in-domain classifier's classes (0 when the space has no classifier: no class-fade check)."""
+        return int(getattr(self.extractor, "num_classes", 0) or 0) if self.extractor is not None else 0
+
+    def classify(self, samples: torch.Tensor) -> torch.Tensor:
+        """(N,) predicted class ids, or (N, C) one per channel for Stacked MNIST (each channel holds a digit)."""
+        n = samples.shape[0]
+        x = samples.detach().float().cpu()
+        if self.per_channel:
+            x = x.reshape(n * x.shape[1], 1, *x.shape[2:])
+        with torch.inference_mode():
+            return self.extractor(x)["logits"].argmax(1).reshape(n, -1).squeeze(1)
+
     def describe(self) -> str:
         where = {"mnist-cnn": "the mnist-cnn digit classifier's feature space", "points": "point coordinates"}
         text = f"collapse watch: fixed-z sample diversity in {where.get(self.name, 'pixel space')}"

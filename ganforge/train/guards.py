@@ -6,7 +6,9 @@ the run must roll back. ``CollapseWatch`` reads the logged statistics and the fi
 - discriminator domination: D(G(z)) stays near 0 for many log windows (G gets no useful gradient);
 - generator collapse: the diversity of the fixed-z samples (mean pairwise distance in the in-domain feature space
   for digits, else in pixels: ``diversity.py``) falls far below the level it reached early in training;
-- divergence: the generator loss explodes far above its running median.
+- divergence: the generator loss explodes far above its running median;
+- class fade: where the data have an in-domain classifier, one class's share of a few hundred samples falls far
+  below its fair share 1/K (a generator that still draws varied, clean images may have dropped a class).
 Each finding is an event with a kind and a message; the loop logs it and applies ``guard.on_collapse``.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 @dataclass
 class Event:
-    kind: str  # nonfinite | d_domination | collapse | divergence | rollback | stop
+    kind: str  # nonfinite | d_domination | collapse | label_collapse | class_fade | divergence | rollback | stop
     message: str
     data: dict = field(default_factory=dict)  # extra fields of the metrics.jsonl line (e.g. collapse's "space")
 
@@ -84,18 +86,22 @@ class CollapseWatch:
     d_fake_windows: int = 10  # ... for this many log windows in a row: D dominates
     collapse_ratio: float = 0.25  # diversity below this share of its early peak: collapse
     divergence_factor: float = 10.0  # loss_g above this many times its running median: divergence
+    class_fade_share: float = 0.25  # a class under this share of its fair share 1/K: class fade (0: off)
     space: str = "pixels"  # where sample diversity is measured (see diversity.py), named in collapse events
     low_d_fake: int = 0
     peak_diversity: Optional[float] = None
     g_losses: deque = field(default_factory=lambda: deque(maxlen=50))
     flagged: set = field(default_factory=set)  # kinds already reported (each is reported once until it clears)
+    last_classes: Optional["ClassShares"] = None  # the newest class check, for the end-of-run line
 
-    def _once(self, kind: str, active: bool, message: str) -> list[Event]:
-        if active and kind not in self.flagged:
-            self.flagged.add(kind)
+    def _once(self, kind: str, active: bool, message: str, key: Optional[str] = None) -> list[Event]:
+        """One event when ``kind`` (or its ``key``, e.g. one class) turns active; again only after it cleared."""
+        key = key or kind
+        if active and key not in self.flagged:
+            self.flagged.add(key)
             return [Event(kind, message)]
         if not active:
-            self.flagged.discard(kind)
+            self.flagged.discard(key)
         return []
 
     def on_log(self, fake_score: Optional[float] = None, g_loss: Optional[float] = None) -> list[Event]:
@@ -137,3 +143,71 @@ class CollapseWatch:
         for e in events:
             e.data = {"space": self.space, "spread": round(spread, 6), "real_spread": round(real_spread, 6)}
         return events
+
+    def on_class_shares(self, classes: "ClassShares") -> list[Event]:
+        """One ``class_fade`` event per class whose share falls under ``class_fade_share`` x 1/K, again only after it
+        recovered to twice that (classes wax and wane during training: a share near the line must not repeat the
+        warning at every grid). Diversity cannot see a fade: a generator drawing nine digits well is as spread out."""
+        self.last_classes = classes
+        shares = classes.shares()
+        floor = self.class_fade_share / shares.shape[1]
+        events: list[Event] = []
+        for c, k in ((c, k) for c in range(shares.shape[0]) for k in range(shares.shape[1])):
+            share, key = float(shares[c, k]), f"class_fade:{c}:{k}"
+            line = 2 * floor if key in self.flagged else floor
+            found = self._once("class_fade", self.class_fade_share > 0 and share < line,
+                               classes.fade_message(c, k, self.class_fade_share, self.space), key=key)
+            for e in found:
+                e.data = {"space": self.space, "class": k, "share": round(share, 6),
+                          "fair_share": round(1 / shares.shape[1], 6), "samples": classes.n,
+                          **({"channel": c} if shares.shape[0] > 1 else {})}
+            events += found
+        return events
+
+
+@dataclass
+class ClassShares:
+    """How a few hundred samples fall into the in-domain classifier's K classes (one histogram per channel for
+    Stacked MNIST, whose channels each hold a digit)."""
+
+    counts: torch.Tensor  # (C, K) int64: samples predicted as each class, per channel
+
+    @classmethod
+    def of(cls, predictions: torch.Tensor, num_classes: int) -> "ClassShares":
+        """From (N,) or (N, C) predicted class ids."""
+        p = predictions.reshape(predictions.shape[0], -1).long().cpu()
+        return cls(torch.stack([torch.bincount(p[:, c], minlength=num_classes) for c in range(p.shape[1])]))
+
+    @property
+    def n(self) -> int:
+        return int(self.counts[0].sum())
+
+    def shares(self) -> torch.Tensor:
+        """(C, K) fractions of the samples."""
+        return self.counts.double() / self.counts.sum(1, keepdim=True).clamp(min=1)
+
+    def lowest(self) -> tuple[int, int, float]:
+        """(channel, class, share) of the rarest class."""
+        shares = self.shares()
+        flat = int(shares.argmin())
+        channel, k = divmod(flat, shares.shape[1])
+        return channel, k, float(shares[channel, k])
+
+    def kl(self) -> float:
+        """KL(p_gen || uniform), averaged over channels (``ganforge evaluate``'s class_kl against a uniform set)."""
+        from ganforge.metrics.modes import histogram_kl
+
+        return sum(histogram_kl(c.numpy()) for c in self.counts) / self.counts.shape[0]
+
+    def fade_message(self, channel: int, k: int, ratio: float, space: str) -> str:
+        where = f" in channel {channel}" if self.counts.shape[0] > 1 else ""
+        share = float(self.shares()[channel, k])
+        return (f"class {k}{where} fades out: {100 * share:.1f}% of {self.n} samples ({space}), under {ratio:g}x "
+                f"its fair share {100 / self.counts.shape[1]:.0f}%")
+
+    def describe(self) -> str:
+        channel, k, share = self.lowest()
+        where = f" in channel {channel}" if self.counts.shape[0] > 1 else ""
+        return (f"rarest class {k}{where} {100 * share:.1f}% (fair share {100 / self.counts.shape[1]:.0f}%), "
+                f"class KL {self.kl():.3f}, of {self.n} samples")
+

@@ -41,7 +41,7 @@ from ganforge.train.diversity import choose_space
 from ganforge.train.ema import EMA
 from ganforge.train.engine import Updater, run_step
 from ganforge.families.contract import RunContext, Trainer, trainer_class
-from ganforge.train.guards import CollapseWatch, Event, NonFiniteGuard, tensors_finite
+from ganforge.train.guards import ClassShares, CollapseWatch, Event, NonFiniteGuard, tensors_finite
 from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
 from ganforge.train.signals import StopRequest
 
@@ -285,6 +285,11 @@ class Run:
         self.log(f"data: {describe(self.dataset)}")
         self.log(f"models: {nets} parameters ({mc.family}, {shape}, device {self.device})")
         self.log(self.diversity_space.describe())
+        if self._class_watch_on():
+            gc = self.cfg.guard
+            self.log(f"class-fade watch: {gc.class_samples} samples classified by {self.diversity_space.name} at each "
+                     f"sample grid from {gc.class_fade_from:.0%} of the budget on; a class under "
+                     f"{gc.class_fade_share:g}x its fair share is reported")
         self.log(f"budget: {self.total_steps:,} steps of batch {tc.batch_size} "
                  f"({self.source.steps_per_epoch} steps per epoch)")
         if self.dist.enabled:
@@ -473,6 +478,8 @@ class Run:
         labels = self.fixed.labels
         if labels is not None and self.step >= self.total_steps // 4:  # past the start, when every G is still noise
             self._watch_labels(fake, labels)
+        if self._class_watch_on() and self.dist.is_main and self.step >= self._class_watch_from():
+            self._watch_classes(sampler)
         if self.dist.is_main:
             path = self.run_dir / "samples" / f"e{self.epoch:04d}-s{self.step:08d}.png"
             if self.output == "points":
@@ -491,6 +498,36 @@ class Run:
         spread = self.dist.broadcast_float(self.diversity_space.label_spread(fake, labels))
         for e in self.watch.on_label_spread(spread, real):
             self.event(e)
+
+    def _class_watch_on(self) -> bool:
+        """The data have an in-domain classifier (the digit classifier on digits) and the check is not turned off."""
+        gc = self.cfg.guard
+        return self.diversity_space.num_classes > 1 and gc.class_samples > 0 and gc.class_fade_share > 0
+
+    def _class_watch_from(self) -> int:
+        """The first step checked: past the start, when every generator still draws noise."""
+        return max(1, int(self.cfg.guard.class_fade_from * self.total_steps))
+
+    def _watch_classes(self, sampler: nn.Module) -> None:
+        """Warn when a class fades out of the samples. A warning only: a rollback would not bring it back."""
+        for e in self.watch.on_class_shares(self._class_shares(sampler)):
+            self.event(e)
+
+    def _class_shares(self, sampler: nn.Module, batch: int = 250) -> ClassShares:
+        """``guard.class_samples`` samples from a seed of their own, classified; the training RNG is untouched (the
+        fork keeps what a family's sampling draws from it, e.g. StyleGAN's noise), so resume stays exact."""
+        n, space = self.cfg.guard.class_samples, self.diversity_space
+        gen = torch.Generator().manual_seed(self.cfg.train.seed + 24_680)
+        was_training = sampler.training
+        sampler.eval()
+        preds = []
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
+                torch.inference_mode():
+            for i in range(0, n, batch):
+                fake = sampler(*self.trainer.generator_inputs(min(batch, n - i), gen)).float().cpu().clamp_(-1, 1)
+                preds.append(space.classify(fake))
+        sampler.train(was_training)
+        return ClassShares.of(torch.cat(preds), space.num_classes)
 
     def _real_label_spread(self, labels: torch.Tensor) -> Optional[float]:
         """The yardstick, computed once: the first images of each fixed label's class, as many as the fixed inputs
@@ -525,7 +562,7 @@ class Run:
     def loop(self, *, progress: bool, stop_after_steps: Optional[int]) -> RunSummary:
         gc = self.cfg.guard
         self.watch = CollapseWatch(gc.d_fake_floor, gc.d_fake_windows, gc.collapse_ratio,
-                                   space=self.diversity_space.name)
+                                   class_fade_share=gc.class_fade_share, space=self.diversity_space.name)
         self.nonfinite = NonFiniteGuard(gc.max_skips, gc.max_rollbacks)
         self.metrics_file = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a",
                                  buffering=1)
@@ -712,7 +749,19 @@ class Run:
             self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
                      f"{self.run_dir / 'skipped_files.txt'}")
         self.log(f"done: {self.step} steps in {seconds:.0f}s; run directory {self.run_dir}")
+        self._log_classes()
         return self.summary(self.run_dir, seconds)
+
+    def _log_classes(self) -> None:
+        """The end-of-run line of the class-fade watch: how evenly the last samples cover the classes."""
+        classes = self.watch.last_classes
+        if classes is None:
+            return
+        _, _, share = classes.lowest()
+        faded = share < self.cfg.guard.class_fade_share / classes.counts.shape[1]
+        hint = "; a class faded out (ganforge evaluate RUN_DIR counts 10,000 samples)" if faded else ""
+        self.log(f"{'warning: ' if faded else ''}classes at the end ({self.diversity_space.name}): "
+                 f"{classes.describe()}{hint}")
 
     def _write_pictures(self) -> None:
         """progress.gif, losses.png and real_vs_fake.png (the report is written above the loop, from these files)."""
