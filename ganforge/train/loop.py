@@ -130,7 +130,8 @@ def _check_new_run_dir(run_dir: Path) -> None:
         if (run_dir / "config.yaml").is_file():
             raise UserError(f"--out {run_dir} is an existing run: continue it with --resume {run_dir}, "
                             "or choose another --out")
-        raise UserError(f"--out {run_dir} is a folder that already holds files: choose a new or empty folder")
+        raise UserError(f"--out {run_dir} is a folder that already holds files and no ganforge run (nothing to "
+                        "--resume there): choose a new or empty folder")
 
 
 def train(
