@@ -21,7 +21,6 @@ from ganforge.models import build_models
 def _load_tensors(weights: Path):
     """``torch.load(weights_only=True)``, with one line of ganforge's own when it refuses the file: torch's message
     would suggest loading it with ``weights_only=False``, which runs whatever code the pickle holds."""
-    import pickle  # only for its exception class: nothing is unpickled but through torch's weights-only reader
     import warnings
     import zipfile
 
@@ -34,13 +33,15 @@ def _load_tensors(weights: Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols are for its developers
             return torch.load(weights, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"{weights} holds Python objects besides tensors (a whole pickled model?), which "
-                        "torch.load(weights_only=True) refuses and ganforge never unpickles: save the generator's "
-                        "state dict (torch.save(G.state_dict(), path)) and import that") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
-        raise UserError(f"{weights} is damaged or not a PyTorch weights file ({type(exc).__name__}): ganforge imports "
-                        "what torch.save(G.state_dict(), path) writes") from None
+    except Exception as exc:  # noqa: BLE001 - sorted below; anything else keeps its traceback
+        if type(exc).__name__ == "UnpicklingError":  # the weights-only reader met an object it will not build
+            raise UserError(f"{weights} holds Python objects besides tensors (a whole pickled model?), which "
+                            "torch.load(weights_only=True) refuses and ganforge never unpickles: save the generator's "
+                            "state dict (torch.save(G.state_dict(), path)) and import that") from None
+        if isinstance(exc, (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError)):
+            raise UserError(f"{weights} is damaged or not a PyTorch weights file ({type(exc).__name__}): ganforge "
+                            "imports what torch.save(G.state_dict(), path) writes") from None
+        raise
 
 
 def import_generator(weights: Path, cfg: RunConfig, out: Path, trust: bool = False, key: Optional[str] = None) -> Path:

@@ -13,17 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_cli import TINY, _assert_user_error, run
+from test_cli import TINY, _assert_user_error, run, trained  # noqa: F401 (trained: a fixture)
 
 UNSAFE_ADVICE = ("allow_pickle", "pickle.load", "weights_only=False", "weights_only set to False", "unsafely")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bad") / "run"
-    res = run("train", "dcgan-mnist", "--steps", "4", "--out", str(out), "--seed", "1", *TINY)
-    assert res.returncode == 0, res.stderr
-    return out
 
 
 def _listing(root: Path) -> list[str]:
