@@ -185,10 +185,7 @@ def _check_out(path: Path, folder: bool = False, flag: str = "--out") -> None:
     """Before any work: an output that cannot be written is one line now, not a traceback at the end."""
     from ganforge.io_utils import check_output_dir, check_output_file
 
-    try:
-        (check_output_dir if folder else check_output_file)(path, flag)
-    except UserError as exc:
-        _fail(str(exc))
+    (check_output_dir if folder else check_output_file)(path, flag)  # a UserError: one line, exit 2
 
 
 def _int_list(text: str, flag: str) -> list[int]:
