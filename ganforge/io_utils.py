@@ -68,7 +68,7 @@ def atomic_write_text(path: os.PathLike | str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _first_existing(path: Path) -> Path:
+def first_existing(path: os.PathLike | str) -> Path:
     """``path`` or its nearest ancestor that exists (where a new file or folder would be created)."""
     path = Path(os.path.abspath(path))
     while not path.exists() and path != path.parent:
@@ -94,7 +94,7 @@ def check_output_dir(path: os.PathLike | str, flag: str = "--out") -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file, not a folder: choose a new folder name")
-    base = _first_existing(path)
+    base = first_existing(path)
     if not base.is_dir():
         raise UserError(f"{flag} {path}: {base} is a file, so no folder can be made under it; choose another path")
     why = _probe_writable(base)

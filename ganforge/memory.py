@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from ganforge.errors import UserError
+from ganforge.io_utils import first_existing
 
 SHARE = 0.8  # of the memory available now that one command may plan to use
 
@@ -43,9 +44,7 @@ def require_memory(nbytes: float, what: str, fix: str) -> None:
 
 def require_disk(nbytes: float, where: Path, what: str, fix: str) -> None:
     """One line and exit 2 when ``what`` would surely not fit on the disk that holds ``where``."""
-    probe = Path(os.path.abspath(where))
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = first_existing(where)
     free = shutil.disk_usage(probe).free
     if nbytes > free:
         raise UserError(f"{what} needs at least {human_bytes(nbytes)} of disk and {probe} has {human_bytes(free)} "
