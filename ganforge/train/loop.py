@@ -42,6 +42,7 @@ from ganforge.train.ema import EMA
 from ganforge.train.engine import Updater, run_step
 from ganforge.families.contract import RunContext, Trainer, trainer_class
 from ganforge.train.guards import ClassShares, CollapseWatch, Event, NonFiniteGuard, tensors_finite
+from ganforge.train.parts import LogWindow, Models, Position, RunFiles
 from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
 from ganforge.train.signals import StopRequest
 
@@ -70,6 +71,7 @@ class RunSummary:
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_DEVICES = ("cuda",)  # where train.precision=fp16 runs (GradScaler + float16 autocast)
 SKIPPED = "skipped"  # the stat the loop adds to every family's: updates refused for a NaN/Inf
+REWOUND = "rewound"  # what a step or an epoch's end returns after a rollback: go on from the restored position
 
 
 def seed_everything(seed: int) -> None:
@@ -155,13 +157,12 @@ def train(
     try:
         with determinism.kernels(cfg.train.deterministic, dist.device):
             torch.autograd.set_detect_anomaly(detect_anomaly)
-            run = Run(cfg, dist, log=log if dist.is_main else _silent, strict_data=strict_data,
-                      with_evaluator=not dry_run)
+            run = Run(cfg, dist, None if dry_run or run_dir is None else Path(run_dir), log=log if dist.is_main else _silent,
+                      strict_data=strict_data, with_evaluator=not dry_run)
             if dry_run:
                 run.describe()
-                return run.summary(None, 0.0)
-            assert run_dir is not None
-            run.open(Path(run_dir), resume=resume, force=force)  # refusals (a changed config) come before the
+                return run.summary(0.0)
+            run.open(resume=resume, force=force)  # refusals (a changed config) come before the
             run.describe()  # description, so that a refused resume is one line
             return run.loop(progress=progress and dist.is_main, stop_after_steps=stop_after_steps)
     except BaseException as exc:
@@ -201,52 +202,41 @@ def _silent(_: str) -> None:
 
 
 class Run:
-    """One training run: built (and validated) by ``__init__``, given its directory by ``open``, run by ``loop``."""
+    """One training run. ``__init__`` builds and validates everything (data, networks, optimizers, the run's
+    parts) before anything is written; ``open`` makes or restores the run directory; ``loop`` trains."""
 
-    def __init__(self, cfg: RunConfig, dist: Dist, *, log: Callable[[str], None], strict_data: bool,
-                 with_evaluator: bool):
-        self.cfg, self.dist, self.log = cfg, dist, log
+    def __init__(self, cfg: RunConfig, dist: Dist, run_dir: Optional[Path], *, log: Callable[[str], None],
+                 strict_data: bool, with_evaluator: bool):
         tc, mc = cfg.train, cfg.model
+        self.cfg, self.dist, self.log = cfg, dist, log
         self.family = get_family(mc.family)
         self.output = output_kind(mc)  # images, points or translations: how samples are drawn and shown
+        self.device = dist.device
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        self.device = dist.device
         self._check_options()
+        # the data: one fixed order per epoch, this rank's slice of every global batch
         self.dataset = build_dataset(cfg.data, mc, strict=strict_data)
         self._check_labels()
         dist.local_batch(tc.batch_size, batch_multiple(mc))  # a UserError unless the batch splits evenly
         self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
                                   rank=dist.rank, world_size=dist.world_size)
-        self.total_steps = tc.steps if tc.steps is not None else tc.epochs * self.source.steps_per_epoch
-        self.evaluator = None
-        if with_evaluator and cfg.eval.every and dist.is_main:  # rank 0 evaluates; the others await its verdict
-            from ganforge.train.periodic import PeriodicEvaluator
-
-            # built before seeding (its extractor draws initial weights), so evaluation never shifts training's RNG
-            self.evaluator = PeriodicEvaluator(cfg.eval, mc, cfg.data.spec,
-                                               lambda n, gen: self.trainer.generator_inputs(n, gen),
-                                               self.device, cfg.data.root, log=log)
+        total_steps = tc.steps if tc.steps is not None else tc.epochs * self.source.steps_per_epoch
+        # built before seeding (the evaluator's extractor draws initial weights): evaluation never shifts training
+        self.evaluator = self._make_evaluator(with_evaluator)
         self.diversity_space = choose_space(cfg.data.spec, mc)  # chosen once: diversities compared in one space
         seed_everything(tc.seed)
-        self.nets = build_networks(mc)
-        self.params = {name: count_parameters(net) for name, net in self.nets.items()}
-        self.memory_format = torch.channels_last if (tc.channels_last and self.family.convolutional) \
-            else torch.contiguous_format
-        self.ctx = RunContext(self.device, self.memory_format, AMP_DTYPES[tc.precision], dist.rank, dist.world_size,
-                              self.total_steps, self.dataset)
-        self.trainer: Trainer = trainer_class(self.family.trainer)(cfg, self.nets, self.ctx)
-        self.keys = (*self.trainer.stat_keys, SKIPPED)
-        # the run's position and what it logged: read by summary() whenever the run ends, however early
-        self.step = self.epoch = self.pos = 0
-        self.last: dict[str, float] = {}
-        self.best_value: Optional[float] = None  # of cfg.eval.best, for checkpoints/best
-        self.acc = torch.zeros(len(self.keys), device=self.device)  # stat sums since the last metrics line
-        self.acc_n = np.zeros(len(self.keys))  # how many steps produced each stat in that window
-        self.ema: dict[str, EMA] = {}  # filled by _place_networks when train.ema is on
-        self.tb: Optional[tensorboard.TensorBoardLog] = None  # opened by loop() with train.tensorboard
-        self._real_spread: Optional[float] = None  # the conditional watch's yardstick, measured once
-        self._real_spread_measured = False
+        self.models = self._build_models(total_steps)
+        self.keys = (*self.models.trainer.stat_keys, SKIPPED)
+        self.at = Position(end=total_steps)
+        self.window = LogWindow.zeros(self.keys, self.device)
+        gc = cfg.guard
+        self.collapse = CollapseWatch(gc.d_fake_floor, gc.d_fake_windows, gc.collapse_ratio,
+                                      class_fade_share=gc.class_fade_share, space=self.diversity_space.name)
+        self.nonfinite = NonFiniteGuard(gc.max_skips, gc.max_rollbacks)
+        self.real_spread = RealSpread(self.dataset, self.diversity_space, self._real_images)
+        self.files = RunFiles(run_dir, is_main=dist.is_main, tensorboard_on=tc.tensorboard)
+        self.fingerprint = fp.fingerprint(cfg, self.dataset)
 
     # ------------------------------------------------------------------ set-up
 
@@ -278,52 +268,48 @@ class Run:
             raise UserError(f"{self.cfg.data.spec!r} has {self.dataset.num_classes} classes but model.num_classes="
                             f"{mc.num_classes}: --set model.num_classes={self.dataset.num_classes}")
 
-    def describe(self) -> None:
-        mc, tc = self.cfg.model, self.cfg.train
-        shape = "2-D points" if self.output == "points" else f"{mc.image_size}px"
-        nets = ", ".join(f"{name} {n:,}" for name, n in self.params.items())
-        self.log(f"data: {describe(self.dataset)}")
-        self.log(f"models: {nets} parameters ({mc.family}, {shape}, device {self.device})")
-        self.log(self.diversity_space.describe())
-        if self._class_watch_on():
-            gc = self.cfg.guard
-            self.log(f"class-fade watch: {gc.class_samples} samples classified by {self.diversity_space.name} at each "
-                     f"sample grid from {gc.class_fade_from:.0%} of the budget on; a class under "
-                     f"{gc.class_fade_share:g}x its fair share is reported")
-        self.log(f"budget: {self.total_steps:,} steps of batch {tc.batch_size} "
-                 f"({self.source.steps_per_epoch} steps per epoch)")
-        if self.dist.enabled:
-            self.log(f"data-parallel: {self.dist.world_size} processes, "
-                     f"{self.dist.local_batch(tc.batch_size, batch_multiple(mc))} samples each per batch, "
-                     f"precision {tc.precision}")
+    def _make_evaluator(self, wanted: bool):
+        """Rank 0's periodic evaluator (the other ranks await its verdict), or None."""
+        cfg = self.cfg
+        if not (wanted and cfg.eval.every and self.dist.is_main):
+            return None
+        from ganforge.train.periodic import PeriodicEvaluator
 
-    def summary(self, run_dir: Optional[Path], seconds: float, stopped: Optional[str] = None) -> RunSummary:
-        models = {**self.nets, **{f"{n}_ema": e.model for n, e in self.ema.items()}}
-        return RunSummary(run_dir, self.step, self.epoch, seconds, self.params, self.last, stopped, models,
-                          self.dist.rank)
+        return PeriodicEvaluator(cfg.eval, cfg.model, cfg.data.spec,
+                                 lambda n, gen: self.models.trainer.generator_inputs(n, gen),
+                                 self.device, cfg.data.root, log=self.log)
 
-    def _place_networks(self) -> None:
-        """Device and memory format, replicas made identical, optimizers, EMA copies, loss scalers."""
+    def _build_models(self, total_steps: int) -> Models:
+        """Networks on the device in their memory format, identical on every rank; optimizers, EMA copies, loss
+        scalers and the family's trainer; the fixed inputs of the sample grids."""
         tc, dist = self.cfg.train, self.dist
-        for net in self.nets.values():
-            net.to(self.device, memory_format=self.memory_format)
+        nets = build_networks(self.cfg.model)
+        params = {name: count_parameters(net) for name, net in nets.items()}
+        memory_format = torch.channels_last if (tc.channels_last and self.family.convolutional) \
+            else torch.contiguous_format
+        for net in nets.values():
+            net.to(self.device, memory_format=memory_format)
             dist.broadcast_module(net)  # identical replicas from the first step
-        specs = self.trainer.optimizers()
-        self.optimizers = {name: make_optimizer([p for n in s.networks for p in self.nets[n].parameters()],
-                                                s.lr, tc, self.device) for name, s in specs.items()}
-        self.ema = {n: EMA(self.nets[n], tc.ema.decay, tc.ema.start_step) for n in self.trainer.ema_networks
-                    if tc.ema.enabled and n in self.nets}
+        ctx = RunContext(self.device, memory_format, AMP_DTYPES[tc.precision], dist.rank, dist.world_size,
+                         total_steps, self.dataset)
+        trainer: Trainer = trainer_class(self.family.trainer)(self.cfg, nets, ctx)
+        specs = trainer.optimizers()
+        optimizers = {name: make_optimizer([p for n in s.networks for p in nets[n].parameters()], s.lr, tc,
+                                           self.device) for name, s in specs.items()}
+        ema = {n: EMA(nets[n], tc.ema.decay, tc.ema.start_step) for n in trainer.ema_networks
+               if tc.ema.enabled and n in nets}
         if tc.sync_batchnorm and dist.enabled:  # after the EMA copies: their BatchNorm re-estimation stays local
-            for name, net in self.nets.items():  # same parameter objects: the optimizers still hold them
-                self.nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-            self.trainer.nets = self.nets
+            for name, net in nets.items():  # same parameter objects: the optimizers still hold them
+                nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         scalers = {name: torch.amp.GradScaler(self.device.type) for name in specs} if tc.precision == "fp16" else {}
-        self.updater = Updater(self.nets, self.optimizers, {n: s.networks for n, s in specs.items()}, dist, scalers)
+        updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()}, dist, scalers)
+        fixed = trainer.fixed_inputs(tc.seed, tc.n_fixed)
+        return Models(nets, params, ctx, trainer, optimizers, ema, updater, fixed)
 
     def _probe_step(self, nets: dict[str, nn.Module]) -> None:
         """One training step of copies of the networks (own trainer and optimizers): ``train.compile``'s probe."""
         tc = self.cfg.train
-        trainer = trainer_class(self.family.trainer)(self.cfg, nets, self.ctx)
+        trainer = trainer_class(self.family.trainer)(self.cfg, nets, self.models.ctx)
         specs = trainer.optimizers()
         optimizers = {name: make_optimizer([p for n in s.networks for p in nets[n].parameters()], s.lr, tc,
                                            self.device) for name, s in specs.items()}
@@ -334,15 +320,41 @@ class Run:
         y = torch.as_tensor([int(item[1]) for item in items]).to(self.device)
         run_step(trainer, updater, (*trainer.stat_keys, SKIPPED), [(x, y)] * tc.d_steps, 0)
 
-    def open(self, run_dir: Path, *, resume: bool, force: bool) -> None:
+    def describe(self) -> None:
+        mc, tc = self.cfg.model, self.cfg.train
+        shape = "2-D points" if self.output == "points" else f"{mc.image_size}px"
+        nets = ", ".join(f"{name} {n:,}" for name, n in self.models.params.items())
+        self.log(f"data: {describe(self.dataset)}")
+        self.log(f"models: {nets} parameters ({mc.family}, {shape}, device {self.device})")
+        self.log(self.diversity_space.describe())
+        if self._class_watch_on():
+            gc = self.cfg.guard
+            self.log(f"class-fade watch: {gc.class_samples} samples classified by {self.diversity_space.name} at each "
+                     f"sample grid from {gc.class_fade_from:.0%} of the budget on; a class under "
+                     f"{gc.class_fade_share:g}x its fair share is reported")
+        self.log(f"budget: {self.at.end:,} steps of batch {tc.batch_size} "
+                 f"({self.source.steps_per_epoch} steps per epoch)")
+        if self.dist.enabled:
+            self.log(f"data-parallel: {self.dist.world_size} processes, "
+                     f"{self.dist.local_batch(tc.batch_size, batch_multiple(mc))} samples each per batch, "
+                     f"precision {tc.precision}")
+
+    def summary(self, seconds: float, stopped: Optional[str] = None) -> RunSummary:
+        return RunSummary(self.files.run_dir, self.at.step, self.at.epoch, seconds, self.models.params,
+                          self.window.last, stopped, self.models.all_models(), self.dist.rank)
+
+    @property
+    def run_dir(self) -> Path:
+        assert self.files.run_dir is not None, "a dry run has no run directory"
+        return self.files.run_dir
+
+    def open(self, *, resume: bool, force: bool) -> None:
         """Create the run directory (or restore from it); nothing was written before this point."""
-        self.run_dir, self.ckpt_root = run_dir, run_dir / "checkpoints"
+        run_dir = self.run_dir
         if not resume:
             _check_new_run_dir(run_dir)
-        self._place_networks()
-        compiling.compile_networks(self.nets, self.cfg.train.compile, self.device, self._probe_step, self.log)
-        self.fixed = self.trainer.fixed_inputs(self.cfg.train.seed, self.cfg.train.n_fixed)
-        self.fingerprint = fp.fingerprint(self.cfg, self.dataset)
+        compiling.compile_networks(self.models.nets, self.cfg.train.compile, self.device, self._probe_step,
+                                   self.log)
         if resume:
             self._resume(force)
         else:
@@ -356,7 +368,7 @@ class Run:
         self.dist.barrier()
 
     def _resume(self, force: bool) -> None:
-        ckpt = load_latest(self.ckpt_root, map_location=self.device, warn=self.log)
+        ckpt = load_latest(self.files.ckpt_root, map_location=self.device, warn=self.log)
         diffs = fp.mismatch(ckpt.state.get("fingerprint", {}), self.fingerprint)
         if diffs and not force:
             raise UserError(f"{self.run_dir} was trained with something else: {'; '.join(diffs[:5])}"
@@ -364,139 +376,309 @@ class Run:
         if diffs:
             self.log(f"warning: resuming despite changes (--force): {'; '.join(diffs)}")
         self._restore(ckpt)
-        self.best_value = ckpt.state.get("best_value")
-        window = ckpt.state.get("log_window")
-        if window and len(window["sum"]) == len(self.keys):  # so a resumed run logs exactly what a straight one would
-            self.acc = torch.tensor(window["sum"], dtype=torch.float32, device=self.device)
-            n = window["n"]
-            self.acc_n = np.array(n if isinstance(n, list) else [n] * len(self.keys), dtype=np.float64)
+        self.at.best_value = ckpt.state.get("best_value")
+        self.window.load_state(ckpt.state.get("log_window"))
         self.dist.barrier()  # every rank has read the checkpoint before rank 0 writes anything
         if self.dist.is_main:
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
-        self.log(f"resumed {self.run_dir} from {ckpt.path.name}: step {self.step}, epoch {self.epoch}, "
-                 f"batch {self.pos}")
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.at.step)
+        self.log(f"resumed {self.run_dir} from {ckpt.path.name}: step {self.at.step}, epoch {self.at.epoch}, "
+                 f"batch {self.at.pos}")
 
     def _restore(self, ckpt) -> None:
         """Networks, EMA copies, optimizers, loss scales, RNG states, the family's extra state, the position."""
-        for name, net in self.nets.items():
+        m = self.models
+        for name, net in m.nets.items():
             net.load_state_dict(ckpt.module_state(name))
-        for name, ema in self.ema.items():
+        for name, ema in m.ema.items():
             ema.model.load_state_dict(ckpt.module_state(f"{name}_ema") or ckpt.module_state(name))
-        for name, opt in self.optimizers.items():
+        for name, opt in m.optimizers.items():
             opt.load_state_dict(ckpt.optimizer_state(_opt_key(name)))
             _match_param_layout(opt)
         restore_rng(ckpt.optim, ckpt.state["rng"])
         self.dist.sync_rng()  # a CUDA generator is per device: every rank continues rank 0's stream
         saved_scalers = ckpt.state.get("scalers") or {}
-        for name, scaler in self.updater.scalers.items():
+        for name, scaler in m.updater.scalers.items():
             if name.lower() in saved_scalers:
                 scaler.load_state_dict(saved_scalers[name.lower()])
         extra = {k[len("extra."):]: v for k, v in ckpt.optim.items() if k.startswith("extra.")}
-        self.trainer.load_extra_state(extra, ckpt.state.get("extra", {}))
-        self.step, self.epoch, self.pos = ckpt.state["step"], ckpt.state["epoch"], ckpt.state["position"]
+        m.trainer.load_extra_state(extra, ckpt.state.get("extra", {}))
+        self.at.step, self.at.epoch, self.at.pos = ckpt.state["step"], ckpt.state["epoch"], ckpt.state["position"]
 
-    # ------------------------------------------------------------------ checkpoints, pictures, evaluation
+    # ------------------------------------------------------------------ the loop
 
-    def _sampler(self) -> nn.Module:
-        """The network that draws samples: the generator's EMA copy when there is one (BatchNorm refreshed)."""
-        name = self.family.generator
-        ema = self.ema.get(name)
-        if ema is None:
-            return self.nets[name]
-        ema.refresh_batchnorm(self.trainer.generator_inputs, self.step)
-        return ema.model
+    def loop(self, *, progress: bool, stop_after_steps: Optional[int]) -> RunSummary:
+        """Train from the current position to the end of the budget, top to bottom:
+
+        the untrained generator's grid and a first checkpoint; then epoch after epoch, step after step: the
+        family's phases, EMA, stats; a metrics line and the guards every ``log_every`` steps; evaluation every
+        ``eval.every``; the sample grid and a checkpoint every epoch; a signal or the time limit ends the run with
+        a checkpoint of the exact step; at the end, the last grid, the final checkpoint and the pictures.
+        """
+        stop = StopRequest()
+        t0 = time.perf_counter()
+        self.files.open(progress=progress, step=self.at.step, total=self.at.end)
+        stopped: Optional[str] = None
+        try:
+            with stop.installed():
+                if self.at.step == 0:
+                    self.draw_fixed()  # the untrained generator: the first frame of the progression
+                    self.save("start")  # a rollback target before the first epoch ends
+                self.models.train_mode()
+                self.window.start_clock()
+                while self.at.step < self.at.end and stopped is None:
+                    outcome = self._steps_to_epoch_end(stop, stop_after_steps, t0)
+                    if outcome is None and self.at.pos >= self.source.steps_per_epoch:
+                        outcome = self._end_of_epoch()
+                    stopped = None if outcome == REWOUND else outcome
+                if stopped:
+                    self.save(stopped)  # the exact current step: resume continues with the next one
+                else:
+                    self.draw_fixed()
+                    self.save("final")
+        finally:
+            self.files.close()
+        return self._finish(stopped, time.perf_counter() - t0)
+
+    def _steps_to_epoch_end(self, stop: StopRequest, stop_after_steps: Optional[int], t0: float) -> Optional[str]:
+        """Steps from the current position: None when the epoch or the budget ran out, REWOUND after a rollback
+        (start again from the restored position), else the reason to stop."""
+        for batches in self.source.epoch(self.at.epoch, start_step=self.at.pos):
+            batches = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+                       for x, y in batches]
+            self._train_step(batches)
+            self.window.images += sum(b[0].shape[0] for b in batches) * self.dist.world_size
+            self._check_time_limit(t0)
+            if self.at.step % self.cfg.train.log_every == 0 or self.at.step == self.at.end:
+                outcome = self._log_window()
+                if outcome:
+                    return outcome
+            self.files.bar.update(1)
+            if self.cfg.eval.every and self.at.step % self.cfg.eval.every == 0:
+                self.evaluate()
+            if self.at.step >= self.at.end:
+                return None
+            if self.dist.any(stop.signum is not None) or (stop_after_steps is not None
+                                                         and self.at.step >= stop_after_steps):
+                return stop.name or "interrupted"
+        return None
+
+    def _train_step(self, batches) -> None:
+        """The family's phases, then the EMA copies; the stats stay on the device."""
+        tc, m = self.cfg.train, self.models
+        if tc.lr_decay != "none":
+            factor = lr_factor(self.at.step, self.at.end, tc.lr_decay, tc.lr_decay_start)
+            for opt in m.optimizers.values():
+                apply_lr(opt, factor)
+        values, produced = run_step(m.trainer, m.updater, self.keys, batches, self.at.step)
+        for name, ema in m.ema.items():
+            ema.update(m.nets[name], self.at.step)
+        self.window.add(values, produced, refused=values[-1] > 0)
+        self.at.step += 1
+        self.at.pos += 1
+
+    def _check_time_limit(self, t0: float) -> None:
+        limit = self.cfg.train.time_limit
+        if (limit is not None and self.at.step < self.at.end
+                and self.dist.any(time.perf_counter() - t0 >= limit)):  # rank clocks differ
+            self.log(f"time limit of {limit:.0f}s reached at step {self.at.step}")
+            self.at.end = self.at.step  # ends the run here, logged, drawn and checkpointed like any last step
+
+    def _log_window(self) -> Optional[str]:
+        """One metrics line (the host reads the device's sums here, once); then the guards decide."""
+        w = self.window
+        dt = time.perf_counter() - w.started
+        last = w.means(self.dist.all_reduce_mean(w.sums).tolist())  # over the ranks: the global batch's stats
+        rec = {"step": self.at.step, "epoch": self.at.epoch, **last,
+               **{f"lr_{name.lower()}": opt.param_groups[0]["lr"] for name, opt in self.models.optimizers.items()},
+               "img_s": round(w.images / max(dt, 1e-9), 1), "time": round(time.time(), 3)}
+        self.files.write(rec)
+        self.files.scalars(rec, self.at.step)
+        w.restart()
+        outcome = self._nonfinite_guard()
+        if outcome:
+            return outcome
+        trainer = self.models.trainer
+        watched = {role: last.get(stat) if stat else None for role, stat in
+                   (("fake_score", trainer.fake_score_stat), ("g_loss", trainer.g_loss_stat))}
+        for e in self.collapse.on_log(**watched):
+            self.event(e)
+            outcome = outcome or self._collapse_action(e)
+        self.files.bar.set_postfix({k: f"{last[k]:.3f}" for k in self.keys[:4] if k in last}, refresh=False)
+        return outcome
+
+    def _nonfinite_guard(self) -> Optional[str]:
+        """``guard.max_skips`` refused updates in a row: the state went bad; roll back, or stop out of rollbacks."""
+        worst = int(self.dist.all_reduce_mean(self.window.worst_skips.reshape(1)).item())
+        self.window.worst_skips.zero_()
+        if worst < self.nonfinite.max_skips:
+            return None
+        if not self.roll_back(f"{worst} updates in a row had NaN/Inf losses or gradients"):
+            return "diverged"
+        return REWOUND
+
+    def _collapse_action(self, e: Event) -> Optional[str]:
+        """Apply guard.on_collapse to a finding: None, REWOUND or a reason to stop."""
+        action = self.cfg.guard.on_collapse
+        if action == "stop":
+            return e.kind
+        if action == "rollback":
+            return REWOUND if self.roll_back(e.message) else e.kind
+        return None
+
+    def _end_of_epoch(self) -> Optional[str]:
+        tc = self.cfg.train
+        self.at.epoch += 1
+        self.at.pos = 0
+        outcome = None
+        if self.at.epoch % tc.sample_every == 0:
+            for e in self.draw_fixed():
+                outcome = outcome or self._collapse_action(e)
+            if outcome:
+                return outcome
+        if self.at.epoch % tc.checkpoint_every == 0 and self.at.step < self.at.end:
+            self.save("epoch")
+        return None
+
+    def roll_back(self, why: str) -> bool:
+        """Back to the newest good checkpoint with lower learning rates; False when out of rollbacks."""
+        if not self.nonfinite.can_roll_back():
+            self.event(Event("stop", f"{why}; already rolled back {self.nonfinite.rollbacks} times "
+                                     "(guard.max_rollbacks)"))
+            return False
+        ckpt = load_latest(self.files.ckpt_root, map_location=self.device, warn=self.log)
+        self._restore(ckpt)
+        self.nonfinite.rollbacks += 1
+        self.window.skips_in_a_row.zero_()
+        factor = self.cfg.guard.rollback_lr_factor
+        for opt in self.models.optimizers.values():
+            scale_base_lr(opt, factor)
+        self.event(Event("rollback", f"{why}: rolled back to {ckpt.path.name} (step {self.at.step}), learning "
+                                     f"rates x{factor:g} (rollback {self.nonfinite.rollbacks} of "
+                                     f"{self.cfg.guard.max_rollbacks})"))
+        self.files.bar.n = self.at.step
+        return True
+
+    def _finish(self, stopped: Optional[str], seconds: float) -> RunSummary:
+        if stopped:
+            self.log(f"stopped ({stopped}) at step {self.at.step} with a checkpoint; continue with: "
+                     f"ganforge train --resume {self.run_dir}")
+            return self.summary(seconds, stopped)
+        if self.at.step > 0 and self.dist.is_main:
+            self._write_pictures()
+        if self.dataset.skipped:
+            self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
+                     f"{self.run_dir / 'skipped_files.txt'}")
+        self.log(f"done: {self.at.step} steps in {seconds:.0f}s; run directory {self.run_dir}")
+        self._log_classes()
+        return self.summary(seconds)
+
+    # ------------------------------------------------------------------ checkpoints, evaluation
 
     def save(self, reason: str, best: bool = False) -> Optional[Path]:
         """Every rank calls this (it holds collectives); rank 0 writes the checkpoint while the others wait."""
-        for ema in self.ema.values():
-            ema.refresh_batchnorm(self.trainer.generator_inputs, self.step)
+        for ema in self.models.ema.values():
+            ema.refresh_batchnorm(self.models.trainer.generator_inputs, self.at.step)
         if self.dist.enabled:  # the log window as the next metrics line will average it, saved and kept alike
-            self.acc.copy_(self.dist.all_reduce_mean(self.acc))
+            self.window.sums.copy_(self.dist.all_reduce_mean(self.window.sums))
         path = self._write_checkpoint(reason, best) if self.dist.is_main else None
         self.dist.barrier()
         return path
 
     def _write_checkpoint(self, reason: str, best: bool) -> Optional[Path]:
-        modules = {name: net.state_dict() for name, net in self.nets.items()}
-        modules.update({f"{name}_ema": ema.model.state_dict() for name, ema in self.ema.items()})
+        m = self.models
+        modules = {name: net.state_dict() for name, net in m.nets.items()}
+        modules.update({f"{name}_ema": ema.model.state_dict() for name, ema in m.ema.items()})
         weights = flatten_modules(modules)
         if not tensors_finite(weights.values()):
-            self.log(f"warning: not saving a checkpoint at step {self.step}: the weights hold NaN/Inf")
+            self.log(f"warning: not saving a checkpoint at step {self.at.step}: the weights hold NaN/Inf")
             return None
-        weights.update({f"fixed.{k}": v.contiguous() for k, v in self.fixed.tensors.items()})
+        weights.update({f"fixed.{k}": v.contiguous() for k, v in m.fixed.tensors.items()})
         rng_tensors, rng_meta = capture_rng()
         optim: dict[str, torch.Tensor] = dict(rng_tensors)
         meta: dict[str, Any] = {}
-        for name, opt in self.optimizers.items():
+        for name, opt in m.optimizers.items():
             tensors, meta[_opt_key(name)] = flatten_optimizer(_opt_key(name), opt.state_dict())
             optim.update(tensors)
-        extra_tensors, extra_meta = self.trainer.extra_state()
+        extra_tensors, extra_meta = m.trainer.extra_state()
         optim.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra_tensors.items()})
-        state = {"position": self.pos, "config": self.cfg.model_dump(mode="json"), "optimizers": meta,
-                 "rng": rng_meta, "log_window": {"sum": self.acc.tolist(), "n": self.acc_n.tolist()},
-                 "best_value": self.best_value, "reason": reason, "fingerprint": self.fingerprint,
-                 "time": time.time(), "extra": extra_meta}
-        if self.updater.scalers:  # fp16 loss scales: plain numbers
-            state["scalers"] = {name.lower(): s.state_dict() for name, s in self.updater.scalers.items()}
+        state = {"position": self.at.pos, "config": self.cfg.model_dump(mode="json"), "optimizers": meta,
+                 "rng": rng_meta, "log_window": self.window.state(), "best_value": self.at.best_value,
+                 "reason": reason, "fingerprint": self.fingerprint, "time": time.time(), "extra": extra_meta}
+        if m.updater.scalers:  # fp16 loss scales: plain numbers
+            state["scalers"] = {name.lower(): s.state_dict() for name, s in m.updater.scalers.items()}
         if self.dataset.skipped:  # unreadable images, listed for the user (and counted in the log)
             atomic_write_text(self.run_dir / "skipped_files.txt", "".join(f"{p}\n" for p in self.dataset.skipped))
-        return save_checkpoint(self.ckpt_root, epoch=self.epoch, step=self.step, weights=weights, optim=optim,
-                               state=state, keep=self.cfg.train.keep_checkpoints, best=best)
+        return save_checkpoint(self.files.ckpt_root, epoch=self.at.epoch, step=self.at.step, weights=weights,
+                               optim=optim, state=state, keep=self.cfg.train.keep_checkpoints, best=best)
 
     def evaluate(self) -> None:
         """Rank 0 evaluates; every rank takes part in saving checkpoints/best when the metric improved."""
         improved = False
         if self.evaluator is not None:
-            values = self.evaluator(self._sampler(), self.step)
-            self.write({"step": self.step, "epoch": self.epoch, "eval": values})
-            if self.tb is not None:
-                self.tb.scalars(values, self.step, prefix="eval")
-            self.log("eval @ step {}: {}".format(self.step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
+            values = self.evaluator(self._sampler(), self.at.step)
+            self.files.write({"step": self.at.step, "epoch": self.at.epoch, "eval": values})
+            self.files.scalars(values, self.at.step, prefix="eval")
+            self.log("eval @ step {}: {}".format(self.at.step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
             key = self.evaluator.best_key()
             if key is not None and key in values:
                 from ganforge.metrics.pipeline import metric_is_better
 
-                if metric_is_better(key, values[key], self.best_value):
-                    self.best_value = values[key]
+                if metric_is_better(key, values[key], self.at.best_value):
+                    self.at.best_value = values[key]
                     improved = True
         if self.dist.any(improved):
             self.save("best", best=True)
 
+    def event(self, e: Event) -> None:
+        self.files.write(e.record(self.at.step))
+        self.log(f"warning: step {self.at.step}: {e.message}")
+        self.files.tb_event(e.kind, e.message, self.at.step)
+
+    # ------------------------------------------------------------------ samples and the watches on them
+
+    def _sampler(self) -> nn.Module:
+        """The network that draws samples: the generator's EMA copy when there is one (BatchNorm refreshed)."""
+        name = self.family.generator
+        ema = self.models.ema.get(name)
+        if ema is None:
+            return self.models.nets[name]
+        ema.refresh_batchnorm(self.models.trainer.generator_inputs, self.at.step)
+        return ema.model
+
     def draw_fixed(self) -> list[Event]:
         """Draw the fixed inputs into samples/ and check their diversity; returns the watch's findings."""
+        trainer, fixed = self.models.trainer, self.models.fixed
         sampler = self._sampler()
         was_training = sampler.training
         sampler.eval()
         with torch.inference_mode():
-            fake = self.trainer.draw(sampler, self.fixed)
-            picture = self.trainer.picture(fake, self.fixed) if self.dist.is_main else None
+            fake = trainer.draw(sampler, fixed)
+            picture = trainer.picture(fake, fixed) if self.dist.is_main else None
         sampler.train(was_training)
         diversity = self.dist.broadcast_float(self.diversity_space.diversity(fake))
-        findings = self.watch.on_samples(diversity) if self.step > 0 else []
+        findings = self.collapse.on_samples(diversity) if self.at.step > 0 else []
         for e in findings:
             self.event(e)
-        labels = self.fixed.labels
-        if labels is not None and self.step >= self.total_steps // 4:  # past the start, when every G is still noise
-            self._watch_labels(fake, labels)
-        if self._class_watch_on() and self.dist.is_main and self.step >= self._class_watch_from():
+        if fixed.labels is not None and self.at.step >= self.at.end // 4:  # past the start: every G is noise then
+            self._watch_labels(fake, fixed.labels)
+        if self._class_watch_on() and self.dist.is_main and self.at.step >= self._class_watch_from():
             self._watch_classes(sampler)
         if self.dist.is_main:
-            path = self.run_dir / "samples" / f"e{self.epoch:04d}-s{self.step:08d}.png"
+            path = self.run_dir / "samples" / f"e{self.at.epoch:04d}-s{self.at.step:08d}.png"
             if self.output == "points":
-                viz.save_points_plot(self.dataset.tensor[:2000], fake, path, title=f"step {self.step}")
+                viz.save_points_plot(self.dataset.tensor[:2000], fake, path, title=f"step {self.at.step}")
             else:
                 viz.save_grid(picture[0], path, nrow=picture[1])
-                if self.tb is not None:
-                    self.tb.grid(picture[0], picture[1], self.step)
+                self.files.grid(picture[0], picture[1], self.at.step)
         return findings
 
     def _watch_labels(self, fake: torch.Tensor, labels: torch.Tensor) -> None:
         """Warn when a conditional G ignores z. A warning only: rolling back cannot teach G to use z."""
-        real = self._real_label_spread(labels)
+        real = self.real_spread.of(labels)
         if real is None:
             return
         spread = self.dist.broadcast_float(self.diversity_space.label_spread(fake, labels))
-        for e in self.watch.on_label_spread(spread, real):
+        for e in self.collapse.on_label_spread(spread, real):
             self.event(e)
 
     def _class_watch_on(self) -> bool:
@@ -506,11 +688,11 @@ class Run:
 
     def _class_watch_from(self) -> int:
         """The first step checked: past the start, when every generator still draws noise."""
-        return max(1, int(self.cfg.guard.class_fade_from * self.total_steps))
+        return max(1, int(self.cfg.guard.class_fade_from * self.at.end))
 
     def _watch_classes(self, sampler: nn.Module) -> None:
         """Warn when a class fades out of the samples. A warning only: a rollback would not bring it back."""
-        for e in self.watch.on_class_shares(self._class_shares(sampler)):
+        for e in self.collapse.on_class_shares(self._class_shares(sampler)):
             self.event(e)
 
     def _class_shares(self, sampler: nn.Module, batch: int = 250) -> ClassShares:
@@ -524,237 +706,20 @@ class Run:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
                 torch.inference_mode():
             for i in range(0, n, batch):
-                fake = sampler(*self.trainer.generator_inputs(min(batch, n - i), gen)).float().cpu().clamp_(-1, 1)
-                preds.append(space.classify(fake))
+                inputs = self.models.trainer.generator_inputs(min(batch, n - i), gen)
+                preds.append(space.classify(sampler(*inputs).float().cpu().clamp_(-1, 1)))
         sampler.train(was_training)
         return ClassShares.of(torch.cat(preds), space.num_classes)
 
-    def _real_label_spread(self, labels: torch.Tensor) -> Optional[float]:
-        """The yardstick, computed once: the first images of each fixed label's class, as many as the fixed inputs
-        have of it, measured as the samples are (None when the data carry no labels)."""
-        if not self._real_spread_measured:
-            self._real_spread_measured = True
-            data_labels = getattr(self.dataset, "labels", None)
-            if data_labels is not None:
-                labels, data_labels = labels.cpu(), torch.as_tensor(data_labels).cpu()
-                idx = torch.cat([torch.nonzero(data_labels == k).flatten()[:int((labels == k).sum())]
-                                 for k in labels.unique()])
-                if idx.numel() >= 2:
-                    real = self._real_images(idx.tolist())
-                    self._real_spread = self.diversity_space.label_spread(real, data_labels[idx])
-        return self._real_spread
-
     def _real_images(self, indices) -> torch.Tensor:
         """The real images held by these dataset items (for pictures and the conditional watch's yardstick)."""
-        return self.trainer.real_images(torch.stack([self.dataset[int(i)][0] for i in indices]))
+        return self.models.trainer.real_images(torch.stack([self.dataset[int(i)][0] for i in indices]))
 
-    def write(self, record: dict) -> None:
-        self.metrics_file.write(json.dumps(record) + "\n")
-
-    def event(self, e: Event) -> None:
-        self.write(e.record(self.step))
-        self.log(f"warning: step {self.step}: {e.message}")
-        if self.tb is not None:
-            self.tb.event(e.kind, e.message, self.step)
-
-    # ------------------------------------------------------------------ the loop
-
-    def loop(self, *, progress: bool, stop_after_steps: Optional[int]) -> RunSummary:
-        gc = self.cfg.guard
-        self.watch = CollapseWatch(gc.d_fake_floor, gc.d_fake_windows, gc.collapse_ratio,
-                                   class_fade_share=gc.class_fade_share, space=self.diversity_space.name)
-        self.nonfinite = NonFiniteGuard(gc.max_skips, gc.max_rollbacks)
-        self.metrics_file = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a",
-                                 buffering=1)
-        self.tb = tensorboard.TensorBoardLog(self.run_dir) if self.cfg.train.tensorboard and self.dist.is_main \
-            else None
-        self.consecutive_skips = torch.zeros((), device=self.device)  # on the device: read once per log line
-        self.worst_skips = torch.zeros((), device=self.device)
-        if self.step == 0:
-            self.draw_fixed()  # the untrained generator: the first frame of the progression
-            self.save("start")  # a rollback target before the first epoch ends
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total_steps, initial=self.step, disable=None if progress else True, unit="step",
-                        dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
-        for net in self.nets.values():
-            net.train()
-        self.t0 = self.window_start = time.perf_counter()
-        self.window_images = 0
-        stopped: Optional[str] = None
-        stop = StopRequest()
-        try:
-            with stop.installed():
-                stopped = self._epochs(stop, stop_after_steps)
-                if stopped:
-                    self.save(stopped)  # the exact current step: resume continues with the next one
-                else:
-                    self.draw_fixed()
-                    self.save("final")
-        finally:
-            self.bar.close()
-            self.metrics_file.close()
-            if self.tb is not None:
-                self.tb.close()
-        return self._finish(stopped, time.perf_counter() - self.t0)
-
-    def _epochs(self, stop: StopRequest, stop_after_steps: Optional[int]) -> Optional[str]:
-        """Epoch after epoch until the budget is spent; returns why it stopped early, or None."""
-        while self.step < self.total_steps:
-            outcome = self._one_epoch(stop, stop_after_steps)
-            if outcome == "rewound":
-                continue
-            if outcome:
-                return outcome
-            if self.pos >= self.source.steps_per_epoch:  # a full epoch is done
-                outcome = self._end_of_epoch()
-                if outcome == "rewound":
-                    continue
-                if outcome:
-                    return outcome
-        return None
-
-    def _one_epoch(self, stop: StopRequest, stop_after_steps: Optional[int]) -> Optional[str]:
-        """Steps from the current position to the end of the epoch: None when it ran out, "rewound" after a
-        rollback (start again from the restored position), else the reason to stop."""
-        for batches in self.source.epoch(self.epoch, start_step=self.pos):
-            batches = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
-                       for x, y in batches]
-            self._train_step(batches)
-            self.window_images += sum(b[0].shape[0] for b in batches) * self.dist.world_size
-            self._check_time_limit()
-            if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
-                outcome = self._log_window()
-                if outcome:
-                    return outcome
-            self.bar.update(1)
-            if self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
-                self.evaluate()
-            if self.step >= self.total_steps:
-                return None
-            if self.dist.any(stop.signum is not None) or (stop_after_steps is not None
-                                                         and self.step >= stop_after_steps):
-                return stop.name or "interrupted"
-        return None
-
-    def _train_step(self, batches) -> None:
-        tc = self.cfg.train
-        if tc.lr_decay != "none":
-            factor = lr_factor(self.step, self.total_steps, tc.lr_decay, tc.lr_decay_start)
-            for opt in self.optimizers.values():
-                apply_lr(opt, factor)
-        values, produced = run_step(self.trainer, self.updater, self.keys, batches, self.step)
-        for name, ema in self.ema.items():
-            ema.update(self.nets[name], self.step)
-        refused = values[-1] > 0
-        self.consecutive_skips = torch.where(refused, self.consecutive_skips + 1, torch.zeros_like(values[-1]))
-        self.worst_skips = torch.maximum(self.worst_skips, self.consecutive_skips)
-        self.acc += values
-        self.acc_n += produced
-        self.step += 1
-        self.pos += 1
-
-    def _check_time_limit(self) -> None:
-        limit = self.cfg.train.time_limit
-        if (limit is not None and self.step < self.total_steps
-                and self.dist.any(time.perf_counter() - self.t0 >= limit)):  # rank clocks differ
-            self.log(f"time limit of {limit:.0f}s reached at step {self.step}")
-            self.total_steps = self.step  # ends the run here, logged, drawn and checkpointed like any last step
-
-    def _log_window(self) -> Optional[str]:
-        """One metrics line (the host reads the device's sums here, once); then the guards decide."""
-        dt = time.perf_counter() - self.window_start
-        window = self.dist.all_reduce_mean(self.acc).tolist()  # over the ranks: the global batch's statistics
-        self.last = {k: round(float(v / n), 5) for k, v, n in zip(self.keys, window, self.acc_n) if n > 0}
-        rec = {"step": self.step, "epoch": self.epoch, **self.last,
-               **{f"lr_{name.lower()}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()},
-               "img_s": round(self.window_images / max(dt, 1e-9), 1), "time": round(time.time(), 3)}
-        self.write(rec)
-        if self.tb is not None:
-            self.tb.scalars(rec, self.step)
-        self.acc.zero_()
-        self.acc_n[:] = 0
-        self.window_start, self.window_images = time.perf_counter(), 0
-        outcome = self._nonfinite_guard()
-        if outcome:
-            return outcome
-        watched = {role: self.last.get(stat) if stat else None for role, stat in
-                   (("fake_score", self.trainer.fake_score_stat), ("g_loss", self.trainer.g_loss_stat))}
-        for e in self.watch.on_log(**watched):
-            self.event(e)
-            outcome = outcome or self._collapse_action(e)
-        self.bar.set_postfix({k: f"{self.last[k]:.3f}" for k in self.keys[:4] if k in self.last}, refresh=False)
-        return outcome
-
-    def _nonfinite_guard(self) -> Optional[str]:
-        """``guard.max_skips`` refused updates in a row: the state went bad; roll back, or stop out of rollbacks."""
-        worst = int(self.dist.all_reduce_mean(self.worst_skips.reshape(1)).item())
-        self.worst_skips.zero_()
-        if worst < self.nonfinite.max_skips:
-            return None
-        if not self.roll_back(f"{worst} updates in a row had NaN/Inf losses or gradients"):
-            return "diverged"
-        return "rewound"
-
-    def _collapse_action(self, e: Event) -> Optional[str]:
-        """Apply guard.on_collapse to a finding: None, "rewound" or a reason to stop."""
-        action = self.cfg.guard.on_collapse
-        if action == "stop":
-            return e.kind
-        if action == "rollback":
-            return "rewound" if self.roll_back(e.message) else e.kind
-        return None
-
-    def _end_of_epoch(self) -> Optional[str]:
-        tc = self.cfg.train
-        self.epoch += 1
-        self.pos = 0
-        outcome = None
-        if self.epoch % tc.sample_every == 0:
-            for e in self.draw_fixed():
-                outcome = outcome or self._collapse_action(e)
-            if outcome:
-                return outcome
-        if self.epoch % tc.checkpoint_every == 0 and self.step < self.total_steps:
-            self.save("epoch")
-        return None
-
-    def roll_back(self, why: str) -> bool:
-        """Back to the newest good checkpoint with lower learning rates; False when out of rollbacks."""
-        if not self.nonfinite.can_roll_back():
-            self.event(Event("stop", f"{why}; already rolled back {self.nonfinite.rollbacks} times "
-                                     "(guard.max_rollbacks)"))
-            return False
-        ckpt = load_latest(self.ckpt_root, map_location=self.device, warn=self.log)
-        self._restore(ckpt)
-        self.nonfinite.rollbacks += 1
-        self.consecutive_skips.zero_()
-        factor = self.cfg.guard.rollback_lr_factor
-        for opt in self.optimizers.values():
-            scale_base_lr(opt, factor)
-        self.event(Event("rollback", f"{why}: rolled back to {ckpt.path.name} (step {self.step}), learning rates "
-                                     f"x{factor:g} (rollback {self.nonfinite.rollbacks} of "
-                                     f"{self.cfg.guard.max_rollbacks})"))
-        self.bar.n = self.step
-        return True
-
-    def _finish(self, stopped: Optional[str], seconds: float) -> RunSummary:
-        if stopped:
-            self.log(f"stopped ({stopped}) at step {self.step} with a checkpoint; continue with: "
-                     f"ganforge train --resume {self.run_dir}")
-            return self.summary(self.run_dir, seconds, stopped)
-        if self.step > 0 and self.dist.is_main:
-            self._write_pictures()
-        if self.dataset.skipped:
-            self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
-                     f"{self.run_dir / 'skipped_files.txt'}")
-        self.log(f"done: {self.step} steps in {seconds:.0f}s; run directory {self.run_dir}")
-        self._log_classes()
-        return self.summary(self.run_dir, seconds)
+    # ------------------------------------------------------------------ the end
 
     def _log_classes(self) -> None:
         """The end-of-run line of the class-fade watch: how evenly the last samples cover the classes."""
-        classes = self.watch.last_classes
+        classes = self.collapse.last_classes
         if classes is None:
             return
         _, _, share = classes.lowest()
@@ -765,16 +730,16 @@ class Run:
 
     def _write_pictures(self) -> None:
         """progress.gif, losses.png and real_vs_fake.png (the report is written above the loop, from these files)."""
-        run_dir = self.run_dir
+        run_dir, trainer = self.run_dir, self.models.trainer
         try:
             frames = sorted((run_dir / "samples").glob("e*-s*.png"))
             if frames:
                 viz.save_progress_gif(frames, run_dir / "progress.gif")
-                self.trainer.finish_pictures(run_dir, frames)
+                trainer.finish_pictures(run_dir, frames)
             if (run_dir / "metrics.jsonl").is_file():
                 for plot, name in ((viz.plot_losses, "losses.png"), (viz.plot_stats, "stats.png")):
                     try:
-                        plot(run_dir / "metrics.jsonl", run_dir / name, self.trainer.loss_panels)
+                        plot(run_dir / "metrics.jsonl", run_dir / name, trainer.loss_panels)
                     except ValueError:
                         pass  # nothing of that kind logged
             self._real_vs_fake()
@@ -782,17 +747,39 @@ class Run:
             self.log(f"warning: could not draw the run's pictures: {exc}")
 
     def _real_vs_fake(self) -> None:
-        sampler = self._sampler()
+        sampler, trainer, fixed = self._sampler(), self.models.trainer, self.models.fixed
         sampler.eval()
         n = min(64, len(self.dataset))
         with torch.inference_mode():
             if self.output == "points":
-                many = sampler(*self.trainer.generator_inputs(2000, torch.Generator().manual_seed(0))).float().cpu()
+                many = sampler(*trainer.generator_inputs(2000, torch.Generator().manual_seed(0))).float().cpu()
                 viz.save_points_plot(self.dataset.tensor[:2000], many, self.run_dir / "real_vs_fake.png")
                 return
-            fixed = type(self.fixed)({k: v[:n] for k, v in self.fixed.tensors.items()}, self.fixed.nrow,
-                                     self.fixed.labels_key)
-            fake = self.trainer.draw(sampler, fixed)
+            first = type(fixed)({k: v[:n] for k, v in fixed.tensors.items()}, fixed.nrow, fixed.labels_key)
+            fake = trainer.draw(sampler, first)
         shown = min(len(fake), n)  # as many real images as fakes (a preset may fix only 16 latents)
         real = self._real_images(range(shown))
         viz.save_real_vs_fake(real, fake, self.run_dir / "real_vs_fake.png")
+
+
+class RealSpread:
+    """The conditional watch's yardstick, measured once on first use: the first images of each fixed label's
+    class, as many as the fixed inputs have of it, measured as the samples are (None when the data have no
+    labels)."""
+
+    def __init__(self, dataset, space, real_images: Callable[[list[int]], torch.Tensor]):
+        self.dataset, self.space, self.real_images = dataset, space, real_images
+        self.measured = False
+        self.value: Optional[float] = None
+
+    def of(self, labels: torch.Tensor) -> Optional[float]:
+        if not self.measured:
+            self.measured = True
+            data_labels = getattr(self.dataset, "labels", None)
+            if data_labels is not None:
+                labels, data_labels = labels.cpu(), torch.as_tensor(data_labels).cpu()
+                idx = torch.cat([torch.nonzero(data_labels == k).flatten()[:int((labels == k).sum())]
+                                 for k in labels.unique()])
+                if idx.numel() >= 2:
+                    self.value = self.space.label_spread(self.real_images(idx.tolist()), data_labels[idx])
+        return self.value
