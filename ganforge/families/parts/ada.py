@@ -266,16 +266,19 @@ class AdaController:
     (r_t is still measured). The accumulators stay on the device; one host read per interval tells whether
     p is 0, so the pipeline can be skipped while it is."""
 
+    start_p = 0.0  # where an adaptive p starts (the paper's 0; tests start it higher to see it restored)
+
     def __init__(self, target: float, kimg: float, interval: int, fixed_p: Optional[float],
                  device: torch.device, world_size: int = 1):
         self.target, self.kimg, self.interval, self.fixed = target, kimg, interval, fixed_p is not None
         self.device, self.world_size = device, world_size
-        self.p = torch.full((), float(fixed_p or 0.0), device=device)
+        p0 = float(fixed_p) if fixed_p is not None else self.start_p
+        self.p = torch.full((), p0, device=device)
         self.sign_sum = torch.zeros((), device=device)
         self.count = torch.zeros((), device=device)
         self.rt = torch.zeros((), device=device)
         self.measured = 0  # intervals measured so far (host side): r_t means something once this is > 0
-        self.active = float(fixed_p or 0.0) > 0  # p > 0, as last read on the host
+        self.active = p0 > 0  # p > 0, as last read on the host
 
     def observe(self, real_logits: torch.Tensor) -> None:
         """Add D's logits on (augmented) reals to this interval's tally."""
