@@ -5,6 +5,9 @@ the adversarial loss and, when on, WGAN-GP's penalty and R1; ``Dreg`` -- R1 alon
 weighted by that interval (lazy regularisation, StyleGAN2), when it is lazy; ``Gmain`` -- one generator update with
 the adversarial loss, feature matching, or the unrolled discriminator's loss.
 
+With ``train.augment=ada`` every image D sees (``d_input``, and the reals and fakes of WGAN-GP's interpolates) goes
+through ADA's pipeline and ``Dmain`` feeds D's real logits to its controller (``families/parts/ada.py``).
+
 Separate real and fake batches go through D (the seeds' way; it matters with BatchNorm). Fakes for D are made
 under no_grad (or reused by the G step with ``reuse_fake``); D's weights are frozen during the G step.
 Data-parallel: each rank draws the global batch's latents from the shared RNG stream and keeps its slice.
