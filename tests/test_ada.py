@@ -206,6 +206,59 @@ def test_points_refuse_ada():
                   "train": {"augment": "ada", "device": "cpu"}})
 
 
+def test_each_rank_augments_its_slice_as_one_process_augments_the_global_batch():
+    x = _images(3).detach()
+    torch.manual_seed(2)
+    whole = augment(x, 0.8)
+    for rank in range(2):
+        torch.manual_seed(2)
+        assert torch.equal(augment(x[rank * 8:(rank + 1) * 8], 0.8, world=2, rank=rank), whole[rank * 8:(rank + 1) * 8])
+
+
+def _ada_worker(rank: int, root: str, cfg_data: dict, port: int) -> None:
+    """One rank of a data-parallel ADA run; its parameters are dumped for comparison."""
+    import os
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    summary = train(validate(cfg_data), Path(root) / "dp", **quiet)
+    save_file({f"{name}.{k}": v.detach().cpu().contiguous().clone() for name, m in summary.models.items()
+               for k, v in m.state_dict().items()}, str(Path(root) / f"rank{rank}.safetensors"))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_processes_with_ada_equal_one_process(tmp_path):
+    import time
+
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    from test_distributed import _free_port, _metrics, mlp_config
+
+    cfg_data = mlp_config(augment="ada", ada_p=0.6, ada_interval=2)
+    ctx = mp.start_processes(_ada_worker, args=(str(tmp_path), cfg_data, _free_port()), nprocs=2, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + 180
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("the 2 processes did not finish")
+    single = train(validate(cfg_data), tmp_path / "single", **quiet)
+    r0, r1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2))
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+        torch.testing.assert_close(r0[k], single.models[k.split(".")[0]].state_dict()[k.split(".", 1)[1]].cpu(),
+                                   atol=1e-5, rtol=0)
+    for a, b in zip(_metrics(tmp_path / "dp"), _metrics(tmp_path / "single")):
+        assert a["ada_p"] == b["ada_p"] == pytest.approx(0.6)
+        assert a.get("ada_rt") == pytest.approx(b.get("ada_rt"), abs=1e-4)  # r_t over the global batch
+
+
 def test_ada_module_draws_from_the_global_rng():
     x = _images(3).detach()
     torch.manual_seed(5)

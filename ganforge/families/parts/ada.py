@@ -229,13 +229,17 @@ def recolor(x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nij,njhw->nihw", m, x) + t[:, :, None, None]
 
 
-def augment(x: torch.Tensor, p: Prob, pipe: str = "bgc") -> torch.Tensor:
+def augment(x: torch.Tensor, p: Prob, pipe: str = "bgc", world: int = 1, rank: int = 0) -> torch.Tensor:
     """ADA-augment ``x`` (N, C, H, W), C = 1 or 3, each transform of ``pipe`` per sample with probability ``p``.
-    Differentiable w.r.t. ``x``; never in place; ``p == 0`` as a number returns ``x`` itself."""
-    return apply_transforms(x, p, parse_pipe(pipe))
+    Differentiable w.r.t. ``x``; never in place; ``p == 0`` as a number returns ``x`` itself.
+
+    Data-parallel (``world`` > 1): every rank draws the global batch's parameters from the shared RNG stream and
+    keeps its slice (as the latents are drawn), so two processes augment as one does."""
+    return apply_transforms(x, p, parse_pipe(pipe), world, rank)
 
 
-def apply_transforms(x: torch.Tensor, p: Prob, names: tuple[str, ...]) -> torch.Tensor:
+def apply_transforms(x: torch.Tensor, p: Prob, names: tuple[str, ...], world: int = 1,
+                     rank: int = 0) -> torch.Tensor:
     """``augment`` with the transforms named one by one (any of GROUPS' values), in the paper's order."""
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"ADA augments (N, C, H, W) images with C = 1 or 3, got shape {tuple(x.shape)}")
@@ -245,15 +249,16 @@ def apply_transforms(x: torch.Tensor, p: Prob, names: tuple[str, ...]) -> torch.
     if not torch.is_tensor(p) and p <= 0:
         return x
     (n, c, h, w), dev = x.shape, x.device
+    mine = slice(rank * n, (rank + 1) * n)
     names = tuple(t for g in GROUPS.values() for t in g if t in names)
     geometric = tuple(t for t in names if t in GROUPS["b"] + GROUPS["g"])
     if geometric:
-        inv, fired = geometric_matrix(n, h, w, p, geometric, dev)
-        x = torch.where(fired[:, None, None, None], warp(x, inv), x)
+        inv, fired = geometric_matrix(n * world, h, w, p, geometric, dev)
+        x = torch.where(fired[mine, None, None, None], warp(x, inv[mine]), x)
     colour = tuple(t for t in names if t in GROUPS["c"])
     if colour:
-        mat, fired = color_matrix(n, p, colour, c, dev)
-        x = torch.where(fired[:, None, None, None], recolor(x, mat), x)
+        mat, fired = color_matrix(n * world, p, colour, c, dev)
+        x = torch.where(fired[mine, None, None, None], recolor(x, mat[mine]), x)
     return x
 
 
@@ -346,7 +351,10 @@ class AdaTrainer:
         return ("ada_p", "ada_rt") if self.ada is not None else ()
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.ada is None else augment(x, self.ada.current_p, self.ada_pipe)
+        """``x`` as D is to see it: through ADA's pipeline at the current p (as it is, without ADA)."""
+        if self.ada is None:
+            return x
+        return augment(x, self.ada.current_p, self.ada_pipe, self.ctx.world_size, self.ctx.rank)
 
     def ada_observe(self, real_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Tally D's real logits; ADA's stats for the phase to return (empty without ADA)."""
