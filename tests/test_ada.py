@@ -45,6 +45,14 @@ def test_each_transform_alone_keeps_the_shape_lets_gradients_through_and_stays_i
         assert y.abs().max() < 20
 
 
+@pytest.mark.parametrize("name, share", [("scale", 0.3), ("rotate", 0.3), ("contrast", 0.3), ("xflip", 0.15)])
+def test_a_transform_fires_on_about_p_of_the_samples(name, share):
+    torch.manual_seed(0)
+    x = torch.rand(4000, 3, 4, 4) * 2 - 1
+    changed = (apply_transforms(x, 0.3, (name,)) != x).flatten(1).any(1).float().mean().item()
+    assert changed == pytest.approx(share, abs=0.03)  # a flip fires on p, and then flips half the time
+
+
 def test_pixel_blitting_copies_input_pixels_exactly():
     x = _images(3).detach()
     y = augment(x, 1.0, "b")

@@ -93,51 +93,71 @@ def _translation(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     return _affine(one, zero, zero, one, tx, ty)
 
 
+def _uniform(n: int, device: torch.device, limit: float) -> torch.Tensor:
+    return (torch.rand(n, device=device) * 2 - 1) * limit
+
+
+def _xflip(n: int, h: int, w: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    f = _fires(n, p, device)
+    sign = _masked(1 - 2 * torch.randint(0, 2, (n,), device=device).float(), f, 1.0)
+    return _scale(sign, torch.ones_like(sign)), f
+
+
+def _rotate90(n: int, h: int, w: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact entries: the cosine and sine of k quarter turns looked up, not computed."""
+    f = _fires(n, p, device)
+    k = torch.randint(0, 4, (n,), device=device) * f
+    table = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]], device=device)[k]
+    return _rotation(table[:, 0], -table[:, 1]), f
+
+
+def _xint(n: int, h: int, w: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    f = _fires(n, p, device)
+    t = (torch.rand(n, 2, device=device) * 2 - 1) * XINT_MAX * f[:, None]
+    return _translation(-torch.round(t[:, 0] * w), -torch.round(t[:, 1] * h)), f
+
+
+def _iso_scale(n: int, h: int, w: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    f = _fires(n, p, device)
+    s = _masked(torch.exp2(torch.randn(n, device=device) * SCALE_STD), f, 1.0)
+    return _scale(1 / s, 1 / s), f
+
+
+def _rotate(n: int, h: int, w: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the two rotations, each with 1 - sqrt(1 - p): some rotation fires with probability p."""
+    p_rot = 1 - torch.sqrt((1 - p).clamp(min=0)) if torch.is_tensor(p) else 1 - math.sqrt(max(0.0, 1 - p))
+    f = _fires(n, p_rot, device)
+    theta = _masked(_uniform(n, device, math.pi), f, 0.0)
+    return _rotation(torch.cos(-theta), torch.sin(-theta)), f
+
+
+def _aniso(n: int, h: int, w: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    f = _fires(n, p, device)
+    s = _masked(torch.exp2(torch.randn(n, device=device) * ANISO_STD), f, 1.0)
+    return _scale(1 / s, s), f
+
+
+def _xfrac(n: int, h: int, w: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    f = _fires(n, p, device)
+    t = torch.randn(n, 2, device=device) * XFRAC_STD * f[:, None]
+    return _translation(-t[:, 0] * w, -t[:, 1] * h), f
+
+
+# each draws the inverse of its transform (output pixel -> input pixel) and where it fired, in the paper's order;
+# the rotation is drawn before and after the anisotropic scaling
+_GEOMETRIC = (("xflip", _xflip), ("rotate90", _rotate90), ("xint", _xint), ("scale", _iso_scale),
+              ("rotate", _rotate), ("aniso", _aniso), ("rotate", _rotate), ("xfrac", _xfrac))
+
+
 def geometric_matrix(n: int, h: int, w: int, p: Prob, transforms: tuple[str, ...],
                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The inverse map (output pixel -> input pixel, centred pixel units) of each sample, as (N, 3, 3), and which
-    samples any transform fired on. Each transform is drawn in the paper's order, as its inverse."""
+    samples any transform fired on."""
     inv, any_fired = _eye(n, 3, device), torch.zeros(n, dtype=torch.bool, device=device)
-    p_rot = 1 - torch.sqrt((1 - p).clamp(min=0)) if torch.is_tensor(p) else 1 - math.sqrt(max(0.0, 1 - p))
-
-    def then(step: torch.Tensor, fires: torch.Tensor) -> None:
-        nonlocal inv, any_fired
-        inv, any_fired = inv @ step, any_fired | fires
-
-    steps = [t for t in ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "rotate_after", "xfrac")
-             if t in transforms or (t == "rotate_after" and "rotate" in transforms)]
-    for name in steps:
-        if name == "xflip":
-            f = _fires(n, p, device)
-            sign = _masked(1 - 2 * torch.randint(0, 2, (n,), device=device).float(), f, 1.0)
-            then(_scale(sign, torch.ones_like(sign)), f)
-        elif name == "rotate90":  # exact entries: cos/sin of k * 90 degrees looked up, not computed
-            f = _fires(n, p, device)
-            k = torch.where(f, torch.randint(0, 4, (n,), device=device), torch.zeros(n, dtype=torch.long, device=device))
-            table = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]], device=device)[k]
-            then(_rotation(table[:, 0], -table[:, 1]), f)
-        elif name == "xint":
-            f = _fires(n, p, device)
-            t = (torch.rand(n, 2, device=device) * 2 - 1) * XINT_MAX
-            t = torch.where(f[:, None], t, torch.zeros_like(t))
-            then(_translation(-torch.round(t[:, 0] * w), -torch.round(t[:, 1] * h)), f)
-        elif name == "scale":
-            f = _fires(n, p, device)
-            s = _masked(torch.exp2(torch.randn(n, device=device) * SCALE_STD), f, 1.0)
-            then(_scale(1 / s, 1 / s), f)
-        elif name in ("rotate", "rotate_after"):  # before and after the anisotropic scaling
-            f = _fires(n, p_rot, device)
-            theta = _masked((torch.rand(n, device=device) * 2 - 1) * math.pi, f, 0.0)
-            then(_rotation(torch.cos(-theta), torch.sin(-theta)), f)
-        elif name == "aniso":
-            f = _fires(n, p, device)
-            s = _masked(torch.exp2(torch.randn(n, device=device) * ANISO_STD), f, 1.0)
-            then(_scale(1 / s, s), f)
-        elif name == "xfrac":
-            f = _fires(n, p, device)
-            t = torch.randn(n, 2, device=device) * XFRAC_STD
-            t = torch.where(f[:, None], t, torch.zeros_like(t))
-            then(_translation(-t[:, 0] * w, -t[:, 1] * h), f)
+    for name, draw in _GEOMETRIC:
+        if name in transforms:
+            step, fired = draw(n, h, w, p, device)
+            inv, any_fired = inv @ step, any_fired | fired
     return inv, any_fired
 
 
@@ -176,35 +196,54 @@ def _luma_outer(n: int, device: torch.device) -> torch.Tensor:
     return torch.outer(v, v).expand(n, 4, 4)
 
 
+def _brightness(n: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    f = _fires(n, p, device)
+    step = _eye(n, 4, device)
+    step[:, :3, 3] = (torch.randn(n, device=device) * BRIGHTNESS_STD * f)[:, None]
+    return step, f
+
+
+def _contrast(n: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    f = _fires(n, p, device)
+    s = _masked(torch.exp2(torch.randn(n, device=device) * CONTRAST_STD), f, 1.0)
+    return torch.diag_embed(torch.stack([s, s, s, torch.ones_like(s)], 1)), f
+
+
+def _lumaflip(n: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Householder reflection through the plane normal to the grey axis, for half the samples it fires on."""
+    f = _fires(n, p, device)
+    i = torch.randint(0, 2, (n,), device=device).float() * f
+    return _eye(n, 4, device) - 2 * _luma_outer(n, device) * i[:, None, None], f
+
+
+def _hue(n: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    f = _fires(n, p, device)
+    return _rotation_about_grey(_masked(_uniform(n, device, math.pi), f, 0.0)), f
+
+
+def _saturation(n: int, p: Prob, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale the chroma (the part of a pixel off the grey axis); grey and the homogeneous 1 stay."""
+    f = _fires(n, p, device)
+    s = _masked(torch.exp2(torch.randn(n, device=device) * SATURATION_STD), f, 1.0)
+    vv, eye = _luma_outer(n, device), _eye(n, 4, device)
+    step = eye + (eye - vv) * (s - 1)[:, None, None]
+    step[:, 3, 3] = 1.0
+    return step, f
+
+
+_COLOUR = (("brightness", _brightness), ("contrast", _contrast), ("lumaflip", _lumaflip), ("hue", _hue),
+           ("saturation", _saturation))
+
+
 def color_matrix(n: int, p: Prob, transforms: tuple[str, ...], channels: int,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 4, 4) homogeneous colour matrices (applied to (r, g, b, 1)) and which samples any transform fired on.
     Hue and saturation are skipped on 1-channel images (grey is their fixed point)."""
     mat, any_fired = _eye(n, 4, device), torch.zeros(n, dtype=torch.bool, device=device)
-    vv, eye = _luma_outer(n, device), _eye(n, 4, device)
-    for name in transforms:
-        if name in ("hue", "saturation") and channels == 1:
-            continue
-        f = _fires(n, p, device)
-        col = lambda t: t[:, None, None]  # noqa: E731
-        if name == "brightness":
-            b = _masked(torch.randn(n, device=device) * BRIGHTNESS_STD, f, 0.0)
-            step = eye.clone()
-            step[:, :3, 3] = b[:, None]
-        elif name == "contrast":
-            s = _masked(torch.exp2(torch.randn(n, device=device) * CONTRAST_STD), f, 1.0)
-            step = eye * torch.cat([col(s).expand(n, 1, 3), torch.ones(n, 1, 1, device=device)], 2)
-        elif name == "lumaflip":
-            i = _masked(torch.randint(0, 2, (n,), device=device).float(), f, 0.0)
-            step = eye - 2 * vv * col(i)
-        elif name == "hue":
-            theta = _masked((torch.rand(n, device=device) * 2 - 1) * math.pi, f, 0.0)
-            step = _rotation_about_grey(theta)
-        else:  # saturation
-            s = _masked(torch.exp2(torch.randn(n, device=device) * SATURATION_STD), f, 1.0)
-            step = eye + (eye - vv) * col(s - 1)
-            step[:, 3, 3] = 1.0
-        mat, any_fired = step @ mat, any_fired | f
+    for name, draw in _COLOUR:
+        if name in transforms and not (channels == 1 and name in ("hue", "saturation")):
+            step, fired = draw(n, p, device)
+            mat, any_fired = step @ mat, any_fired | fired
     return mat, any_fired
 
 
