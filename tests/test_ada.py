@@ -167,6 +167,22 @@ def test_resume_is_exact_with_ada_and_restores_p(tmp_path, family, monkeypatch, 
     assert len(logged) == 6 and all(r["ada_p"] > 0 for r in logged) and "ada_rt" in logged[-1]
 
 
+@pytest.mark.parametrize("family, extra", [
+    ("dcgan", {"loss": "wgan-gp", "d_steps": 2}),
+    ("dcgan", {"r1_gamma": 1.0, "r1_every": 2, "g_objective": "feature_matching"}),
+    ("dcgan", {"r1_gamma": 1.0, "reuse_fake": True, "instance_noise": 0.1}),
+    ("dcgan", {"unrolled_steps": 2}),
+    ("mlp", {"loss": "hinge"}),
+])
+def test_ada_trains_with_the_other_tricks(tmp_path, family, extra):
+    run_dir = tmp_path / "run"
+    train(tiny_config(family, steps=4, log_every=1, augment="ada", ada_p=0.5, **extra), run_dir, **quiet)
+    recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    recs = [r for r in recs if "loss_d" in r]
+    assert len(recs) == 4 and all(r["ada_p"] == 0.5 for r in recs)
+    assert all(all(v == v for v in r.values() if isinstance(v, float)) for r in recs)  # no NaN
+
+
 def test_ada_stats_reach_stats_png_and_the_report(tmp_path):
     from ganforge.apps.report import curve_keys, load_run
     from ganforge.families.contract import Trainer
