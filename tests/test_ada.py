@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from ganforge.checkpoint import load_latest
+from ganforge.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from ganforge.config import validate
 from ganforge.errors import UserError
 from ganforge.families.parts import ada
@@ -181,6 +181,22 @@ def test_ada_trains_with_the_other_tricks(tmp_path, family, extra):
     recs = [r for r in recs if "loss_d" in r]
     assert len(recs) == 4 and all(r["ada_p"] == 0.5 for r in recs)
     assert all(all(v == v for v in r.values() if isinstance(v, float)) for r in recs)  # no NaN
+
+
+def test_a_rollback_puts_adas_state_back_with_the_checkpoint(tmp_path, monkeypatch):
+    from test_reliability import events, poison_g_loss
+
+    monkeypatch.setattr(AdaController, "start_p", 0.5)
+    loaded = []
+    real_load = AdaController.load_state
+    monkeypatch.setattr(AdaController, "load_state",
+                        lambda self, t, m: (loaded.append(float(t["ada_p"])), real_load(self, t, m)))
+    poison_g_loss(monkeypatch, set(range(10, 13)))  # 3 in a row from the 11th G step: back to step 8's checkpoint
+    cfg = tiny_config("dcgan", steps=16, augment="ada", ada_kimg=1.0, ada_interval=2, guard={"max_skips": 3})
+    train(cfg, tmp_path / "run", **quiet)
+    assert [e["event"] for e in events(tmp_path / "run")] == ["rollback"]
+    saved = {ck.state["step"]: ck for ck in map(load_checkpoint, list_checkpoints(tmp_path / "run" / "checkpoints"))}
+    assert loaded == [saved[8].optim["extra.ada_p"].item()] and loaded[0] != 0.5  # step 8's p, not the start's
 
 
 def test_ada_stats_reach_stats_png_and_the_report(tmp_path):
