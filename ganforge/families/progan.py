@@ -275,6 +275,9 @@ class ProganTrainer(AdaTrainer, Trainer):
     Per-resolution batch: the loop loads ``train.batch_size`` real images a step and this trainer uses the first
     ``model.batch_sizes[res]`` of them (and as many latents). In a data-parallel run both numbers are global: each
     rank takes the first ``batch_sizes[res] / world_size`` of its own slice of the global batch.
+
+    With ``train.augment=ada`` the images D sees (at the current resolution, after the fade-in blend) go through
+    ADA's pipeline, and the gradient penalty is taken between the augmented reals and fakes.
     """
 
     fake_score_stat = None  # a WGAN critic's logits are no probabilities

@@ -153,7 +153,10 @@ def labeled_indices(labels: torch.Tensor, n: int, num_classes: int, seed: int) -
 
 
 class SsganTrainer(AdaTrainer, Trainer):
-    """Phases: ``Dmain`` (supervised + unsupervised loss), ``Gmain`` (feature matching, or the adversarial loss)."""
+    """Phases: ``Dmain`` (supervised + unsupervised loss), ``Gmain`` (feature matching, or the adversarial loss).
+
+    With ``train.augment=ada`` every image D sees goes through ADA's pipeline, the labelled batch too (D is also the
+    classifier: un-augmented labelled images would stand out from the rest)."""
 
     stat_keys = ("loss_d", "loss_g", "loss_supervised", "loss_d_real", "loss_d_fake", "d_real", "d_fake",
                  "train_accuracy")

@@ -402,6 +402,9 @@ class StyleganTrainer(AdaTrainer, Trainer):
     ``model.pl_every`` steps, when ``model.pl_weight`` > 0), ``Dmain`` (non-saturating loss), ``Dreg`` (R1 every
     ``train.r1_every`` steps, weighted by the interval, when ``train.r1_gamma`` > 0).
 
+    ``train.augment=ada`` (stylegan2-ada's ADA) augments every image D sees in Gmain, Dmain and Dreg (R1 on the
+    augmented reals), and ADA's controller is extra state beside the path-length mean.
+
     Every random draw (latents, mixing cutoffs, noise, the path-length probe) comes from torch's global RNG on the
     device, which the loop checkpoints; the path-length mean is extra state; so resume is exact. Learning rates
     and Adam's betas are used as configured: stylegan2-ada also rescales them by every/(every+1) for lazily
