@@ -53,6 +53,7 @@ class EmaConfig(_Strict):
 
 
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
+ADA_KEYS = ("ada_pipe", "ada_target", "ada_kimg", "ada_p", "ada_interval")  # read only with train.augment=ada
 
 
 class TrainConfig(_Strict):
@@ -124,6 +125,9 @@ class TrainConfig(_Strict):
                              f"{','.join(DIFFAUGMENT_POLICIES)}")
         if self.augment == "ada" and self.diffaugment.strip():
             raise ValueError("train.augment=ada and train.diffaugment both augment D's inputs: choose one")
+        unused = [k for k in ADA_KEYS if getattr(self, k) != type(self).model_fields[k].default]
+        if self.augment != "ada" and unused:
+            raise ValueError(f"train.{unused[0]} is set but ADA is off: add train.augment=ada (or unset it)")
         return self
 
     @field_validator("ada_pipe")

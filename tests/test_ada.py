@@ -98,6 +98,8 @@ def test_config_rejects_an_unknown_letter_naming_it_and_the_valid_ones():
     with pytest.raises(UserError, match="choose one"):
         tiny_config("dcgan", augment="ada", diffaugment="color")
     assert tiny_config("dcgan", augment="ada", ada_pipe="bg").train.ada_pipe == "bg"
+    with pytest.raises(UserError, match=r"train\.ada_p is set but ADA is off: add train\.augment=ada"):
+        tiny_config("dcgan", ada_p=0.3)
 
 
 def _controller(**kw) -> AdaController:
