@@ -53,6 +53,7 @@ class EmaConfig(_Strict):
 
 
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
+ADA_KEYS = ("ada_pipe", "ada_target", "ada_kimg", "ada_p", "ada_interval")  # read only with train.augment=ada
 
 
 class TrainConfig(_Strict):
@@ -80,6 +81,12 @@ class TrainConfig(_Strict):
     instance_noise_steps: Optional[int] = Field(None, ge=1)  # ... over this many steps (None: the whole budget)
     g_objective: Literal["adversarial", "feature_matching"] = "adversarial"  # feature matching: Salimans et al. 2016
     diffaugment: str = ""  # DiffAugment policy for D's inputs, real and fake alike, e.g. "color,translation,cutout"
+    augment: Literal["none", "ada"] = "none"  # ada: adaptive discriminator augmentation (Karras et al. 2020) ...
+    ada_pipe: str = "bgc"  # ... its transform groups: b (flips, 90-degree turns, shifts), g (geometric), c (colour)
+    ada_target: float = Field(0.6, gt=0.0, lt=1.0)  # ... the r_t = E[sign(D(real))] it steers towards
+    ada_kimg: float = Field(100.0, gt=0.0)  # ... thousands of reals over which p can go 0 -> 1 (the paper: 500)
+    ada_p: Optional[float] = Field(None, ge=0.0, le=1.0)  # ... a fixed p instead of the adaptive one; None = adaptive
+    ada_interval: int = Field(4, ge=1)  # ... steps between adjustments of p
     unrolled_steps: int = Field(0, ge=0)  # unrolled GAN (Metz et al. 2017): G looks k D steps ahead; 0 = off
     lr_decay: Literal["none", "linear", "cosine"] = "none"  # learning rates fall to 0 at the end of the budget ...
     lr_decay_start: float = Field(0.0, ge=0.0, lt=1.0)  # ... starting at this fraction of the steps (0 = from the start)
@@ -116,7 +123,22 @@ class TrainConfig(_Strict):
         if bad:
             raise ValueError(f"diffaugment: unknown transform {bad[0]!r}: use a comma-separated subset of "
                              f"{','.join(DIFFAUGMENT_POLICIES)}")
+        if self.augment == "ada" and self.diffaugment.strip():
+            raise ValueError("train.augment=ada and train.diffaugment both augment D's inputs: choose one")
+        unused = [k for k in ADA_KEYS if getattr(self, k) != type(self).model_fields[k].default]
+        if self.augment != "ada" and unused:
+            raise ValueError(f"train.{unused[0]} is set but ADA is off: add train.augment=ada (or unset it)")
         return self
+
+    @field_validator("ada_pipe")
+    @classmethod
+    def _ada_letters(cls, v: str) -> str:
+        from ganforge.families.parts.ada import parse_pipe
+
+        if not v:
+            raise ValueError("ada_pipe is empty: use letters of bgc, e.g. bgc or bg")
+        parse_pipe(v)  # a ValueError naming the unknown letter and the valid ones
+        return v
 
     @property
     def gradient_penalty(self) -> float:
@@ -207,6 +229,17 @@ class RunConfig(_Strict):
         check = getattr(self.model, "check_run", None)
         if check is not None:
             check(self)
+        return self
+
+    @model_validator(mode="after")
+    def _ada_needs_images(self) -> "RunConfig":
+        """ADA augments the images a noise-to-image D judges: not points, not translations' pairs."""
+        from ganforge.families import output_kind
+
+        kind = output_kind(self.model)
+        if self.train.augment == "ada" and kind != "images":
+            raise ValueError(f"train.augment=ada augments generated images; model.family={self.model.family!r} "
+                             f"makes {kind}: leave train.augment at none")
         return self
 
     @property

@@ -5,6 +5,9 @@ the adversarial loss and, when on, WGAN-GP's penalty and R1; ``Dreg`` -- R1 alon
 weighted by that interval (lazy regularisation, StyleGAN2), when it is lazy; ``Gmain`` -- one generator update with
 the adversarial loss, feature matching, or the unrolled discriminator's loss.
 
+With ``train.augment=ada`` every image D sees (``d_input``, and the reals and fakes of WGAN-GP's interpolates) goes
+through ADA's pipeline and ``Dmain`` feeds D's real logits to its controller (``families/parts/ada.py``).
+
 Separate real and fake batches go through D (the seeds' way; it matters with BatchNorm). Fakes for D are made
 under no_grad (or reused by the G step with ``reuse_fake``); D's weights are frozen during the G step.
 Data-parallel: each rank draws the global batch's latents from the shared RNG stream and keeps its slice.
@@ -16,6 +19,7 @@ from typing import Optional
 import torch
 
 from ganforge.families.parts import losses
+from ganforge.families.parts.ada import AdaTrainer
 from ganforge.families.parts.losses import d_loss, g_loss
 from ganforge.families import pack_samples, sample_z
 from ganforge.families.contract import Batch, Fixed, Phase, StatDict, Trainer
@@ -23,7 +27,7 @@ from ganforge.families.contract import Batch, Fixed, Phase, StatDict, Trainer
 PROBABILITY_LOSSES = ("bce", "minimax")  # D's sigmoid output is a probability: D(x), D(G(z)) are logged as such
 
 
-class GanTrainer(Trainer):
+class GanTrainer(AdaTrainer, Trainer):
     def __init__(self, cfg, nets, ctx):
         super().__init__(cfg, nets, ctx)
         tc = cfg.train
@@ -41,7 +45,7 @@ class GanTrainer(Trainer):
             keys.append("r1")
         if tc.instance_noise > 0:
             keys.append("noise_sigma")
-        self.stat_keys = tuple(keys)
+        self.stat_keys = (*keys, *self.ada_stat_keys)
         self._fake: Optional[torch.Tensor] = None  # D's last fakes, for reuse_fake
         self._y_fake: Optional[torch.Tensor] = None
 
@@ -69,6 +73,7 @@ class GanTrainer(Trainer):
         return Fixed({"z": z, "y": torch.arange(k).repeat_interleave(per_class)}, per_class, labels_key="y")
 
     def begin_step(self, step: int) -> None:
+        super().begin_step(step)
         self._fake = self._y_fake = None
 
     # ------------------------------------------------------------------ pieces
@@ -81,7 +86,8 @@ class GanTrainer(Trainer):
         return x, (y.to(self.ctx.device) if self.conditional else None)
 
     def d_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """What D sees of a batch: augmented (DiffAugment), noised (instance noise), packed (PacGAN)."""
+        """What D sees of a batch: augmented (DiffAugment or ADA), noised (instance noise), packed (PacGAN)."""
+        x = self.augment(x)
         if self.tc.diffaugment:
             from ganforge.families.parts.augment import diff_augment
 
@@ -128,12 +134,14 @@ class GanTrainer(Trainer):
         loss_real, loss_fake = d_loss(real_logits, fake_logits, tc.loss, tc.real_label)
         loss = loss_real + loss_fake
         stats = {"loss_d": loss, "loss_d_real": loss_real, "loss_d_fake": loss_fake,
-                 "d_real": self._as_stat(real_logits), "d_fake": self._as_stat(fake_logits)}
+                 "d_real": self._as_stat(real_logits), "d_fake": self._as_stat(fake_logits),
+                 **self.ada_observe(real_logits)}
         if tc.loss in ("wgan", "wgan-gp"):
             stats["wasserstein"] = real_logits.mean() - fake_logits.mean()
         if tc.gradient_penalty > 0:
             critic = lambda x: self.nets["D"](x, y_real).float()  # noqa: E731
-            gp, norm = losses.gradient_penalty(critic, pack_samples(real, self.pack), pack_samples(fake, self.pack))
+            gp, norm = losses.gradient_penalty(critic, pack_samples(self.augment(real), self.pack),
+                                               pack_samples(self.augment(fake), self.pack))
             loss = loss + tc.gradient_penalty * gp
             stats.update(gp=gp, grad_norm=norm)
         if inline_r1:

@@ -39,6 +39,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ganforge.families.parts import losses
+from ganforge.families.parts.ada import AdaTrainer
 from ganforge.config_base import ModelBase, check_power_of_two
 from ganforge.families import Family, register
 from ganforge.families.parts.equalized import (SQRT2, EqualizedConv2d, EqualizedLinear, PixelNorm, channels_at, downscale_to,
@@ -267,13 +268,16 @@ def _networks(cfg: ProganConfig) -> dict[str, nn.Module]:
 # ---------------------------------------------------------------------------------------------------- training
 
 
-class ProganTrainer(Trainer):
+class ProganTrainer(AdaTrainer, Trainer):
     """Phases ``Dmain`` (the adversarial loss -- WGAN-GP in the presets -- + gradient penalty + drift) and
     ``Gmain``, at the stage and alpha the schedule gives for this step.
 
     Per-resolution batch: the loop loads ``train.batch_size`` real images a step and this trainer uses the first
     ``model.batch_sizes[res]`` of them (and as many latents). In a data-parallel run both numbers are global: each
     rank takes the first ``batch_sizes[res] / world_size`` of its own slice of the global batch.
+
+    With ``train.augment=ada`` the images D sees (at the current resolution, after the fade-in blend) go through
+    ADA's pipeline, and the gradient penalty is taken between the augmented reals and fakes.
     """
 
     fake_score_stat = None  # a WGAN critic's logits are no probabilities
@@ -285,7 +289,7 @@ class ProganTrainer(Trainer):
         keys = ["loss_d", "loss_g", "wasserstein", "drift"]
         if self.tc.gradient_penalty > 0:
             keys += ["gp", "grad_norm"]
-        self.stat_keys = (*keys, "resolution", "alpha")
+        self.stat_keys = (*keys, "resolution", "alpha", *self.ada_stat_keys)
         self.steps_begun = 0
         self.stage, self.alpha = 0, 1.0
 
@@ -297,6 +301,7 @@ class ProganTrainer(Trainer):
 
     def begin_step(self, step: int) -> None:
         """Stage and alpha of this step, from the images shown before it; into both networks' buffers."""
+        super().begin_step(step)
         self.stage, self.alpha = self.schedule.progress(self.schedule.images_at_step(step))
         self.steps_begun = step + 1
         for name in ("G", "D"):
@@ -316,10 +321,12 @@ class ProganTrainer(Trainer):
         """Where the growth stands after the last step (also in G's and D's buffers): for people and tools."""
         images = self.schedule.images_at_step(self.steps_begun)
         stage, alpha = self.schedule.progress(images)
-        return {}, {"steps": self.steps_begun, "images_seen": images, "stage": stage, "alpha": alpha,
-                    "resolution": self.schedule.resolutions[stage]}
+        tensors, meta = super().extra_state()  # ADA's, when on
+        return tensors, {**meta, "steps": self.steps_begun, "images_seen": images, "stage": stage, "alpha": alpha,
+                         "resolution": self.schedule.resolutions[stage]}
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        super().load_extra_state(tensors, meta)
         self.steps_begun = int(meta.get("steps", 0))
         self.stage, self.alpha = self.schedule.progress(self.schedule.images_at_step(self.steps_begun))
 
@@ -335,6 +342,7 @@ class ProganTrainer(Trainer):
         return x.contiguous(memory_format=self.ctx.memory_format)
 
     def d_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """D at the current stage; ADA (when on) is applied by the callers, so the penalty sees augmented images."""
         return self.nets["D"](x, None, self.stage, self.alpha).float()
 
     def fake(self, n: int) -> torch.Tensor:
@@ -353,13 +361,14 @@ class ProganTrainer(Trainer):
         real = self.real(batch)
         with self.ctx.autocast():
             with torch.no_grad():
-                fake = self.fake(real.shape[0])
+                fake = self.augment(self.fake(real.shape[0]))
+            real = self.augment(real)
             real_logits, fake_logits = self.d_logits(real), self.d_logits(fake)
         loss_real, loss_fake = losses.d_loss(real_logits, fake_logits, tc.loss, tc.real_label)
         drift = losses.drift_penalty(real_logits, self.mc.drift)
         loss = loss_real + loss_fake + drift
         stats = {"loss_d": loss_real + loss_fake, "wasserstein": real_logits.mean() - fake_logits.mean(),
-                 "drift": drift, **self.growth_stats()}
+                 "drift": drift, **self.growth_stats(), **self.ada_observe(real_logits)}
         if tc.gradient_penalty > 0:
             gp, norm = losses.gradient_penalty(self.d_logits, real, fake)
             loss = loss + tc.gradient_penalty * gp
@@ -368,7 +377,7 @@ class ProganTrainer(Trainer):
 
     def g_main(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         with self.ctx.autocast():
-            loss = losses.g_loss(self.d_logits(self.fake(self.batch)), self.tc.loss)
+            loss = losses.g_loss(self.d_logits(self.augment(self.fake(self.batch))), self.tc.loss)
         return loss, {"loss_g": loss}
 
 

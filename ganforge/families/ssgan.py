@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from ganforge.config_base import ModelBase, check_power_of_two
+from ganforge.families.parts.ada import AdaTrainer
 from ganforge.families.parts.losses import feature_matching_loss
 from ganforge.families import Family, register
 from ganforge.families.dcgan import DCGANGenerator
@@ -151,14 +152,18 @@ def labeled_indices(labels: torch.Tensor, n: int, num_classes: int, seed: int) -
     return torch.cat(picked).sort().values
 
 
-class SsganTrainer(Trainer):
-    """Phases: ``Dmain`` (supervised + unsupervised loss), ``Gmain`` (feature matching, or the adversarial loss)."""
+class SsganTrainer(AdaTrainer, Trainer):
+    """Phases: ``Dmain`` (supervised + unsupervised loss), ``Gmain`` (feature matching, or the adversarial loss).
+
+    With ``train.augment=ada`` every image D sees goes through ADA's pipeline, the labelled batch too (D is also the
+    classifier: un-augmented labelled images would stand out from the rest)."""
 
     stat_keys = ("loss_d", "loss_g", "loss_supervised", "loss_d_real", "loss_d_fake", "d_real", "d_fake",
                  "train_accuracy")
 
     def __init__(self, cfg, nets, ctx):
         super().__init__(cfg, nets, ctx)
+        self.stat_keys = (*type(self).stat_keys, *self.ada_stat_keys)
         ds = ctx.dataset
         if ds is None or getattr(ds, "labels", None) is None or ds.num_classes is None:
             from ganforge.errors import DataError
@@ -188,9 +193,9 @@ class SsganTrainer(Trainer):
         with self.ctx.autocast():
             with torch.no_grad():
                 fake = G(self.latents(real.shape[0])[0])
-            logits_lab = D.class_logits(x_lab).float()
-            real_logit = D(real).float()
-            fake_logit = D(fake).float()
+            logits_lab = D.class_logits(self.augment(x_lab)).float()
+            real_logit = D(self.augment(real)).float()
+            fake_logit = D(self.augment(fake)).float()
         supervised = F.cross_entropy(logits_lab, y_lab)
         loss_real = F.softplus(-real_logit).mean()  # -log D(x)
         loss_fake = F.softplus(fake_logit).mean()  # -log(1 - D(G(z)))
@@ -198,16 +203,18 @@ class SsganTrainer(Trainer):
         return loss, {"loss_d": loss, "loss_supervised": supervised, "loss_d_real": loss_real,
                       "loss_d_fake": loss_fake, "d_real": torch.sigmoid(real_logit).mean(),
                       "d_fake": torch.sigmoid(fake_logit).mean(),
-                      "train_accuracy": (logits_lab.argmax(1) == y_lab).float().mean()}
+                      "train_accuracy": (logits_lab.argmax(1) == y_lab).float().mean(),
+                      **self.ada_observe(real_logit)}
 
     def g_main(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         D, G = self.nets["D"], self.nets["G"]
         with self.ctx.autocast():
             fake = G(self.latents(batch[0].shape[0])[0])
-            fake_logit, fake_f = D.forward_with_features(fake)
+            fake_logit, fake_f = D.forward_with_features(self.augment(fake))
             if self.cfg.train.g_objective == "feature_matching":
                 with torch.no_grad():
-                    _, real_f = D.forward_with_features(batch[0].contiguous(memory_format=self.ctx.memory_format))
+                    real = batch[0].contiguous(memory_format=self.ctx.memory_format)
+                    _, real_f = D.forward_with_features(self.augment(real))
                 loss = feature_matching_loss(real_f.float(), fake_f.float())
             else:
                 loss = F.softplus(-fake_logit.float()).mean()

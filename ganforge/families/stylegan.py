@@ -33,6 +33,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ganforge.families.parts import losses
+from ganforge.families.parts.ada import AdaTrainer
 from ganforge.config_base import ModelBase, check_power_of_two
 from ganforge.families import Family, register
 from ganforge.families.parts.equalized import SQRT2, EqualizedConv2d, EqualizedLinear, channels_at
@@ -396,10 +397,13 @@ def unsupported_options(tc) -> list[str]:
     return bad
 
 
-class StyleganTrainer(Trainer):
+class StyleganTrainer(AdaTrainer, Trainer):
     """stylegan2-ada's phases: ``Gmain`` (non-saturating loss on style-mixed fakes), ``Greg`` (path length, every
     ``model.pl_every`` steps, when ``model.pl_weight`` > 0), ``Dmain`` (non-saturating loss), ``Dreg`` (R1 every
     ``train.r1_every`` steps, weighted by the interval, when ``train.r1_gamma`` > 0).
+
+    ``train.augment=ada`` (stylegan2-ada's ADA) augments every image D sees in Gmain, Dmain and Dreg (R1 on the
+    augmented reals), and ADA's controller is extra state beside the path-length mean.
 
     Every random draw (latents, mixing cutoffs, noise, the path-length probe) comes from torch's global RNG on the
     device, which the loop checkpoints; the path-length mean is extra state; so resume is exact. Learning rates
@@ -420,7 +424,7 @@ class StyleganTrainer(Trainer):
             keys.append("r1")
         if self.mc.pl_weight > 0:
             keys += ["pl_penalty", "pl_mean"]
-        self.stat_keys = tuple(keys)
+        self.stat_keys = (*keys, *self.ada_stat_keys)
         self.pl_mean = torch.zeros((), device=ctx.device)
 
     # ------------------------------------------------------------------ declarations
@@ -439,9 +443,11 @@ class StyleganTrainer(Trainer):
         return generator(fixed.tensors["z"].to(self.ctx.device), noise_mode="const").float().cpu()
 
     def extra_state(self):
-        return {"pl_mean": self.pl_mean}, {}
+        tensors, meta = super().extra_state()  # ADA's, when on
+        return {**tensors, "pl_mean": self.pl_mean}, meta
 
     def load_extra_state(self, tensors, meta) -> None:
+        super().load_extra_state(tensors, meta)
         if "pl_mean" in tensors:
             self.pl_mean = tensors["pl_mean"].to(self.ctx.device, torch.float32).clone()
 
@@ -470,7 +476,7 @@ class StyleganTrainer(Trainer):
         G = self.nets["G"]
         with self.ctx.autocast():
             fake = G.synthesis(self.styles(batch[0].shape[0]))
-            logits = self.nets["D"](fake).float()
+            logits = self.nets["D"](self.augment(fake)).float()
         loss = F.softplus(-logits).mean()  # -log D(G(z))
         return loss, {"loss_g": loss}
 
@@ -498,18 +504,19 @@ class StyleganTrainer(Trainer):
         with self.ctx.autocast():
             with torch.no_grad():
                 fake = G.synthesis(self.styles(real.shape[0]))
-            fake_logits = D(fake).float()
-            real_logits = D(real).float()
+            fake_logits = D(self.augment(fake)).float()
+            real_logits = D(self.augment(real)).float()
         loss_fake = F.softplus(fake_logits).mean()  # -log(1 - D(G(z)))
         loss_real = F.softplus(-real_logits).mean()  # -log D(x)
         loss = loss_real + loss_fake
         return loss, {"loss_d": loss, "loss_d_real": loss_real, "loss_d_fake": loss_fake,
-                      "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
+                      "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean(),
+                      **self.ada_observe(real_logits)}
 
     def d_reg(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         """Lazy R1 (Mescheder et al. 2018; StyleGAN2): gamma/2 E||grad_x D(x)||^2 every ``r1_every`` steps,
-        weighted by the interval."""
-        real = self.real(batch).detach().requires_grad_(True)
+        weighted by the interval; on the augmented reals when ADA is on (as stylegan2-ada)."""
+        real = self.augment(self.real(batch)).detach().requires_grad_(True)
         with self.ctx.autocast():
             logits = self.nets["D"](real).float()
         r1 = losses.r1_penalty(logits, real)
