@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganforge.apps.demo import attach, load_demo, make_server, url_of
+from ganforge.apps.demo import attach, load_demo, make_server, png_grid, url_of
+from ganforge.apps.sampling import load_generator
 from ganforge.apps.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,7 @@ def test_samples_by_seed_are_pngs_the_same_seed_the_same_pixels(runs):
         assert a.shape == (4 * 18 + 2, 4 * 18 + 2)  # a 4x4 grid of 16 px images, 2 px apart
         assert np.array_equal(a, png(get(f"{url}/api/sample?seed=1&n=16")[1]))
         assert not np.array_equal(a, png(get(f"{url}/api/sample?seed=2&n=16")[1]))
+        assert np.array_equal(a, png(png_grid(load_generator(runs("dcgan"), "cpu").sample(16, seed=1))))
         walk = png(get(f"{url}/api/walk?a=1&b=2&frames=5")[1])
         assert walk.shape == (18 + 2, 5 * 18 + 2)
         info = json.loads(get(f"{url}/api/info")[1])
