@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganforge.apps.demo import attach, load_demo, make_server, png_grid, url_of
+from ganforge.apps.demo import attach, load_demo, make_server, png_grid, url_of, warm_up
 from ganforge.apps.sampling import load_generator
 from ganforge.apps.training import train
+from ganforge.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
@@ -40,7 +41,10 @@ def runs(tmp_path_factory):
 
     def get(family: str) -> Path:
         if family not in done:
-            train(tiny_config(family, steps=4), root / family, **quiet)
+            cfg = load_config("ring8-mlp", ["eval.final=false", "train.device=cpu", "train.threads=1"],
+                              {"train.steps": 4, "train.epochs": None}) if family == "points" else \
+                tiny_config(family, steps=4)
+            train(cfg, root / family, **quiet)
             done[family] = root / family
         return done[family]
 
@@ -51,7 +55,9 @@ def runs(tmp_path_factory):
 def serving(run: Path):
     """The demo of ``run`` on a free loopback port, in this process: yields its base URL."""
     server = make_server("127.0.0.1", 0)
-    attach(server, load_demo(run, "cpu"))
+    demo = load_demo(run, "cpu")
+    warm_up(demo)  # as 'ganforge demo' does: every model once
+    attach(server, demo)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -170,6 +176,15 @@ def test_classification_of_an_uploaded_image(runs):
         out = json.loads(body)
         assert len(out["probabilities"]) == 10 and abs(sum(out["probabilities"]) - 1) < 1e-4
         assert out["predicted"] == int(np.argmax(out["probabilities"]))
+
+
+def test_a_point_generator_draws_a_scatter_and_no_walk(runs):
+    with serving(runs("points")) as url:
+        info = json.loads(get(f"{url}/api/info")[1])
+        assert info["points"] and info["sample"] and info["image_size"] is None
+        a = png(get(f"{url}/api/sample?seed=1")[1])
+        assert a.shape == (320, 320, 3) and not np.array_equal(a, png(get(f"{url}/api/sample?seed=2")[1]))
+        assert get(f"{url}/api/walk?a=1&b=2")[0] == 400
 
 
 def cli(*args: str, **kw) -> subprocess.Popen:

@@ -59,7 +59,8 @@ class Demo:
         style = g is not None and g.has_w
         classes = getattr(mc, "num_classes", None)
         return {"name": self.config.name, "family": mc.family, "run": str(self.run_dir),
-                "image_size": getattr(mc, "image_size", None), "channels": getattr(mc, "channels", None),
+                "image_size": None if self.points else getattr(mc, "image_size", None),
+                "channels": None if self.points else getattr(mc, "channels", None),
                 "sample": g is not None, "points": self.points, "style_based": style,
                 "num_ws": g.module.num_ws if style else None,
                 "crossover": getattr(g.module, "default_crossover", None) if style else None,
@@ -338,12 +339,17 @@ def url_of(server: ThreadingHTTPServer) -> str:
 
 
 def warm_up(demo: Demo) -> None:
-    """One small drawing before the URL is shown: the first request would otherwise pay for lazy imports
-    (torchvision's grid, PIL's PNG encoder) and the first forward pass, seconds on a CPU."""
+    """Every model once before the URL is shown: the first request would otherwise pay for lazy imports
+    (torchvision's grid, the image decoding and resizing, PIL's PNG encoder) and the first forward pass, seconds
+    on a CPU."""
     if demo.generator is not None:
         sample(demo, Params("n=1"))
-    else:
-        png_grid(torch.zeros(1, 1, 2, 2))
+    if demo.translators or demo.classifier is not None:
+        x = _model_input(demo, png_grid(torch.zeros(1, 3, 8, 8), nrow=1, padding=0))  # an upload's whole path
+        for translator in demo.translators.values():
+            png_grid(translator(x), nrow=1, padding=0)
+        if demo.classifier is not None:
+            demo.classifier.probabilities(x)
 
 
 def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu", log=print) -> None:

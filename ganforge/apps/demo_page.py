@@ -49,14 +49,14 @@ BODY = """
 </section>
 <section id="translate" hidden><h2>Translate an image</h2>
   <input id="upload" type="file" accept="image/*"> <span id="directions"></span>
-  <div class="row"><div>input<img class="out" id="translate-in" alt="input"></div>
-    <div>output<img class="out" id="translate-out" alt="translation"></div></div>
+  <div class="row"><div>input<img class="out" id="translate-in" data-width="256" alt="input"></div>
+    <div>output<img class="out" id="translate-out" data-width="256" alt="translation"></div></div>
   <div class="note" id="translate-status"></div>
 </section>
 <section id="classify" hidden><h2>Classify an image</h2>
   <div class="note">The semi-supervised discriminator's class probabilities.</div>
   <input id="classify-upload" type="file" accept="image/*">
-  <div class="row"><img class="out" id="classify-in" alt="input"><table class="probs" id="classify-out"></table></div>
+  <div class="row"><img class="out" id="classify-in" data-width="256" alt="input"><table class="probs" id="classify-out"></table></div>
   <div class="note" id="classify-status"></div>
 </section>
 """
@@ -65,8 +65,9 @@ SCRIPT = r"""
 const $ = (id) => document.getElementById(id);
 const latest = {};  // per panel: the newest request's number, so a slow older answer never overwrites a newer one
 
-function zoom(img) {  // pixel art: enlarge by a whole factor to about 420 px wide
-  img.onload = () => { img.style.width = img.naturalWidth * Math.max(1, Math.floor(420 / img.naturalWidth)) + 'px'; };
+function zoom(img) {  // pixel art: enlarge by a whole factor to about its data-width (420 px unless set)
+  const target = +(img.dataset.width || 420);
+  img.onload = () => { img.style.width = img.naturalWidth * Math.max(1, Math.floor(target / img.naturalWidth)) + 'px'; };
 }
 async function show(panel, img, url, options) {
   const ticket = (latest[panel] = (latest[panel] || 0) + 1), status = $(panel + '-status'), t0 = performance.now();
