@@ -103,7 +103,8 @@ def png_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2)
 
     from ganforge.viz import image_grid
 
-    grid = (image_grid(images, nrow=nrow, padding=padding) * 255).round().clamp(0, 255).to(torch.uint8)
+    grid = image_grid(torch.nan_to_num(images, nan=0.0), nrow=nrow, padding=padding)  # NaN: mid-grey, as viz's
+    grid = (grid * 255).round().clamp(0, 255).to(torch.uint8)
     arr = grid[0].numpy() if images.shape[1] == 1 else grid.permute(1, 2, 0).contiguous().numpy()
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
@@ -150,7 +151,7 @@ class Params:
     def __init__(self, query: str):
         self.values = {k: v[-1] for k, v in parse_qs(query).items()}
 
-    def number(self, key: str, default, lo, hi, kind: type = int):
+    def number(self, key: str, default: Optional[float], lo: float, hi: float, kind: type = int):
         text = self.values.get(key, "")
         if text in ("", "all", "null"):
             return default
