@@ -376,6 +376,21 @@ def report(
     typer.echo(str(write_report(run_dirs, out)))
 
 
+@app.command("demo")
+def demo_command(
+    run_dir: Path = typer.Argument(..., help="A run directory made by 'ganforge train' (any family)."),
+    port: int = typer.Option(7860, "--port", min=0, max=65535, help="TCP port (0 picks a free one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; keep 127.0.0.1 unless others must reach it."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """A local web page to try a trained model: samples by seed, truncation and style mixing (style-based runs),
+    a class picker (conditional runs), a latent walk, translation or classification of an uploaded image.
+    Nothing is fetched from outside this machine; Ctrl-C stops it."""
+    from ganforge.apps.demo import serve
+
+    serve(run_dir, host=host, port=port, device=device, log=lambda s: typer.echo(s, err=True))
+
+
 @app.command("runs")
 def runs_table(
     directory: Path = typer.Argument(Path("runs"), help="Folder holding run directories (searched 3 levels deep)."),

@@ -25,14 +25,17 @@ class Classifier:
     device: torch.device
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float images at the model's shape -> (predicted class, its softmax probability), both (N,)."""
+    def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Float images at the model's shape -> softmax class probabilities (N, classes) on the CPU."""
         out = []
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].to(self.device)
             out.append(torch.softmax(self.net.class_logits(x).float(), dim=1).cpu())
-        probs = torch.cat(out)
-        conf, pred = probs.max(dim=1)
+        return torch.cat(out)
+
+    def predict(self, images: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float images at the model's shape -> (predicted class, its softmax probability), both (N,)."""
+        conf, pred = self.probabilities(images, batch_size).max(dim=1)
         return pred, conf
 
 
