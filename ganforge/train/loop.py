@@ -213,7 +213,7 @@ class Run:
             torch.set_num_threads(tc.threads)
         self.device = dist.device
         self._check_options()
-        self.dataset = build_dataset(cfg.data, mc, strict=strict_data)
+        self.dataset = build_dataset(cfg.data, mc, seed=tc.seed, strict=strict_data)
         self._check_labels()
         dist.local_batch(tc.batch_size, batch_multiple(mc))  # a UserError unless the batch splits evenly
         self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
