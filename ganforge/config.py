@@ -184,6 +184,9 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     guard: GuardConfig = GuardConfig()
+    # the run whose weights this one started from (ganforge train --init-from RUN_DIR writes it; a record, the
+    # flag is what loads them)
+    init_from: Optional[str] = None
 
     @field_validator("name")
     @classmethod

@@ -41,6 +41,7 @@ from ganforge.train.diversity import choose_space
 from ganforge.train.ema import EMA
 from ganforge.train.engine import Updater, run_step
 from ganforge.families.contract import RunContext, Trainer, trainer_class
+from ganforge.train.init_from import init_ema, init_networks
 from ganforge.train.guards import ClassShares, CollapseWatch, Event, NonFiniteGuard, tensors_finite
 from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
 from ganforge.train.signals import StopRequest
@@ -144,6 +145,7 @@ def train(
     stop_after_steps: Optional[int] = None,  # for tests: stop early as if killed, after saving a checkpoint
     force: bool = False,  # resume even when the config or the dataset changed since the checkpoint
     detect_anomaly: bool = False,  # torch.autograd anomaly detection: slow, names the op that made a NaN
+    init_from: Optional[Path] = None,  # fine-tuning: start from this finished run's weights (train/init_from.py)
 ) -> RunSummary:
     if cfg.train.deterministic and cfg.train.device != "cpu" and torch.cuda.is_available():
         determinism.check_cublas_workspace(log)  # before this process's CUDA work starts
@@ -156,7 +158,7 @@ def train(
         with determinism.kernels(cfg.train.deterministic, dist.device):
             torch.autograd.set_detect_anomaly(detect_anomaly)
             run = Run(cfg, dist, log=log if dist.is_main else _silent, strict_data=strict_data,
-                      with_evaluator=not dry_run)
+                      with_evaluator=not dry_run, init_from=init_from)
             if dry_run:
                 run.describe()
                 return run.summary(None, 0.0)
@@ -204,7 +206,7 @@ class Run:
     """One training run: built (and validated) by ``__init__``, given its directory by ``open``, run by ``loop``."""
 
     def __init__(self, cfg: RunConfig, dist: Dist, *, log: Callable[[str], None], strict_data: bool,
-                 with_evaluator: bool):
+                 with_evaluator: bool, init_from: Optional[Path] = None):
         self.cfg, self.dist, self.log = cfg, dist, log
         tc, mc = cfg.train, cfg.model
         self.family = get_family(mc.family)
@@ -230,6 +232,7 @@ class Run:
         self.diversity_space = choose_space(cfg.data.spec, mc)  # chosen once: diversities compared in one space
         seed_everything(tc.seed)
         self.nets = build_networks(mc)
+        self._source_ema = init_networks(self.nets, init_from, cfg) if init_from is not None else None  # --init-from
         self.params = {name: count_parameters(net) for name, net in self.nets.items()}
         self.memory_format = torch.channels_last if (tc.channels_last and self.family.convolutional) \
             else torch.contiguous_format
@@ -313,6 +316,7 @@ class Run:
                                                 s.lr, tc, self.device) for name, s in specs.items()}
         self.ema = {n: EMA(self.nets[n], tc.ema.decay, tc.ema.start_step) for n in self.trainer.ema_networks
                     if tc.ema.enabled and n in self.nets}
+        init_ema(self.ema, self._source_ema)  # --init-from: the source run's EMA copies (train/init_from.py)
         if tc.sync_batchnorm and dist.enabled:  # after the EMA copies: their BatchNorm re-estimation stays local
             for name, net in self.nets.items():  # same parameter objects: the optimizers still hold them
                 self.nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(net)
