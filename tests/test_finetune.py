@@ -62,6 +62,9 @@ def test_the_fine_tuned_run_records_its_source_and_trains(sources, tmp_path):
     assert res.returncode == 0, res.stderr
     assert load_run_config(out).init_from == str(sources["dcgan"])
     assert load_latest(out / "checkpoints").state["step"] == 2
+    from ganforge.apps.runs import describe
+
+    assert describe(out).preset == "dcgan-mnist <- dcgan"  # ganforge runs names the source
 
 
 def _refused(tiny, tmp_path, source, match: str, **model):

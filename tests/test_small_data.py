@@ -134,3 +134,12 @@ def test_cli_prints_the_subset(tmp_path):
     res = run("train", "dcgan-mnist", "--dry-run", *TINY, "--set", "data.limit=40", "--set", "data.split=train")
     assert res.returncode == 0, res.stderr
     assert "40 of 4,000 images, 4 per class" in res.stderr
+
+
+def test_folder_classes_named_by_numbers_are_their_names(tmp_path):
+    for name, value in (("1", 10), ("10", 100), ("2", 200)):  # sorted names: "1", "10", "2"
+        for i in range(2):
+            _png(tmp_path / "f" / name / f"{i}.png", value)
+    ds = build_dataset(DataConfig(spec=f"folder:{tmp_path / 'f'}", classes=[2, "10"]), _model())
+    assert ds.class_names == ["2", "10"]
+    assert [Path(p).parent.name for p, (_, y) in zip(ds.paths, ds) if y == 0] == ["2", "2"]

@@ -73,11 +73,12 @@ class Subset:
 
 def resolve_classes(classes: Sequence[ClassKey], names: Optional[Sequence[str]], num_classes: int,
                     spec: str) -> list[int]:
-    """data.classes as label ids: ints, or a folder's subfolder names; an unknown or repeated one is refused."""
+    """data.classes as label ids: a folder's subfolder names (also when written as numbers), or label ints; an
+    unknown or repeated one is refused."""
     ids: list[int] = []
     for c in classes:
-        if isinstance(c, str) and names is not None and c in names:
-            i = list(names).index(c)
+        if names is not None and str(c) in names:  # a folder named "3" is class "3", whatever its index
+            i = list(names).index(str(c))
         elif isinstance(c, int) or (isinstance(c, str) and c.strip().isdigit()):
             i = int(c)
         else:
