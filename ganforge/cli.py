@@ -52,6 +52,8 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed"),
     set_: List[str] = typer.Option([], "--set", help="Override any config key: --set train.lr_g=1e-4 (repeatable)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune: start from this finished run's "
+                                             "weights (G, D, EMA), with fresh optimizers at step 0."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate config and data, build the models, print sizes, exit."),
     strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
     force: bool = typer.Option(False, "--force", help="With --resume: continue even if the config or data changed."),
@@ -78,16 +80,22 @@ def train(
         values["train.steps"] = None
 
     if resume is not None:
+        if init_from is not None:
+            _fail(f"--init-from {init_from} with --resume {resume}: a resumed run continues from its own "
+                  "checkpoint; fine-tune into a new --out instead")
         _check_resume_flags(resume, preset, out)
         base = load_run_config(resume)
         cfg = validate(apply_overrides(base.model_dump(mode="json"), list(set_), values), source=f"{resume}/config.yaml")
         run_dir = resume
     else:
+        if init_from is not None:
+            values["init_from"] = str(init_from)  # recorded in config.yaml, for the report and 'ganforge runs'
         cfg = load_config(preset or "dcgan-mnist", list(set_), values)
         run_dir = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         summary = run_training(cfg, None if dry_run else run_dir, resume=resume is not None, dry_run=dry_run,
-                               strict_data=strict, progress=not quiet, force=force, detect_anomaly=detect_anomaly)
+                               strict_data=strict, progress=not quiet, force=force, detect_anomaly=detect_anomaly,
+                               init_from=Path(cfg.init_from) if cfg.init_from and resume is None else None)
     except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130
         typer.echo(str(exc) or "interrupted", err=True)
         raise typer.Exit(130) from None

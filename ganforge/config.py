@@ -108,6 +108,8 @@ class TrainConfig(_Strict):
     compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "off"
     tensorboard: bool = False  # scalars, sample grids and guard events as TensorBoard files in the run directory
     sync_batchnorm: bool = False  # data-parallel runs: BatchNorm statistics over the global batch (CUDA only)
+    # FreezeD (Mo et al. 2020): D's first K blocks, the ones nearest the image, take no updates (fine-tuning)
+    freeze_d: int = Field(0, ge=0)
 
     @field_validator("compile", mode="before")
     @classmethod
@@ -204,6 +206,9 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     guard: GuardConfig = GuardConfig()
+    # the run whose weights this one started from (ganforge train --init-from RUN_DIR writes it; a record, the
+    # flag is what loads them)
+    init_from: Optional[str] = None
 
     @field_validator("name")
     @classmethod

@@ -6,7 +6,7 @@ selects the schema and a key that family does not know is an error naming the ke
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -72,7 +72,17 @@ class DataConfig(Strict):
     root: str = "data"  # where torchvision sets live (--data-root)
     download: bool = False  # allow torchvision to download a missing set (--download)
     num_workers: int = Field(0, ge=0)
-    limit: Optional[int] = Field(None, ge=1)  # use only the first N images (quick experiments)
+    # train on N images: a fixed subset drawn with train.seed, class-balanced where the set has labels (seeded
+    # random otherwise); translation pairs keep their first N, stacked-mnist / ring8 / grid25 generate N
+    limit: Optional[int] = Field(None, ge=1)
+    # keep only these labels (ints, or a folder's subfolder names), remapped to 0..k-1 in the order given
+    classes: Optional[list[Union[int, str]]] = Field(None, min_length=1)
     split: Literal["all", "train", "test"] = "all"  # mnist-embedded: 4,000 train / 1,000 test digits; torchvision: its splits
     labeled: Optional[int] = Field(None, ge=1)  # semi-supervised: keep labels on only this many (class-balanced, seeded)
     direction: Literal["AtoB", "BtoA"] = "AtoB"  # translation data (paired:, unpaired:, digits-*): which side is input
+
+    @model_validator(mode="after")
+    def _classes_once(self):
+        if self.classes is not None and len(set(map(str, self.classes))) < len(self.classes):
+            raise ValueError(f"classes={self.classes} names a class twice: list each class once")
+        return self

@@ -137,9 +137,12 @@ def test_folder_transparency_composited_on_white(image_folder):
     assert torch.allclose(img[:, :, -1], torch.tensor([1.0, -1.0, -1.0]).view(3, 1).expand(3, 16), atol=0.02)
 
 
-def test_folder_limit_keeps_first(image_folder):
-    ds = build_dataset(DataConfig(spec=f"folder:{image_folder}", limit=2), model(16, 1))
-    assert len(ds) == 2 and ds.paths == list_images(image_folder)[:2]
+def test_folder_limit_is_a_seeded_subset(image_folder):
+    data = DataConfig(spec=f"folder:{image_folder}", limit=2)
+    ds = build_dataset(data, model(16, 1), seed=4)
+    every = list_images(image_folder)
+    assert len(ds) == 2 and ds.paths == sorted(ds.paths, key=every.index) and set(ds.paths) <= set(every)
+    assert build_dataset(data, model(16, 1), seed=4, scan=False).paths == ds.paths  # scanned or not: same files
 
 
 @pytest.fixture()
@@ -280,7 +283,7 @@ def test_torchvision_mnist_in_memory_and_per_item_agree(fake_mnist_root, monkeyp
     data = DataConfig(spec="mnist", root=str(root), limit=10)
     ds = build_dataset(data, model(32, 3))
     assert ds.tensor is not None and ds.tensor.shape == (10, 3, 32, 32) and ds.num_classes == 10
-    assert ds.labels.tolist() == labels[:10].tolist()
+    assert torch.bincount(ds.labels, minlength=10).tolist() == [1] * 10  # data.limit: one of each class
     from ganforge.data import tvsets
 
     monkeypatch.setattr(tvsets, "TENSOR_BUDGET_BYTES", 0)  # force the per-item PIL path
@@ -288,7 +291,7 @@ def test_torchvision_mnist_in_memory_and_per_item_agree(fake_mnist_root, monkeyp
     assert lazy.tensor is None and len(lazy) == 10
     for i in range(10):
         img, label = lazy[i]
-        assert img.shape == (3, 32, 32) and label == labels[i]
+        assert img.shape == (3, 32, 32) and label == ds.labels[i]
         assert (img - ds.tensor[i]).abs().max() < 0.03  # both resize paths agree to ~1 grey level
 
 

@@ -34,7 +34,7 @@ HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes
 @dataclass
 class RunRow:
     path: Path
-    preset: str
+    preset: str  # with "<- SOURCE" for a fine-tuned run (--init-from)
     family: str
     steps: int
     planned: str  # "3,500" or "10 epochs"
@@ -111,7 +111,8 @@ def describe(run: Path, now: Optional[float] = None) -> RunRow:
             evaluated = json.loads((run / "eval.json").read_text())
         except ValueError:
             evaluated = None
-    return RunRow(run, cfg.get("name", "?"), model.get("family", "?"), steps, planned,
+    preset = cfg.get("name", "?") + (f" <- {Path(cfg['init_from']).name}" if cfg.get("init_from") else "")
+    return RunRow(run, preset, model.get("family", "?"), steps, planned,
                   run_status(records, state, updated, time.time() if now is None else now),
                   best_metrics(records, evaluated), updated)
 

@@ -30,7 +30,7 @@ def supervised_only(cfg: RunConfig) -> float:
     from ganforge.train.schedule import apply_lr, lr_factor
 
     tc, mc = cfg.train, cfg.model
-    data = build_dataset(cfg.data, mc)
+    data = build_dataset(cfg.data, mc, seed=tc.seed)
     idx = labeled_indices(data.labels, cfg.data.labeled, mc.num_classes, tc.seed)
     x, y = data.tensor[idx], data.labels[idx]
     seed_everything(tc.seed)

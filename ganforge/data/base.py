@@ -26,6 +26,9 @@ class GanDataset(Dataset):
         labels: LongTensor (N,) matching ``tensor``, else None.
         prep: what the builder did to the source images, in words for logs (``"padded 28x28 -> 32x32"``), so an
             evaluation can say how its reference was shaped; empty when there is nothing to say.
+        class_names: the name of each label (a folder's subfolders), else None.
+        subset_of, subset_detail: with data.limit / data.classes (``subset.py``), how many items the subset was
+            drawn from and how (``"50 per class"``), for the CLI's data line; None and "" for a whole set.
     """
 
     name: str
@@ -36,6 +39,9 @@ class GanDataset(Dataset):
     tensor: Optional[torch.Tensor]
     labels: Optional[torch.Tensor]
     prep: str
+    class_names: Optional[list[str]]
+    subset_of: Optional[int]
+    subset_detail: str
 
     def __init__(self, name: str, kind: Kind, sample_shape: tuple[int, ...], num_classes: Optional[int]) -> None:
         self.name = name
@@ -46,9 +52,16 @@ class GanDataset(Dataset):
         self.tensor = None
         self.labels = None
         self.prep = ""
+        self.class_names = None
+        self.subset_of, self.subset_detail = None, ""
 
     def __len__(self) -> int:  # pragma: no cover - subclasses define it
         raise NotImplementedError
+
+    def take(self, index: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+        """Keep only the items at ``index`` (ascending), relabelled ``labels`` (None: unlabelled): data.limit and
+        data.classes on a set already built."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be cut to a subset")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:  # pragma: no cover
         raise NotImplementedError
@@ -73,6 +86,13 @@ class TensorGanDataset(GanDataset):
 
     def __len__(self) -> int:
         return int(self.tensor.shape[0])
+
+    def take(self, index: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+        self.tensor = self.tensor[index].contiguous()
+        self.labels = labels.to(torch.long).contiguous() if labels is not None else \
+            torch.full((len(index),), -1, dtype=torch.long)
+        if getattr(self, "paths", None) is not None:  # a cached folder: its fingerprint is its file list
+            self.paths = [self.paths[i] for i in index.tolist()]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.tensor[index], int(self.labels[index])

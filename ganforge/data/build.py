@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from ganforge.config_base import DataConfig, ModelBase
 from ganforge.data import embedded, folder, pairs, points, stacked, tvsets
 from ganforge.data.base import GanDataset
+from ganforge.data.subset import Subset, apply, cut
 from ganforge.data.imageops import Size
 from ganforge.errors import DataError
 
@@ -22,22 +25,34 @@ def _unknown(spec: str) -> DataError:
                      f"unpaired:PATH{hint}")
 
 
-def build_dataset(data: DataConfig, model: ModelBase, *, strict: bool = False, scan: bool | None = None) -> GanDataset:
-    """The dataset ``data.spec`` names, shaped for ``model`` (channels, image_size) and cut to ``data.limit``.
+def build_dataset(data: DataConfig, model: ModelBase, *, seed: int = 0, strict: bool = False,
+                  scan: bool | None = None) -> GanDataset:
+    """The training set: ``data.spec`` shaped for ``model`` (channels, image_size), cut to ``data.limit`` images
+    drawn with ``seed`` (the run's train.seed, so the subset is part of the run) and to ``data.classes``.
 
-    ``strict`` and ``scan``: see ``build_spec``.
+    Translation pairs keep their first ``data.limit`` pairs (their digit sets interleave the classes, so that is
+    balanced too) and have no classes to pick. ``strict`` and ``scan``: see ``build_spec``.
     """
-    return build_spec(data.spec, data.root, data.download, model.channels, model.image_size, limit=data.limit,
+    spec = data.spec.strip()
+    if pairs.is_translation_spec(spec):
+        if data.classes:
+            raise DataError(f"data.classes picks classes of an image set; {spec!r} is translation pairs: drop it")
+        return build_spec(spec, data.root, data.download, model.channels, model.image_size, limit=data.limit,
+                          strict=strict, scan=scan, split=data.split, direction=data.direction)
+    subset = Subset(data.limit, tuple(data.classes) if data.classes else None, seed)
+    return build_spec(spec, data.root, data.download, model.channels, model.image_size, subset=subset,
                       strict=strict, scan=scan, split=data.split, direction=data.direction)
 
 
 def build_spec(spec: str, root: str = "data", download: bool = False, channels: int = 3, size: Size = 32, *,
                limit: int | None = None, strict: bool = False, scan: bool | None = None,
-               split: str = "all", direction: str = "AtoB") -> GanDataset:
+               split: str = "all", direction: str = "AtoB", subset: Subset | None = None) -> GanDataset:
     """The dataset ``spec`` names, images shaped (channels, *size) with ``size`` an int or (h, w).
 
     No model config involved, so evaluation can build a reference at whatever shape the samples have.
-    ``strict``: a folder image that cannot be decoded raises DataError instead of being skipped.
+    ``limit``: the first N items (quick cuts for tools); ``subset`` instead: the seeded, class-balanced training
+    subset of ``subset.py`` (for the generated sets, stacked-mnist and ring8/grid25, its limit is how many to
+    generate). ``strict``: a folder image that cannot be decoded raises DataError instead of being skipped.
     ``scan``: for folders, decode every file now (``scan_folder``) and keep only readable ones, listing the
     others in ``skipped``; fails here, before any model is built, when none is readable. ``None`` (the
     default) scans folders of up to SCAN_MAX_FILES images and trusts larger ones to the per-item skipping.
@@ -47,20 +62,10 @@ def build_spec(spec: str, root: str = "data", download: bool = False, channels: 
         return pairs.build(spec, root, channels, size, limit, split, direction, scan)
     if split != "all" and spec.lower() not in SPLIT_SPECS:
         raise DataError(f"data.split={split!r}: {spec!r} has no train/test split (only {', '.join(SPLIT_SPECS)})")
+    if subset is not None and subset.active:
+        return _build_subset(spec, root, download, channels, size, subset, strict, scan, split)
     if spec.startswith(FOLDER_PREFIX):
-        path = spec[len(FOLDER_PREFIX) :].strip()
-        if not path:
-            raise DataError(f"--data {spec!r} names no folder: write --data folder:DIR")
-        good, bad = folder.list_images(path), []
-        if scan or (scan is None and len(good) <= folder.SCAN_MAX_FILES):
-            keep = folder.cache_fits(len(good), channels, size)  # decoded once, then trained from memory
-            good, bad, images = folder.decode_folder(path, channels=channels, size=size, keep=keep)
-            if bad and strict:
-                raise DataError(f"unreadable image {bad[0]} ({len(bad)} in all): fix or remove it, or drop --strict "
-                                "to skip such files")
-            if keep:
-                return folder.CachedFolderDataset(path, images[:limit], good[:limit], bad, size)
-        return folder.FolderDataset(path, channels, size, paths=good[:limit], skipped=bad, strict=strict)
+        return _build_folder(spec, channels, size, strict, scan, limit, None)
     name = spec.lower()
     if name == embedded.NAME:
         return embedded.build(channels, size, limit, split=split)
@@ -71,6 +76,46 @@ def build_spec(spec: str, root: str = "data", download: bool = False, channels: 
     if name in points.MIXTURES:
         return points.build(name, limit)
     raise _unknown(spec)
+
+
+def _build_subset(spec: str, root: str, download: bool, channels: int, size: Size, subset: Subset, strict: bool,
+                  scan: bool | None, split: str) -> GanDataset:
+    """``build_spec`` with the training subset: drawn where the labels are first known, before decoding."""
+    if spec.startswith(FOLDER_PREFIX):
+        return _build_folder(spec, channels, size, strict, scan, None, subset)
+    name = spec.lower()
+    if name in tvsets.NAMES:
+        return tvsets.build(name, root, download, channels, size, None, test=split == "test", subset=subset)
+    if name in (stacked.NAME, *points.MIXTURES):  # generated: data.limit is how many to make
+        made = build_spec(spec, root, download, channels, size, limit=subset.limit, split=split)
+        return cut(made, Subset(None, subset.classes, subset.seed))
+    return cut(build_spec(spec, root, download, channels, size, strict=strict, scan=scan, split=split), subset)
+
+
+def _build_folder(spec: str, channels: int, size: Size, strict: bool, scan: bool | None, limit: int | None,
+                  subset: Subset | None) -> GanDataset:
+    """A folder, labelled by its subfolders; the subset drawn from the readable files when it is scanned."""
+    path = spec[len(FOLDER_PREFIX) :].strip()
+    if not path:
+        raise DataError(f"--data {spec!r} names no folder: write --data folder:DIR")
+    good, bad, images = folder.list_images(path), [], None
+    if scan or (scan is None and len(good) <= folder.SCAN_MAX_FILES):
+        keep = folder.cache_fits(len(good), channels, size)  # decoded once, then trained from memory
+        good, bad, images = folder.decode_folder(path, channels=channels, size=size, keep=keep)
+        if bad and strict:
+            raise DataError(f"unreadable image {bad[0]} ({len(bad)} in all): fix or remove it, or drop --strict "
+                            "to skip such files")
+    labels, names = folder.subfolder_labels(path, good)
+    if images is not None:
+        ds: GanDataset = folder.CachedFolderDataset(path, images, good, bad, size, labels, names)
+    else:
+        ds = folder.FolderDataset(path, channels, size, paths=good, skipped=bad, strict=strict, labels=labels,
+                                  class_names=names)
+    if subset is not None and subset.active:
+        return apply(ds, subset.pick(labels, names, len(good), ds.name, ds.num_classes))
+    if limit is not None and limit < len(good):
+        ds.take(torch.arange(limit), labels[:limit] if labels is not None else None)
+    return ds
 
 
 def describe(ds: GanDataset) -> str:
@@ -84,6 +129,9 @@ def describe(ds: GanDataset) -> str:
     else:
         c, h, w = ds.sample_shape
         what = f"{n:,} images {c}x{h}x{w}"
+        if ds.subset_of is not None:
+            of = f"{n:,} of {ds.subset_of:,} images" if ds.subset_of != n else f"{n:,} images"
+            what = f"{of}, {ds.subset_detail}, {c}x{h}x{w}" if ds.subset_detail else f"{of} {c}x{h}x{w}"
     unit = "modes" if ds.kind == "points" else "classes"
     classes = f"{ds.num_classes} {unit}" if ds.num_classes else "no labels"
     where = "in memory" if ds.tensor is not None else "read from disk"

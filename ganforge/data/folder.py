@@ -2,12 +2,15 @@
 
 Building only lists files (fast for big folders); an unreadable file is skipped when first met, so one bad JPEG
 never kills an epoch. ``scan_folder`` decodes everything up front for when failing early is worth the time.
+Labels come from the immediate subfolders (``DIR/cat/*.png``, ``DIR/dog/*.png``: 0 and 1 in sorted name order,
+``class_names`` kept) when every image is in one of at least two of them; otherwise the set is unlabelled.
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import torch
 from PIL import Image
@@ -49,6 +52,19 @@ def list_images(path: str | Path) -> list[str]:
             f"folder '{path}' has no image files: put images ({' '.join(EXTENSIONS)}) in it or in its subfolders"
         )
     return sorted(found, key=lambda p: os.path.relpath(p, root))
+
+
+def subfolder_labels(root: str | Path, paths: list[str]) -> tuple[Optional[torch.Tensor], Optional[list[str]]]:
+    """(label per path, class names) from each path's immediate subfolder of ``root``, names sorted; (None, None)
+    when an image lies directly in ``root`` or there are fewer than two subfolders (one class is no labelling)."""
+    firsts = [Path(os.path.relpath(p, Path(root).expanduser())).parts for p in paths]
+    if not firsts or any(len(parts) < 2 for parts in firsts):
+        return None, None
+    names = sorted({parts[0] for parts in firsts})
+    if len(names) < 2:
+        return None, None
+    ids = {name: i for i, name in enumerate(names)}
+    return torch.tensor([ids[parts[0]] for parts in firsts], dtype=torch.long), names
 
 
 def load_image(path: str, channels: int, size: Size) -> torch.Tensor:
@@ -141,7 +157,7 @@ def decode_folder(path: str | Path, workers: int | None = None, *, channels: int
 
 
 class FolderDataset(GanDataset):
-    """Images under a folder, unlabelled (label -1), decoded on access."""
+    """Images under a folder, decoded on access; labelled by subfolder (``targets``) or unlabelled (label -1)."""
 
     def __init__(
         self,
@@ -152,11 +168,15 @@ class FolderDataset(GanDataset):
         paths: list[str] | None = None,
         skipped: list[str] | None = None,
         strict: bool = False,
+        labels: Optional[torch.Tensor] = None,
+        class_names: Optional[list[str]] = None,
     ) -> None:
         h, w = as_hw(size)
-        super().__init__(f"folder:{path}", "images", (channels, h, w), num_classes=None)
+        super().__init__(f"folder:{path}", "images", (channels, h, w), len(class_names) if class_names else None)
         self.root = str(path)
         self.paths = list(paths) if paths is not None else list_images(path)
+        self.targets = labels.tolist() if labels is not None else None  # not ``labels``: that means in memory
+        self.class_names = class_names
         self.channels, self.size, self.strict = channels, (h, w), strict
         self.prep = per_image_note(size)
         self.skipped = list(skipped or [])
@@ -164,6 +184,10 @@ class FolderDataset(GanDataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def take(self, index: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+        self.paths = [self.paths[i] for i in index.tolist()]
+        self.targets = labels.tolist() if labels is not None else None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         n = len(self.paths)
@@ -176,7 +200,8 @@ class FolderDataset(GanDataset):
             if i in self._bad:
                 continue
             try:
-                return load_image(self.paths[i], self.channels, self.size), -1
+                label = self.targets[i] if self.targets is not None else -1
+                return load_image(self.paths[i], self.channels, self.size), label
             except Exception as exc:  # decode failures come as OSError, SyntaxError, ValueError, ...
                 if self.strict:
                     raise DataError(
@@ -196,10 +221,13 @@ class CachedFolderDataset(TensorGanDataset):
     """
 
     def __init__(self, path: str | Path, images: torch.Tensor, paths: list[str], skipped: list[str],
-                 size: Size) -> None:
-        super().__init__(f"folder:{path}", "images", images, torch.full((len(images),), -1, dtype=torch.long), None)
+                 size: Size, labels: Optional[torch.Tensor] = None, class_names: Optional[list[str]] = None) -> None:
+        if labels is None:
+            labels = torch.full((len(images),), -1, dtype=torch.long)
+        super().__init__(f"folder:{path}", "images", images, labels, len(class_names) if class_names else None)
         self.root, self.paths, self.skipped = str(path), list(paths), list(skipped)
         self.prep = per_image_note(size)
+        self.class_names = class_names
 
 
 def cache_fits(n_images: int, channels: int, size: Size) -> bool:

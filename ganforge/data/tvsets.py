@@ -88,6 +88,12 @@ class TorchvisionDataset(GanDataset):
         self.ds, self.channels, self.size = ds, channels, (h, w)
         self.prep = per_image_note(size)
         self.length = len(ds) if limit is None else min(limit, len(ds))
+        self.index: Optional[list[int]] = None  # data.limit / data.classes: the source items kept, in order
+        self.targets: Optional[list[int]] = None  # ... and their remapped labels
+
+    def take(self, index: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+        self.index, self.length = index.tolist(), len(index)
+        self.targets = labels.tolist() if labels is not None else None
 
     def __len__(self) -> int:
         return self.length
@@ -95,23 +101,55 @@ class TorchvisionDataset(GanDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} images")
-        img, target = self.ds[index % self.length]
+        i = index % self.length
+        img, target = self.ds[self.index[i] if self.index is not None else i]
         label = int(target) if self.num_classes is not None else -1
+        if self.targets is not None:
+            label = self.targets[i]
         return pil_to_tensor(img, self.channels, self.size), label
 
 
 def build(name: str, root: str, download: bool, channels: int, size: Size, limit: Optional[int],
-          test: bool = False) -> GanDataset:
-    """``test``: the set's test split instead of its training split."""
+          test: bool = False, subset: Any = None) -> GanDataset:
+    """``test``: the set's test split instead of its training split. ``subset`` (``subset.Subset``): the
+    training subset, drawn on the labels before any image is converted."""
     ds = open_torchvision(name, str(Path(root).expanduser()), download, test)
     mem = _in_memory_images(ds)
+    pick = None
+    if subset is not None:
+        labels = mem[1] if mem is not None else _targets(ds, name)
+        pick = subset.pick(labels, None, len(ds), name, NUM_CLASSES[name])
     if mem is not None:
         images, labels = mem
-        if limit is not None:
+        if pick is not None:
+            images = images[pick.index]
+            labels = pick.labels if pick.labels is not None else labels[pick.index]
+        elif limit is not None:
             images, labels = images[:limit], labels[:limit]
         h, w = as_hw(size)
         if images.shape[0] * channels * h * w * 4 <= TENSOR_BUDGET_BYTES:
             out = TensorGanDataset(name, "images", batch_to_tensor(images, channels, size), labels, NUM_CLASSES[name])
             out.prep = batch_note(tuple(images.shape[1:]), channels, size)
-            return out
-    return TorchvisionDataset(name, ds, channels, size, limit)
+            return _noted(out, pick)
+    lazy = TorchvisionDataset(name, ds, channels, size, None if pick is not None else limit)
+    if pick is not None:
+        lazy.take(pick.index, pick.labels)
+    return _noted(lazy, pick)
+
+
+def _targets(ds: Any, name: str) -> Optional[torch.Tensor]:
+    """The labels of a set decoded per item, when torchvision keeps them as a list (else None: unlabelled)."""
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        targets = getattr(ds, "labels", None)
+    if NUM_CLASSES[name] is None or targets is None:
+        return None
+    return torch.as_tensor(np.asarray(targets), dtype=torch.long)
+
+
+def _noted(out: GanDataset, pick: Any) -> GanDataset:
+    """The subset's class count, names and note on the set built from it."""
+    if pick is not None:
+        out.num_classes, out.class_names = pick.num_classes, pick.class_names
+        out.subset_of, out.subset_detail = pick.total, pick.detail
+    return out

@@ -15,6 +15,7 @@ from torch import nn
 
 from ganforge.config_base import DiscriminatorTricks, ModelBase, check_power_of_two
 from ganforge.families import Family, register
+from ganforge.families.parts.layers import blocks_from
 from ganforge.families.dcgan import (conv_head, down_block, gan_networks, n_resamples, spectral_norm_discriminators,
                                    upsampling_body)
 
@@ -72,6 +73,11 @@ class ConditionalDiscriminator(nn.Module):
             c *= 2
         self.features = nn.Sequential(*layers)
         self.head = conv_head(c, cfg)
+
+    def d_blocks(self) -> list[nn.Module]:
+        """D's blocks from the image side, for train.freeze_d (FreezeD): the image and label stems, then one per strided
+        conv; the head stays trainable."""
+        return [nn.Sequential(self.x_stem, self.y_stem), *blocks_from(self.features, (nn.Conv2d,))]
 
     def forward_with_features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if y is None:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Protocol, Union, runtime_checkable
 import torch
 from torch import nn
 
+from ganforge.errors import UserError
 from ganforge.viz import LossPanels
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images or points, labels) of this rank, already on the device
@@ -114,6 +115,8 @@ class Trainer:
 
         self.cfg, self.nets, self.ctx = cfg, nets, ctx
         self.conditional = get_family(cfg.model.family).conditional  # G takes class labels
+        # train.freeze_d (FreezeD): frozen here, before the loop builds the optimizers; the engine keeps them frozen
+        self.frozen: list[nn.Parameter] = self._freeze_d(int(getattr(cfg.train, "freeze_d", 0) or 0))
 
     # --- declarations
     def optimizers(self) -> dict[str, OptimizerSpec]:
@@ -123,6 +126,28 @@ class Trainer:
 
     def phases(self) -> list[Phase]:
         raise NotImplementedError
+
+    def d_blocks(self) -> list[nn.Module]:
+        """D's blocks ordered from the image side, what train.freeze_d counts: by default those the network "D"
+        declares with a ``d_blocks()`` method of its own; a family whose D declares none cannot freeze D."""
+        blocks = getattr(self.nets.get("D"), "d_blocks", None)
+        if blocks is None:
+            raise UserError(f"train.freeze_d: family {self.cfg.model.family!r} cannot freeze D (its discriminator "
+                            "declares no blocks): drop train.freeze_d")
+        return list(blocks())
+
+    def _freeze_d(self, k: int) -> list[nn.Parameter]:
+        """The parameters of D's first ``k`` blocks, set to take no gradient (so no update, no Adam moments)."""
+        if not k:
+            return []
+        blocks = self.d_blocks()
+        if k > len(blocks):
+            raise UserError(f"train.freeze_d={k}, but {self.cfg.model.family}'s D has {len(blocks)} blocks: use "
+                            f"--set train.freeze_d={len(blocks)} or less")
+        params = [p for block in blocks[:k] for p in block.parameters()]
+        for p in params:
+            p.requires_grad_(False)
+        return params
 
     # --- sampling: noise -> image by default; other families override both
     def fixed_inputs(self, seed: int, n: int) -> Fixed:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ganforge.config_base import DiscriminatorTricks, ModelBase, check_power_of_two
 from ganforge.families import Family, register
-from ganforge.families.parts.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm
+from ganforge.families.parts.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm, blocks_from
 
 
 class DcganConfig(DiscriminatorTricks, ModelBase):
@@ -105,6 +105,10 @@ class DCGANDiscriminator(nn.Module):
             c *= 2
         self.features = nn.Sequential(*layers)
         self.head = conv_head(c, cfg)
+
+    def d_blocks(self) -> list[nn.Module]:
+        """D's blocks from the image side, for train.freeze_d (FreezeD): one per strided conv; the head stays trainable."""
+        return blocks_from(self.features, (nn.Conv2d,))
 
     def forward_with_features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and the 4x4 feature map flattened (feature matching, semi-supervised heads)."""

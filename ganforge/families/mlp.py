@@ -15,7 +15,7 @@ from torch import nn
 from ganforge.config_base import DiscriminatorTricks, ModelBase
 from ganforge.families import Family, register
 from ganforge.families.dcgan import gan_networks, spectral_norm_discriminators
-from ganforge.families.parts.layers import MinibatchDiscrimination
+from ganforge.families.parts.layers import MinibatchDiscrimination, blocks_from
 
 
 class MlpConfig(DiscriminatorTricks, ModelBase):
@@ -82,6 +82,11 @@ class MLPDiscriminator(nn.Module):
             h += cfg.minibatch_disc
         layers.append(nn.Linear(h, 1))
         self.net = nn.Sequential(*layers)
+
+    def d_blocks(self) -> list[nn.Module]:
+        """D's blocks from the image side, for train.freeze_d (FreezeD): the hidden layers; minibatch discrimination and
+        the head stay trainable."""
+        return blocks_from([m for m in self.net[:-1] if not isinstance(m, MinibatchDiscrimination)], (nn.Linear,))
 
     def forward_with_features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and the last hidden layer's activations (feature matching)."""

@@ -238,6 +238,12 @@ class ProganDiscriminator(_Growing):
         self.blocks = nn.ModuleList(blocks)
         self.head = self._head(ch[0], cfg.start_size, cfg.minibatch_std)
 
+    def d_blocks(self) -> list[nn.Module]:
+        """D's blocks from the image side, for train.freeze_d (FreezeD): each resolution's fromRGB and down block, from the
+        largest; then stage 0's fromRGB. The head stays trainable."""
+        last = len(self.blocks) - 1
+        return [*(nn.Sequential(self.from_rgb[s], self.blocks[s]) for s in range(last, 0, -1)), self.from_rgb[0]]
+
     @staticmethod
     def _head(c: int, size: int, group: int) -> nn.Sequential:
         """[minibatch std] -> 3x3 conv -> dense to c -> dense to one logit (gain 1, linear)."""

@@ -19,6 +19,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from ganforge.config_base import ModelBase, check_power_of_two
 from ganforge.families.parts.ada import AdaTrainer
+from ganforge.families.parts.layers import blocks_from
 from ganforge.families.parts.losses import feature_matching_loss
 from ganforge.families import Family, register
 from ganforge.families.dcgan import DCGANGenerator
@@ -69,6 +70,11 @@ class SemiSupervisedDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classes = nn.Linear(c, cfg.num_classes)
 
+    def d_blocks(self) -> list[nn.Module]:
+        """D's blocks from the image side, for train.freeze_d (FreezeD): one per conv2d layer; the class
+        logits stay trainable."""
+        return blocks_from(self.features, (nn.Conv2d,))
+
     def forward_with_features(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
         """Real/fake logit (logsumexp of the class logits) and the pooled features."""
         h = self.features(x).mean(dim=(2, 3))
@@ -104,6 +110,11 @@ class MlpSemiSupervisedDiscriminator(nn.Module):
             layers += [weight_norm(nn.Linear(a, b)), nn.ReLU(), GaussianNoise(cfg.d_noise)]
         self.features = nn.Sequential(*layers)
         self.classes = weight_norm(nn.Linear(w, cfg.num_classes))
+
+    def d_blocks(self) -> list[nn.Module]:
+        """D's blocks from the image side, for train.freeze_d (FreezeD): one per linear layer; the class
+        logits stay trainable."""
+        return blocks_from(self.features, (nn.Linear,))
 
     def forward_with_features(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
         h = self.features((x.flatten(1) + 1) / 2)  # their pixels are in [0, 1], ours in [-1, 1]

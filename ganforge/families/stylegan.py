@@ -369,6 +369,11 @@ class StyleDiscriminator(nn.Module):
         self.fc = EqualizedLinear(c * 16, c)
         self.out = EqualizedLinear(c, 1, gain=1.0)
 
+    def d_blocks(self) -> list[nn.Module]:
+        """D's blocks from the image side, for train.freeze_d (FreezeD): fromRGB with the first residual block (as in
+        stylegan2-ada), then each block; the 4x4 epilogue (mbstd, conv, FC layers) stays trainable."""
+        return [nn.Sequential(self.from_rgb, self.blocks[0]), *self.blocks[1:]]
+
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self.blocks(lrelu(self.from_rgb(x)))
         if self.mbstd is not None:

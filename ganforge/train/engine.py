@@ -68,9 +68,12 @@ def all_finite(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
     return ok
 
 
-def _freeze_all_but(nets: dict[str, nn.Module], trains: tuple[str, ...]) -> None:
+def _freeze_all_but(nets: dict[str, nn.Module], trains: tuple[str, ...], frozen: list[nn.Parameter]) -> None:
+    """Gradients only for the networks a phase trains, never for the trainer's frozen parameters (freeze_d)."""
     for name, net in nets.items():
         net.requires_grad_(name in trains)
+    for p in frozen:
+        p.requires_grad_(False)
 
 
 def run_step(trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches: list[Batch],
@@ -78,11 +81,12 @@ def run_step(trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches:
     """Every phase due at ``step``; returns (values, produced) over ``keys``, "skipped" counting refused updates."""
     stats: dict[str, torch.Tensor] = {}
     skipped: Optional[torch.Tensor] = None
+    frozen = getattr(trainer, "frozen", [])
     trainer.begin_step(step)
     for phase in trainer.phases():
         if step % phase.every:
             continue
-        _freeze_all_but(trainer.nets, phase.trains)
+        _freeze_all_but(trainer.nets, phase.trains, frozen)
         for i in range(phase.repeat):
             batch = batches[i] if phase.repeat > 1 else batches[-1]
             loss, named = phase.loss(batch, step)
@@ -91,8 +95,7 @@ def run_step(trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches:
             if phase.after_update is not None:
                 phase.after_update()
             stats.update(named)  # with repeats, the last update's values
-    for net in trainer.nets.values():
-        net.requires_grad_(True)
+    _freeze_all_but(trainer.nets, tuple(trainer.nets), frozen)
     device = trainer.ctx.device
     stats["skipped"] = skipped if skipped is not None else torch.zeros((), device=device)
     zero = torch.zeros((), device=device)

@@ -41,6 +41,7 @@ from ganforge.train.diversity import choose_space
 from ganforge.train.ema import EMA
 from ganforge.train.engine import Updater, run_step
 from ganforge.families.contract import RunContext, Trainer, trainer_class
+from ganforge.train.init_from import init_ema, init_networks
 from ganforge.train.guards import ClassShares, CollapseWatch, Event, NonFiniteGuard, tensors_finite
 from ganforge.train.parts import LogWindow, Models, Position, RunFiles
 from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
@@ -146,6 +147,7 @@ def train(
     stop_after_steps: Optional[int] = None,  # for tests: stop early as if killed, after saving a checkpoint
     force: bool = False,  # resume even when the config or the dataset changed since the checkpoint
     detect_anomaly: bool = False,  # torch.autograd anomaly detection: slow, names the op that made a NaN
+    init_from: Optional[Path] = None,  # fine-tuning: start from this finished run's weights (train/init_from.py)
 ) -> RunSummary:
     if cfg.train.deterministic and cfg.train.device != "cpu" and torch.cuda.is_available():
         determinism.check_cublas_workspace(log)  # before this process's CUDA work starts
@@ -157,8 +159,9 @@ def train(
     try:
         with determinism.kernels(cfg.train.deterministic, dist.device):
             torch.autograd.set_detect_anomaly(detect_anomaly)
-            run = Run(cfg, dist, None if dry_run or run_dir is None else Path(run_dir), log=log if dist.is_main else _silent,
-                      strict_data=strict_data, with_evaluator=not dry_run)
+            run = Run(cfg, dist, None if dry_run or run_dir is None else Path(run_dir),
+                      log=log if dist.is_main else _silent, strict_data=strict_data, with_evaluator=not dry_run,
+                      init_from=init_from)
             if dry_run:
                 run.describe()
                 return run.summary(0.0)
@@ -206,7 +209,7 @@ class Run:
     parts) before anything is written; ``open`` makes or restores the run directory; ``loop`` trains."""
 
     def __init__(self, cfg: RunConfig, dist: Dist, run_dir: Optional[Path], *, log: Callable[[str], None],
-                 strict_data: bool, with_evaluator: bool):
+                 strict_data: bool, with_evaluator: bool, init_from: Optional[Path] = None):
         tc, mc = cfg.train, cfg.model
         self.cfg, self.dist, self.log = cfg, dist, log
         self.family = get_family(mc.family)
@@ -216,7 +219,7 @@ class Run:
             torch.set_num_threads(tc.threads)
         self._check_options()
         # the data: one fixed order per epoch, this rank's slice of every global batch
-        self.dataset = build_dataset(cfg.data, mc, strict=strict_data)
+        self.dataset = build_dataset(cfg.data, mc, seed=tc.seed, strict=strict_data)
         self._check_labels()
         dist.local_batch(tc.batch_size, batch_multiple(mc))  # a UserError unless the batch splits evenly
         self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
@@ -226,7 +229,7 @@ class Run:
         self.evaluator = self._make_evaluator(with_evaluator)
         self.diversity_space = choose_space(cfg.data.spec, mc)  # chosen once: diversities compared in one space
         seed_everything(tc.seed)
-        self.models = self._build_models(total_steps)
+        self.models = self._build_models(total_steps, init_from)
         self.keys = (*self.models.trainer.stat_keys, SKIPPED)
         self.at = Position(end=total_steps)
         self.window = LogWindow.zeros(self.keys, self.device)
@@ -279,11 +282,12 @@ class Run:
                                  lambda n, gen: self.models.trainer.generator_inputs(n, gen),
                                  self.device, cfg.data.root, log=self.log)
 
-    def _build_models(self, total_steps: int) -> Models:
+    def _build_models(self, total_steps: int, init_from: Optional[Path]) -> Models:
         """Networks on the device in their memory format, identical on every rank; optimizers, EMA copies, loss
         scalers and the family's trainer; the fixed inputs of the sample grids."""
         tc, dist = self.cfg.train, self.dist
         nets = build_networks(self.cfg.model)
+        source_ema = init_networks(nets, init_from, self.cfg) if init_from is not None else None  # --init-from
         params = {name: count_parameters(net) for name, net in nets.items()}
         memory_format = torch.channels_last if (tc.channels_last and self.family.convolutional) \
             else torch.contiguous_format
@@ -298,6 +302,7 @@ class Run:
                                            self.device) for name, s in specs.items()}
         ema = {n: EMA(nets[n], tc.ema.decay, tc.ema.start_step) for n in trainer.ema_networks
                if tc.ema.enabled and n in nets}
+        init_ema(ema, source_ema)  # --init-from: the source run's EMA copies (train/init_from.py)
         if tc.sync_batchnorm and dist.enabled:  # after the EMA copies: their BatchNorm re-estimation stays local
             for name, net in nets.items():  # same parameter objects: the optimizers still hold them
                 nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(net)
@@ -326,6 +331,8 @@ class Run:
         nets = ", ".join(f"{name} {n:,}" for name, n in self.models.params.items())
         self.log(f"data: {describe(self.dataset)}")
         self.log(f"models: {nets} parameters ({mc.family}, {shape}, device {self.device})")
+        if self.cfg.init_from:
+            self.log(f"fine-tuning: weights from {self.cfg.init_from}, fresh optimizers at step 0")
         self.log(self.diversity_space.describe())
         if self._class_watch_on():
             gc = self.cfg.guard

@@ -79,6 +79,17 @@ class MinibatchDiscrimination(nn.Module):
 _SN_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
+def blocks_from(modules, starts: tuple[type, ...]) -> list[nn.Module]:
+    """``modules`` grouped into blocks, each from a layer of a ``starts`` type up to the next one (its norm,
+    activation, dropout along): a discriminator's blocks for train.freeze_d, without renaming any weight."""
+    groups: list[list[nn.Module]] = [[]]
+    for m in modules:
+        if isinstance(m, starts) and any(isinstance(x, starts) for x in groups[-1]):
+            groups.append([])
+        groups[-1].append(m)
+    return [nn.Sequential(*g) for g in groups if g]
+
+
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) on every Conv2d/ConvTranspose2d/Linear in ``module``, in place.
 
