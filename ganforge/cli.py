@@ -552,6 +552,32 @@ def bench_coverage(
                   command=command)
 
 
+@bench_app.command("small-data")
+def bench_small_data(
+    experiments: str = typer.Option("digits,transfer,color", "--experiments",
+                                    help="Comma-separated: digits (100/500/2,000 digits x no aug / DiffAugment / ADA), "
+                                         "transfer (0-4 -> 100 images of 5-9), color (icon folder)."),
+    steps: int = typer.Option(2000, "--steps", min=1, help="Steps of every digits run and of the transfer source."),
+    transfer_steps: int = typer.Option(1000, "--transfer-steps", min=1, help="Steps of the 100-image transfer runs."),
+    color_steps: Optional[int] = typer.Option(None, "--color-steps", min=1, help="Steps of the colour runs "
+                                              "(default: the presets' own)."),
+    jobs: int = typer.Option(2, "--jobs", min=1, help="Runs trained at once, each on one thread."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("runs/bench-small-data"), "--out"),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the small-data block of this markdown file."),
+) -> None:
+    """Small training sets: augmentation (none, DiffAugment, ADA), fine-tuning with FreezeD, colour icons."""
+    from ganforge.bench import small_data
+    _check_bench_outputs(out, write)
+
+    names = _bench_names(experiments, small_data.EXPERIMENTS)
+    command = _bench_command("small-data", {"--experiments": ",".join(names), "--steps": steps,
+                                            "--transfer-steps": transfer_steps, "--color-steps": color_steps,
+                                            "--jobs": jobs, "--write": write})
+    small_data.main(names, out_root=out, write=write, seed=seed, jobs=jobs, steps=steps,
+                    transfer_steps=transfer_steps, color_steps=color_steps, command=command)
+
+
 def _click_exception_types() -> tuple[type, ...]:
     """The usage-error base classes of whatever typer is installed.
 

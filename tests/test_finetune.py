@@ -36,8 +36,9 @@ def sources(tmp_path_factory):
 
 def _opened(cfg, source: Path, out: Path) -> Run:
     """A new run built with --init-from and given its directory, before any step."""
-    r = Run(cfg, init_from_env("cpu"), log=lambda s: None, strict_data=False, with_evaluator=False, init_from=source)
-    r.open(out, resume=False, force=False)
+    r = Run(cfg, init_from_env("cpu"), out, log=lambda s: None, strict_data=False, with_evaluator=False,
+            init_from=source)
+    r.open(resume=False, force=False)
     return r
 
 
@@ -45,14 +46,14 @@ def _opened(cfg, source: Path, out: Path) -> Run:
 def test_init_from_copies_every_weight_and_buffer_with_fresh_optimizers(sources, tiny, tmp_path, family):
     ckpt = load_latest(sources[family] / "checkpoints")
     r = _opened(_ema_on(tiny(family, steps=4, seed=11)), sources[family], tmp_path / "new")
-    for name, net in {**r.nets, **{f"{n}_ema": e.model for n, e in r.ema.items()}}.items():
+    for name, net in r.models.all_models().items():
         saved = ckpt.module_state(name)
         assert saved and net.state_dict().keys() == saved.keys(), name
         for k, v in net.state_dict().items():
             assert torch.equal(v.cpu(), saved[k].cpu()), f"{name}.{k}"
     g, g_ema = ckpt.module_state("G"), ckpt.module_state("G_ema")
     assert any(not torch.equal(v, g_ema[k]) for k, v in g.items())  # so the EMA copy came from G_ema, not G
-    assert r.step == 0 and all(not opt.state for opt in r.optimizers.values())  # no moments, no step counts
+    assert r.at.step == 0 and all(not opt.state for opt in r.models.optimizers.values())  # no moments, no step counts
 
 
 def test_the_fine_tuned_run_records_its_source_and_trains(sources, tmp_path):

@@ -56,12 +56,14 @@ VARIANTS += [
 
 
 def train_variant(name: str, overrides: Sequence[str], out: Path, seed: int, preset: str = "dcgan-mnist",
-                  steps: Optional[int] = None) -> dict:
-    """Train one variant on one thread; returns its steps, CPU and wall seconds and peak memory."""
+                  steps: Optional[int] = None, extra_args: Sequence[str] = ()) -> dict:
+    """Train one variant on one thread; returns its steps, CPU and wall seconds and peak memory.
+
+    ``extra_args``: more ``ganforge train`` flags (e.g. ``--init-from RUN``)."""
     sets = [a for o in [*overrides, "train.threads=1"] for a in ("--set", o)]
     budget = [] if steps is None else ["--steps", str(steps)]
     cmd = [sys.executable, "-m", "ganforge", "train", preset, "--out", str(out), "--seed", str(seed), "--quiet",
-           "--device", "cpu", *budget, *sets]
+           "--device", "cpu", *budget, *extra_args, *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a chatty child can never fill it and stall
         t0 = time.perf_counter()
