@@ -143,3 +143,18 @@ def test_folder_classes_named_by_numbers_are_their_names(tmp_path):
     ds = build_dataset(DataConfig(spec=f"folder:{tmp_path / 'f'}", classes=[2, "10"]), _model())
     assert ds.class_names == ["2", "10"]
     assert [Path(p).parent.name for p, (_, y) in zip(ds.paths, ds) if y == 0] == ["2", "2"]
+
+
+def test_the_class_fade_watch_is_off_when_data_classes_drops_some(tiny, tmp_path):
+    """Its classifier knows all ten digits: with only 0 and 1 kept, the other eight would all read as faded."""
+    from ganforge.train.loop import train
+
+    lines: list[str] = []
+    watched = tiny("dcgan", steps=4, guard={"class_samples": 100})
+    kept = watched.model_copy(update={"data": watched.data.model_copy(update={"classes": [0, 1], "limit": 64})})
+    train(watched, tmp_path / "all", progress=False, log=lines.append)
+    assert any(l.startswith("class-fade watch:") for l in lines)  # on for the whole set ...
+    lines.clear()
+    train(kept, tmp_path / "kept", progress=False, log=lines.append)
+    said = [l for l in lines if not l.startswith("done:")]  # (the run directory's name holds the test's)
+    assert not any("class-fade watch" in l or "faded" in l or "classes at the end" in l for l in said), said

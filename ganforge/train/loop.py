@@ -691,7 +691,9 @@ class Run:
     def _class_watch_on(self) -> bool:
         """The data have an in-domain classifier (the digit classifier on digits) and the check is not turned off."""
         gc = self.cfg.guard
-        return self.diversity_space.num_classes > 1 and gc.class_samples > 0 and gc.class_fade_share > 0
+        # data.classes keeps some classes only: the classifier's others would all read as faded
+        return (self.diversity_space.num_classes > 1 and gc.class_samples > 0 and gc.class_fade_share > 0
+                and not self.cfg.data.classes)
 
     def _class_watch_from(self) -> int:
         """The first step checked: past the start, when every generator still draws noise."""
