@@ -100,6 +100,9 @@ class TrainConfig(_Strict):
     n_fixed: int = Field(64, ge=1)  # fixed latent vectors drawn into samples/ every epoch
     sample_every: int = Field(1, ge=1)  # epochs between sample grids (the last epoch is always drawn)
     checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (the last epoch is always saved)
+    # ... and both at most once every this many steps (0: every such epoch): on a few hundred images an epoch is
+    # a few steps, and a grid and a checkpoint after each would cost more than the training
+    min_interval_steps: int = Field(0, ge=0)
     keep_checkpoints: int = Field(3, ge=1)  # how many epoch checkpoints to keep besides 'latest'
     threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast forwards; fp16 (CUDA only) adds GradScalers

@@ -158,3 +158,15 @@ def test_the_class_fade_watch_is_off_when_data_classes_drops_some(tiny, tmp_path
     train(kept, tmp_path / "kept", progress=False, log=lines.append)
     said = [l for l in lines if not l.startswith("done:")]  # (the run directory's name holds the test's)
     assert not any("class-fade watch" in l or "faded" in l or "classes at the end" in l for l in said), said
+
+
+@pytest.mark.parametrize("interval, grids", [(0, 5), (16, 3)])
+def test_min_interval_steps_spaces_the_grids_of_short_epochs(tiny, tmp_path, interval, grids):
+    """256 images in batches of 32: an epoch is 8 steps; 32 steps draw the start and every epoch, or every 16
+    steps (the last grid and the final one are the same file)."""
+    from ganforge.train.loop import train
+
+    cfg = tiny("dcgan", steps=32)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"min_interval_steps": interval})})
+    train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    assert len(list((tmp_path / "run" / "samples").glob("e*-s*.png"))) == grids

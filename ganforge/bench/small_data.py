@@ -44,11 +44,19 @@ def _classes(ks: Sequence[int]) -> str:
     return "data.classes=[" + ",".join(map(str, ks)) + "]"
 
 
+def every(n: int, batch: int = 32, steps: int = 250) -> list[str]:
+    """Sample grids and checkpoints about every ``steps`` steps: on 100 images an epoch is 3 steps, and a grid,
+    a class count and a checkpoint after each would cost more than the training."""
+    k = max(1, round(steps * batch / n))
+    return [f"train.sample_every={k}", f"train.checkpoint_every={k}"]
+
+
 def digit_variants(steps: int) -> list[tuple[str, list[str]]]:
     """(name, --set overrides) of every digits run: each size x each augmentation, and the full set."""
     base = ["data.split=train", f"train.steps={steps}", *SCORED_HERE]
-    rows = [(f"n{n}-{aug}", [*base, f"data.limit={n}", *sets]) for n in SIZES for aug, sets in AUGMENTS.items()]
-    return rows + [(f"n{FULL}-none", base)]
+    rows = [(f"n{n}-{aug}", [*base, f"data.limit={n}", *every(n), *sets]) for n in SIZES
+            for aug, sets in AUGMENTS.items()]
+    return rows + [(f"n{FULL}-none", [*base, *every(FULL)])]
 
 
 # ------------------------------------------------------------------ scoring on held-out digits
@@ -108,9 +116,11 @@ def run_transfer(root: Path, steps: int, target_steps: int, n: int, seed: int, p
     """Source run on digits 0-4, then ``n`` images of 5-9: scratch, fine-tuned, fine-tuned + FreezeD."""
     source = root / "source-0to4"
     subset = [*SCORED_HERE, "guard.class_samples=0"]  # the class watch would count the dropped classes as faded
-    [src] = _train_all([("source-0to4", ["data.split=train", _classes(SOURCE_CLASSES), f"train.steps={steps}", *subset],
+    [src] = _train_all([("source-0to4", ["data.split=train", _classes(SOURCE_CLASSES), f"train.steps={steps}", *subset,
+                                          *every(2000)],
                          source, "dcgan-mnist", [])], seed, 1, log)
-    target = ["data.split=train", _classes(TARGET_CLASSES), f"data.limit={n}", f"train.steps={target_steps}", *subset]
+    target = ["data.split=train", _classes(TARGET_CLASSES), f"data.limit={n}", f"train.steps={target_steps}", *subset,
+              *every(n)]
     init = ["--init-from", str(source)]
     jobs = [("scratch", target, root / "scratch", "dcgan-mnist", []),
             ("fine-tuned", target, root / "fine-tuned", "dcgan-mnist", init),
@@ -162,7 +172,8 @@ def run_color(root: Path, presets: Sequence[str], steps: Optional[int], seed: in
                         f"(apt-get install {ICON_PACKAGES})")
     log(f"small-data: {count:,} colour icons in {folder}")
     budget = [] if steps is None else [f"train.steps={steps}"]
-    jobs = [(p, [f"data.spec=folder:{folder}", "eval.final=false", *budget], root / p, p, []) for p in presets]
+    jobs = [(p, [f"data.spec=folder:{folder}", "eval.final=false", *budget, *every(count)], root / p, p, [])
+            for p in presets]
     rows = _train_all(jobs, seed, parallel, log)
     for row in rows:
         row.update(images=count, grid=str(Path(row["run"]) / "real_vs_fake.png"))

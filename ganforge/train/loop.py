@@ -537,14 +537,23 @@ class Run:
         self.at.epoch += 1
         self.at.pos = 0
         outcome = None
-        if self.at.epoch % tc.sample_every == 0:
+        if self._epoch_due(tc.sample_every):
             for e in self.draw_fixed():
                 outcome = outcome or self._collapse_action(e)
             if outcome:
                 return outcome
-        if self.at.epoch % tc.checkpoint_every == 0 and self.at.step < self.at.end:
+        if self._epoch_due(tc.checkpoint_every) and self.at.step < self.at.end:
             self.save("epoch")
         return None
+
+    def _epoch_due(self, every: int) -> bool:
+        """Every ``every`` epochs, and (``train.min_interval_steps``) only once a new interval of steps began since
+        the previous such epoch: a pure function of the position, so a resumed run draws and saves as a straight one."""
+        m = self.cfg.train.min_interval_steps
+        if self.at.epoch % every:
+            return False
+        previous = self.at.step - every * self.source.steps_per_epoch
+        return m <= 0 or self.at.step // m > previous // m
 
     def roll_back(self, why: str) -> bool:
         """Back to the newest good checkpoint with lower learning rates; False when out of rollbacks."""
