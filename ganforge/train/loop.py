@@ -34,7 +34,7 @@ from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text, check_output_dir
 from ganforge.families import batch_multiple, build_networks, count_parameters, get_family, output_kind
-from ganforge.train import compiling, determinism, fingerprint as fp, tensorboard
+from ganforge.train import compiling, determinism, fingerprint as fp, graphs, tensorboard
 from ganforge.train.batches import BatchSource
 from ganforge.train.distributed import Dist, init_from_env
 from ganforge.train.diversity import choose_space
@@ -355,6 +355,8 @@ class Run:
             _check_new_run_dir(run_dir)
         compiling.compile_networks(self.models.nets, self.cfg.train.compile, self.device, self._probe_step,
                                    self.log)
+        m = self.models  # train.cuda_graph (train/graphs.py): run_step itself, or its CUDA-graph replay
+        self.step_fn = graphs.step_function(self.cfg.train, self.device, m.trainer, m.updater, self.log)
         if resume:
             self._resume(force)
         else:
@@ -469,7 +471,7 @@ class Run:
             factor = lr_factor(self.at.step, self.at.end, tc.lr_decay, tc.lr_decay_start)
             for opt in m.optimizers.values():
                 apply_lr(opt, factor)
-        values, produced = run_step(m.trainer, m.updater, self.keys, batches, self.at.step)
+        values, produced = self.step_fn(m.trainer, m.updater, self.keys, batches, self.at.step)  # graphs.py
         for name, ema in m.ema.items():
             ema.update(m.nets[name], self.at.step)
         self.window.add(values, produced, refused=values[-1] > 0)
