@@ -18,7 +18,7 @@ from ganforge.families.contract import RunContext, Trainer, trainer_class
 from ganforge.train import graphs, train
 from ganforge.train.engine import Updater, run_step
 from ganforge.train.loop import make_optimizer
-from ganforge.train.schedule import scale_base_lr
+from ganforge.train.schedule import apply_lr, scale_base_lr
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -62,7 +62,7 @@ def test_a_cpu_device_is_refused_first():
     ({"precision": "fp16"}, "GradScaler checks for overflow on the host"),
     ({"optimizer": "rmsprop"}, "train.optimizer=rmsprop) has no fused kernel"),
     ({"compile": "default"}, "train.compile=default compiles the networks already"),
-    ({"lr_decay": "linear"}, "train.lr_decay=linear changes the learning rates every step"),
+    ({"lr_decay": "linear"}, None),  # the rates go in through a device tensor, refilled before every replay
     ({"instance_noise": 0.1}, "train.instance_noise anneals its sigma on the host"),
 ])
 def test_which_options_a_cuda_step_is_captured_with(train_kw, words):
@@ -110,7 +110,9 @@ def test_a_restore_or_a_rollback_changes_what_a_graph_baked_in():
     opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # a checkpoint restored: new state tensors
     restored = graphs.state_signature(parts.updater)
     assert restored != before
-    scale_base_lr(parts.updater.optimizers["G"], 0.5)  # a rollback's lower learning rate
+    scale_base_lr(parts.updater.optimizers["G"], 0.5)  # a rollback's lower rate is fed, not baked in
+    assert graphs.state_signature(parts.updater) == restored
+    parts.updater.optimizers["G"].param_groups[0]["betas"] = (0.0, 0.99)  # what a graph does bake in
     assert graphs.state_signature(parts.updater) != restored
 
 
@@ -170,6 +172,26 @@ def test_lazy_r1_replays_a_graph_per_phase_set():
 
 
 @needs_cuda
+def test_a_changing_learning_rate_reaches_the_replays():
+    """lr_decay-like rates set on the host before each step: the replays use them (no recapture)."""
+    tc, a = _parts(CUDA, channels_last=True)
+    _, b = _parts(CUDA, channels_last=True)
+    real = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(1)).to(CUDA) * 2 - 1
+    batch = [(real, torch.zeros(16, dtype=torch.long, device=CUDA))]
+    graphed = graphs.GraphStep(log=lambda s: None)
+    for parts, step_fn in ((a, run_step), (b, graphed)):
+        torch.manual_seed(5)
+        for s in range(8):
+            for opt in parts.updater.optimizers.values():
+                apply_lr(opt, 1.0 - s / 8)
+            step_fn(parts.trainer, parts.updater, parts.keys, batch, s)
+    assert len(graphed.graphs) == 1
+    assert all(isinstance(g["lr"], float) for o in b.updater.optimizers.values() for g in o.param_groups)
+    for pa, pb in zip([*a.G.parameters(), *a.D.parameters()], [*b.G.parameters(), *b.D.parameters()]):
+        torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5)  # fp32: the same kernels, the same rates
+
+
+@needs_cuda
 def test_the_nan_guard_refuses_a_bad_update_inside_the_graph():
     _, b, _, graphed, batch = _eager_and_graphed(5)
     d_before = [p.detach().clone() for p in b.D.parameters()]
@@ -183,7 +205,7 @@ def test_the_nan_guard_refuses_a_bad_update_inside_the_graph():
 @needs_cuda
 def test_resume_with_graphs_is_exact(tmp_path, tiny, assert_same_run):
     cfg = tiny("dcgan", steps=12, device="cuda", cuda_graph=True, deterministic=True, r1_gamma=1.0, r1_every=3,
-               ema={"enabled": True, "decay": 0.9})
+               lr_decay="cosine", ema={"enabled": True, "decay": 0.9})
     logs: list[str] = []
     train(cfg, tmp_path / "straight", progress=False, log=logs.append)
     assert any("the step is captured as CUDA graphs" in line for line in logs)

@@ -7,8 +7,12 @@ A graph replays *exactly* the kernels it recorded, on the same memory, so captur
 - the step's work depends on nothing the host changes from step to step but which phases are due (a graph per
   set of due phases, e.g. with and without lazy R1, and per shape of the batches),
 - nothing in it reads a device value on the host (fp16's GradScaler does, unfused optimizers' NaN guard does),
-- the tensors it touches stay where they were: a restored checkpoint or a rollback gives the optimizers new state
-  tensors and new learning rates, so each graph remembers that *signature* and is captured again when it changes.
+- the tensors it touches stay where they were: a restored checkpoint gives the optimizers new state tensors, so
+  each graph remembers that *signature* and is captured again when it changes.
+
+Learning rates change (``train.lr_decay``, a rollback's lower rate) but stay host numbers for the rest of the run:
+each graph is captured with a device tensor in every param group's ``lr`` (fused Adam takes one), and the group's
+current rate is written into it before every replay, one fill each.
 
 ``refusal`` names what rules capture out before the run (the device, the options, the family's own declaration
 ``Trainer.capture_refusal``); the run then trains eagerly with one logged line, as ``train.compile`` does. Where
@@ -49,8 +53,6 @@ def refusal(tc, device: torch.device, trainer: Trainer, updater: Updater) -> Opt
         return f"train.compile={tc.compile} compiles the networks already: use one of the two"
     if updater.dist.enabled:
         return "data-parallel runs all-reduce gradients outside a graph (not captured here)"
-    if tc.lr_decay != "none":
-        return f"train.lr_decay={tc.lr_decay} changes the learning rates every step, which a graph would freeze"
     return trainer.capture_refusal()
 
 
@@ -64,14 +66,17 @@ def step_key(trainer: Trainer, batches: list[Batch], step: int) -> StepKey:
     return due_phases(trainer, step), shapes
 
 
+FED_EACH_STEP = ("params", "capturable", "lr", "initial_lr")  # not baked in: the lr goes in through a tensor
+
+
 def state_signature(updater: Updater) -> tuple:
-    """What a graph bakes in of the optimizers: hyper-parameters (learning rates) and where parameters and state
-    live. A restore or a rollback changes it, and the graph is captured again."""
+    """What a graph bakes in of the optimizers: hyper-parameters (betas, eps; not the learning rate, which is fed
+    before every replay) and where parameters and state live. A restore changes it: the graph is captured again."""
     out: list = []
     for opt in updater.optimizers.values():
         for group in opt.param_groups:
             out.append(tuple((k, v) for k, v in sorted(group.items())
-                             if k not in ("params", "capturable") and isinstance(v, (int, float, bool, str, tuple))))
+                             if k not in FED_EACH_STEP and isinstance(v, (int, float, bool, str, tuple))))
             for p in group["params"]:
                 out.append(p.data_ptr())
                 out.extend(v.data_ptr() for v in opt.state.get(p, {}).values() if torch.is_tensor(v))
@@ -87,8 +92,11 @@ class Captured:
     values: torch.Tensor
     produced: tuple[bool, ...]
     signature: tuple
+    lrs: list[tuple[dict, torch.Tensor]]  # each param group and the device tensor its graph reads the lr from
 
     def replay(self, batches: list[Batch]) -> tuple[torch.Tensor, tuple[bool, ...]]:
+        for group, lr in self.lrs:
+            lr.fill_(group["lr"])  # this step's rate (a schedule, a rollback), no host sync
         for (sx, sy), (x, y) in zip(self.inputs, batches):
             sx.copy_(x, non_blocking=True)
             sy.copy_(y, non_blocking=True)
@@ -140,15 +148,19 @@ class GraphStep:
         return values, produced
 
     def _capture_and_replay(self, key, trainer, updater, keys, batches, step):
-        for opt in updater.optimizers.values():
-            for group in opt.param_groups:
-                group["capturable"] = True  # fused Adam's kernel is the same; the flag allows capture
+        groups = [g for opt in updater.optimizers.values() for g in opt.param_groups]
+        for group in groups:
+            group["capturable"] = True  # fused Adam's kernel is the same; the flag allows capture
+        rates = [group["lr"] for group in groups]
+        lrs = [(g, torch.full((), float(r), dtype=torch.float32, device=self.side.device)) for g, r in zip(groups, rates)]
         rng = torch.cuda.get_rng_state()
         inputs = [(x.clone(), y.clone()) for x, y in batches]  # static buffers, filled again before every replay
         graph = torch.cuda.CUDAGraph()
         cache = torch.is_autocast_cache_enabled()
         torch.set_autocast_cache_enabled(False)  # cached casts would outlive the capture (torch's graph notes)
         try:
+            for group, lr in lrs:
+                group["lr"] = lr  # the graph reads the rate from this tensor; the group gets its number back below
             with torch.cuda.graph(graph):
                 values, produced = run_step(trainer, updater, keys, inputs, step)
         except Exception as exc:  # noqa: BLE001 - whatever cannot be captured trains eagerly
@@ -159,7 +171,9 @@ class GraphStep:
             return run_step(trainer, updater, keys, batches, step)
         finally:
             torch.set_autocast_cache_enabled(cache)
-        entry = Captured(graph, inputs, values, produced, state_signature(updater))
+            for group, rate in zip(groups, rates):
+                group["lr"] = rate
+        entry = Captured(graph, inputs, values, produced, state_signature(updater), lrs)
         self.graphs[key] = entry
         return entry.replay(batches)  # capture recorded the step without running it: run it now
 
