@@ -16,6 +16,7 @@ from ganforge.data import build_dataset
 from ganforge.families import build_models, build_networks, get_family
 from ganforge.families.contract import RunContext, Trainer, trainer_class
 from ganforge.train import graphs, train
+from ganforge.train.batches import BatchSource
 from ganforge.train.engine import Updater, run_step
 from ganforge.train.loop import make_optimizer
 from ganforge.train.schedule import apply_lr, scale_base_lr
@@ -213,3 +214,25 @@ def test_resume_with_graphs_is_exact(tmp_path, tiny, assert_same_run):
     train(cfg, tmp_path / "resumed", stop_after_steps=7, **quiet)
     train(cfg, tmp_path / "resumed", resume=True, **quiet)
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
+def _digits(tiny):
+    cfg = tiny("dcgan")
+    return build_dataset(cfg.data, cfg.model)
+
+
+def test_an_in_memory_set_stays_on_the_host_for_a_cpu_run(tiny):
+    assert not BatchSource(_digits(tiny), 32, seed=3).on_device
+    assert not BatchSource(_digits(tiny), 32, seed=3, device=CPU).on_device
+
+
+@needs_cuda
+def test_an_in_memory_set_is_gathered_on_the_gpu_with_the_same_batches(tiny):
+    """The data hand-off without a pageable copy per step: the same batches, in the same order, mid-epoch too."""
+    data = _digits(tiny)
+    host, gpu = BatchSource(data, 32, seed=3, group=2), BatchSource(data, 32, seed=3, group=2, device=CUDA)
+    assert gpu.on_device
+    for epoch, start in ((0, 0), (1, 1)):
+        for a, b in zip(host.epoch(epoch, start), gpu.epoch(epoch, start), strict=True):
+            for (xa, ya), (xb, yb) in zip(a, b):
+                assert xb.is_cuda and torch.equal(xa, xb.cpu()) and torch.equal(ya, yb.cpu())

@@ -220,7 +220,7 @@ class Run:
         self._check_labels()
         dist.local_batch(tc.batch_size, batch_multiple(mc))  # a UserError unless the batch splits evenly
         self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
-                                  rank=dist.rank, world_size=dist.world_size)
+                                  rank=dist.rank, world_size=dist.world_size, device=self.device)  # on a GPU
         total_steps = tc.steps if tc.steps is not None else tc.epochs * self.source.steps_per_epoch
         # built before seeding (the evaluator's extractor draws initial weights): evaluation never shifts training
         self.evaluator = self._make_evaluator(with_evaluator)
