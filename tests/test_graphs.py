@@ -117,6 +117,20 @@ def test_a_restore_or_a_rollback_changes_what_a_graph_baked_in():
     assert graphs.state_signature(parts.updater) != restored
 
 
+def test_rates_are_device_tensors_while_a_step_runs_and_numbers_after():
+    """How graphs see a changing learning rate: a tensor per group at a fixed address, refilled every step."""
+    tc, parts = _parts()
+    rates = graphs.Rates()
+    scale_base_lr(parts.updater.optimizers["G"], 0.5)
+    for expected_g in (1e-4, 5e-5):
+        with rates.fed(parts.updater):
+            g, d = (o.param_groups[0]["lr"] for o in parts.updater.optimizers.values())
+            assert torch.is_tensor(g) and g.item() == pytest.approx(expected_g) and d.item() == pytest.approx(2e-4)
+        assert {id(t) for t in rates.tensors.values()} == {id(g), id(d)}  # the same tensors every step
+        assert all(isinstance(gr["lr"], float) for o in parts.updater.optimizers.values() for gr in o.param_groups)
+        scale_base_lr(parts.updater.optimizers["G"], 0.5)
+
+
 def test_the_option_off_is_plain_run_step():
     tc, parts = _parts()
     logs: list[str] = []

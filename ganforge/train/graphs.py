@@ -11,8 +11,10 @@ A graph replays *exactly* the kernels it recorded, on the same memory, so captur
   each graph remembers that *signature* and is captured again when it changes.
 
 Learning rates change (``train.lr_decay``, a rollback's lower rate) but stay host numbers for the rest of the run:
-each graph is captured with a device tensor in every param group's ``lr`` (fused Adam takes one), and the group's
-current rate is written into it before every replay, one fill each.
+while a step runs, every param group's ``lr`` is a device tensor (fused Adam takes one) holding the group's current
+rate, one fill each; graphs read it from there. Warm-up steps run with the same tensors, so that every step of
+a run with graphs goes through the same kernel arguments, captured or not (fused Adam rounds a float32 tensor rate
+and a Python float one differently in its last bit), and a resumed run, which warms up at other steps, stays exact.
 
 ``refusal`` names what rules capture out before the run (the device, the options, the family's own declaration
 ``Trainer.capture_refusal``); the run then trains eagerly with one logged line, as ``train.compile`` does. Where
@@ -24,8 +26,9 @@ of before the capture.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -92,16 +95,38 @@ class Captured:
     values: torch.Tensor
     produced: tuple[bool, ...]
     signature: tuple
-    lrs: list[tuple[dict, torch.Tensor]]  # each param group and the device tensor its graph reads the lr from
 
     def replay(self, batches: list[Batch]) -> tuple[torch.Tensor, tuple[bool, ...]]:
-        for group, lr in self.lrs:
-            lr.fill_(group["lr"])  # this step's rate (a schedule, a rollback), no host sync
         for (sx, sy), (x, y) in zip(self.inputs, batches):
             sx.copy_(x, non_blocking=True)
             sy.copy_(y, non_blocking=True)
         self.graph.replay()
         return self.values.clone(), self.produced  # a copy: the next replay overwrites the static output
+
+
+@dataclass
+class Rates:
+    """One device tensor per param group, kept for the run (graphs read them at fixed addresses)."""
+
+    tensors: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def fed(self, updater: Updater):
+        """Every group's ``lr`` is its device tensor, filled with the group's current rate, until the step ends."""
+        groups = [(name, i, g) for name, opt in updater.optimizers.items() for i, g in enumerate(opt.param_groups)]
+        rates = [g["lr"] for _, _, g in groups]
+        for (name, i, group), rate in zip(groups, rates):
+            lr = self.tensors.get((name, i))
+            if lr is None:
+                device = group["params"][0].device
+                lr = self.tensors[(name, i)] = torch.zeros((), dtype=torch.float32, device=device)
+            lr.fill_(float(rate))  # a kernel with the number as its argument: no host sync
+            group["lr"] = lr
+        try:
+            yield
+        finally:
+            for (_, _, group), rate in zip(groups, rates):
+                group["lr"] = rate  # the loop, the log and checkpoints see numbers
 
 
 class GraphStep:
@@ -113,10 +138,15 @@ class GraphStep:
         self.eager_steps: Counter = Counter()
         self.failed: Optional[str] = None  # set once a capture failed: eager from then on
         self.side = torch.cuda.Stream()
+        self.rates = Rates()
         self._said_full = False
 
     def __call__(self, trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches: list[Batch],
                  step: int) -> tuple[torch.Tensor, tuple[bool, ...]]:
+        with self.rates.fed(updater):
+            return self._step(trainer, updater, keys, batches, step)
+
+    def _step(self, trainer, updater, keys, batches, step):
         if self.failed:
             return run_step(trainer, updater, keys, batches, step)
         key, signature = step_key(trainer, batches, step), state_signature(updater)
@@ -148,19 +178,15 @@ class GraphStep:
         return values, produced
 
     def _capture_and_replay(self, key, trainer, updater, keys, batches, step):
-        groups = [g for opt in updater.optimizers.values() for g in opt.param_groups]
-        for group in groups:
-            group["capturable"] = True  # fused Adam's kernel is the same; the flag allows capture
-        rates = [group["lr"] for group in groups]
-        lrs = [(g, torch.full((), float(r), dtype=torch.float32, device=self.side.device)) for g, r in zip(groups, rates)]
+        for opt in updater.optimizers.values():
+            for group in opt.param_groups:
+                group["capturable"] = True  # fused Adam's kernel is the same; the flag allows capture
         rng = torch.cuda.get_rng_state()
         inputs = [(x.clone(), y.clone()) for x, y in batches]  # static buffers, filled again before every replay
         graph = torch.cuda.CUDAGraph()
         cache = torch.is_autocast_cache_enabled()
         torch.set_autocast_cache_enabled(False)  # cached casts would outlive the capture (torch's graph notes)
         try:
-            for group, lr in lrs:
-                group["lr"] = lr  # the graph reads the rate from this tensor; the group gets its number back below
             with torch.cuda.graph(graph):
                 values, produced = run_step(trainer, updater, keys, inputs, step)
         except Exception as exc:  # noqa: BLE001 - whatever cannot be captured trains eagerly
@@ -171,9 +197,7 @@ class GraphStep:
             return run_step(trainer, updater, keys, batches, step)
         finally:
             torch.set_autocast_cache_enabled(cache)
-            for group, rate in zip(groups, rates):
-                group["lr"] = rate
-        entry = Captured(graph, inputs, values, produced, state_signature(updater), lrs)
+        entry = Captured(graph, inputs, values, produced, state_signature(updater))
         self.graphs[key] = entry
         return entry.replay(batches)  # capture recorded the step without running it: run it now
 
