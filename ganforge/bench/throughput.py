@@ -174,6 +174,13 @@ class Config:
     times: Optional[list[float]] = None
     label: Optional[str] = None  # the step column when it is not the variant's (the fast path says what it ran)
     warmup: int = WARMUP_STEPS  # the fast path warms up its graphs too: capture is not timed
+    graph: Optional[graphs.GraphStep] = None  # the fast path's graphs, when capture was allowed
+
+    def step_label(self) -> Optional[str]:
+        """The label, corrected when a capture failed and the row in fact ran eagerly."""
+        if self.graph is not None and self.graph.failed and self.label:
+            return self.label.replace("CUDA graph", f"eager: capture failed: {self.graph.failed[:80]}")
+        return self.label
 
     def timed(self, n: int, device: torch.device) -> float:
         """Seconds for ``n`` steps, under this row's kernel settings."""
@@ -224,9 +231,10 @@ def _fast_row(size: int, G0: nn.Module, D0: nn.Module, mc: ModelBase, real: torc
     tc = TrainConfig(batch_size=real.shape[0], channels_last=True, steps=1, precision=precision, cuda_graph=True)
     parts = make_parts(copy.deepcopy(G0), copy.deepcopy(D0), mc, tc, device)
     refused = graphs.refusal(tc, device, parts.trainer, parts.updater)
-    step_fn = graphs.run_step if refused else graphs.GraphStep(log=lambda s: None)
-    return Config(size, "fast", True, GanforgeTrainer(parts, real, step_fn).step, deterministic=True,
-                  label=fast_label(precision, refused), warmup=WARMUP_STEPS + graphs.WARMUP_STEPS + 1)
+    graph = None if refused else graphs.GraphStep(log=lambda s: None)
+    return Config(size, "fast", True, GanforgeTrainer(parts, real, graph or graphs.run_step).step,
+                  deterministic=True, label=fast_label(precision, refused),
+                  warmup=WARMUP_STEPS + graphs.WARMUP_STEPS + 1, graph=graph)
 
 
 def _configs_for_size(size: int, device: torch.device, batch: int, width: int, seed: int,
@@ -297,7 +305,7 @@ def _run_one(size: int, steps: int, device: torch.device, repeats: int, batch: i
         rows.append({
             "size": size, "batch": batch, "width": width, "variant": c.variant, "channels_last": c.channels_last,
             "default_format": c.default_format or c.variant == "reference", "img_s": med,
-            "deterministic": c.deterministic, **({"label": c.label} if c.label else {}),
+            "deterministic": c.deterministic, **({"label": c.step_label()} if c.label else {}),
             "img_s_all": ips, "speedup": med / ref_ips, "steps": steps, "repeats": repeats,
         })
     return rows
