@@ -131,6 +131,68 @@ def test_rates_are_device_tensors_while_a_step_runs_and_numbers_after():
         scale_base_lr(parts.updater.optimizers["G"], 0.5)
 
 
+class _Recorded(graphs.GraphStep):
+    """GraphStep's bookkeeping on a CPU: warm-ups and captures recorded, a 'replay' an eager step."""
+
+    def __init__(self, **kw):
+        super().__init__(log=lambda s: None, **kw)
+        self.calls: list[tuple[str, int]] = []
+
+    def _eager_on_side_stream(self, trainer, updater, keys, batches, step):
+        self.calls.append(("warm-up", step))
+        return run_step(trainer, updater, keys, batches, step)
+
+    def _capture_and_replay(self, key, trainer, updater, keys, batches, step):
+        self.calls.append(("capture", step))
+        outer = self
+
+        class Replayed(graphs.Captured):
+            def replay(self, batches):
+                outer.calls.append(("replay", outer.at))
+                return run_step(trainer, updater, keys, batches, outer.at)
+
+        self.graphs[key] = Replayed(None, [], torch.zeros(()), (), graphs.state_signature(updater))
+        return run_step(trainer, updater, keys, batches, step)
+
+    def __call__(self, trainer, updater, keys, batches, step):
+        self.at = step
+        return super().__call__(trainer, updater, keys, batches, step)
+
+
+def test_warm_up_capture_replay_per_phase_set_and_again_after_a_restore():
+    tc, parts = _parts(r1_gamma=1.0, r1_every=4)
+    batch = [(torch.rand(16, 1, 16, 16) * 2 - 1, torch.zeros(16, dtype=torch.long))]
+    rec = _Recorded()
+    for s in range(14):
+        rec(parts.trainer, parts.updater, parts.keys, batch, s)
+    kinds = dict((s, kind) for kind, s in rec.calls)
+    # steps without Dreg: warm-ups 1, 2, 3, capture at 5, replays after; with Dreg (0, 4, 8, 12): 0, 4, 8, capture 12
+    assert [kinds[s] for s in range(14)] == ["warm-up", "warm-up", "warm-up", "warm-up", "warm-up", "capture",
+                                             "replay", "replay", "warm-up", "replay", "replay", "replay", "capture",
+                                             "replay"]
+    assert len(rec.graphs) == 2
+    opt = parts.updater.optimizers["D"]
+    opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # a rollback restores: new state tensors
+    rec.calls.clear()
+    for s in range(14, 20):  # both graphs dropped: 16 (Dreg) warms up again too
+        rec(parts.trainer, parts.updater, parts.keys, batch, s)
+    assert [kind for kind, _ in rec.calls] == ["warm-up"] * 4 + ["capture", "replay"]
+    assert len(rec.graphs) == 1
+
+
+def test_past_the_graph_limit_the_other_steps_run_eagerly():
+    tc, parts = _parts()
+    logs: list[str] = []
+    rec = _Recorded(max_graphs=1)
+    rec.log = logs.append
+    for n in (16, 8):  # two batch shapes: two keys, room for one graph
+        batch = [(torch.rand(n, 1, 16, 16) * 2 - 1, torch.zeros(n, dtype=torch.long))]
+        for s in range(5):
+            rec(parts.trainer, parts.updater, parts.keys, batch, s)
+    assert len(rec.graphs) == 1 and [k for k, _ in rec.calls].count("capture") == 1
+    assert logs == ["warning: train.cuda_graph: more than 1 distinct steps; the others run eagerly"]
+
+
 def test_the_option_off_is_plain_run_step():
     tc, parts = _parts()
     logs: list[str] = []

@@ -137,9 +137,15 @@ class GraphStep:
         self.graphs: dict[StepKey, Captured] = {}
         self.eager_steps: Counter = Counter()
         self.failed: Optional[str] = None  # set once a capture failed: eager from then on
-        self.side = torch.cuda.Stream()
+        self._side: Optional[torch.cuda.Stream] = None  # made on first use (the bookkeeping is tested on CPUs)
         self.rates = Rates()
         self._said_full = False
+
+    @property
+    def side(self) -> "torch.cuda.Stream":
+        if self._side is None:
+            self._side = torch.cuda.Stream()
+        return self._side
 
     def __call__(self, trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches: list[Batch],
                  step: int) -> tuple[torch.Tensor, tuple[bool, ...]]:
