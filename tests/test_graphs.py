@@ -211,6 +211,14 @@ def test_a_cpu_run_asking_for_graphs_is_the_run_without_them(tmp_path, tiny, ass
     assert_same_run(tmp_path / "off", tmp_path / "on")
 
 
+def test_a_run_may_be_resumed_with_graphs_turned_on(tmp_path, tiny, assert_same_run):
+    """train.cuda_graph is how a step runs, not what it computes: like train.compile, no --force needed."""
+    train(tiny("dcgan", steps=6), tmp_path / "straight", **quiet)
+    train(tiny("dcgan", steps=6), tmp_path / "resumed", stop_after_steps=3, **quiet)
+    train(tiny("dcgan", steps=6, cuda_graph=True), tmp_path / "resumed", resume=True, **quiet)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")  # on a CPU: the same eager steps
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # on a GPU
 
