@@ -39,7 +39,8 @@ from ganforge.train.engine import Updater, run_step
 WARMUP_STEPS = 3  # eager steps of each phase set before its capture (the docs' whole-network example uses 3)
 MAX_GRAPHS = 8  # distinct phase sets x batch shapes captured; more (unusual schedules) run eagerly
 StepKey = tuple  # (the due phases' names, the batches' shapes)
-StepFn = Callable[[Trainer, Updater, tuple[str, ...], list[Batch], int], tuple[torch.Tensor, tuple[bool, ...]]]
+StepResult = tuple[torch.Tensor, tuple[bool, ...]]  # run_step's: the stats vector, and which stats it produced
+StepFn = Callable[[Trainer, Updater, tuple[str, ...], list[Batch], int], StepResult]
 
 
 def refusal(tc, device: torch.device, trainer: Trainer, updater: Updater) -> Optional[str]:
@@ -96,7 +97,7 @@ class Captured:
     produced: tuple[bool, ...]
     signature: tuple
 
-    def replay(self, batches: list[Batch]) -> tuple[torch.Tensor, tuple[bool, ...]]:
+    def replay(self, batches: list[Batch]) -> StepResult:
         for (sx, sy), (x, y) in zip(self.inputs, batches):
             sx.copy_(x, non_blocking=True)
             sy.copy_(y, non_blocking=True)
@@ -148,11 +149,13 @@ class GraphStep:
         return self._side
 
     def __call__(self, trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches: list[Batch],
-                 step: int) -> tuple[torch.Tensor, tuple[bool, ...]]:
+                 step: int) -> StepResult:
         with self.rates.fed(updater):
             return self._step(trainer, updater, keys, batches, step)
 
-    def _step(self, trainer, updater, keys, batches, step):
+    def _step(self, trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches: list[Batch],
+              step: int) -> StepResult:
+        """Replay this step's graph while what it baked in holds; else warm up, capture, or run eagerly."""
         if self.failed:
             return run_step(trainer, updater, keys, batches, step)
         key, signature = step_key(trainer, batches, step), state_signature(updater)
@@ -173,7 +176,8 @@ class GraphStep:
             return run_step(trainer, updater, keys, batches, step)
         return self._capture_and_replay(key, trainer, updater, keys, batches, step)
 
-    def _eager_on_side_stream(self, trainer, updater, keys, batches, step):
+    def _eager_on_side_stream(self, trainer: Trainer, updater: Updater, keys: tuple[str, ...],
+                              batches: list[Batch], step: int) -> StepResult:
         """A warm-up step, run for real (it is one of the run's steps) on the side stream, as capture needs."""
         main = torch.cuda.current_stream()
         self.side.wait_stream(main)
@@ -183,7 +187,9 @@ class GraphStep:
         values.record_stream(main)
         return values, produced
 
-    def _capture_and_replay(self, key, trainer, updater, keys, batches, step):
+    def _capture_and_replay(self, key: StepKey, trainer: Trainer, updater: Updater, keys: tuple[str, ...],
+                            batches: list[Batch], step: int) -> StepResult:
+        """Record the step into a new graph (nothing runs), then replay it: that replay is this step."""
         for opt in updater.optimizers.values():
             for group in opt.param_groups:
                 group["capturable"] = True  # fused Adam's kernel is the same; the flag allows capture
