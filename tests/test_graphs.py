@@ -193,10 +193,12 @@ def test_past_the_graph_limit_the_other_steps_run_eagerly():
     assert logs == ["warning: train.cuda_graph: more than 1 distinct steps; the others run eagerly"]
 
 
-def test_the_option_off_is_plain_run_step():
+def test_the_option_off_or_refused_leaves_the_loop_its_run_step():
     tc, parts = _parts()
     logs: list[str] = []
-    assert graphs.step_function(tc, CPU, parts.trainer, parts.updater, logs.append) is run_step and logs == []
+    assert graphs.graph_step(tc, CPU, parts.trainer, parts.updater, logs.append) is None and logs == []
+    tc = tc.model_copy(update={"cuda_graph": True})
+    assert graphs.graph_step(tc, CPU, parts.trainer, parts.updater, logs.append) is None and len(logs) == 1
 
 
 def test_a_cpu_run_asking_for_graphs_is_the_run_without_them(tmp_path, tiny, assert_same_run):

@@ -232,7 +232,7 @@ def _fast_row(size: int, G0: nn.Module, D0: nn.Module, mc: ModelBase, real: torc
     parts = make_parts(copy.deepcopy(G0), copy.deepcopy(D0), mc, tc, device)
     refused = graphs.refusal(tc, device, parts.trainer, parts.updater)
     graph = None if refused else graphs.GraphStep(log=lambda s: None)
-    return Config(size, "fast", True, GanforgeTrainer(parts, real, graph or graphs.run_step).step,
+    return Config(size, "fast", True, GanforgeTrainer(parts, real, graph or run_step).step,
                   deterministic=True, label=fast_label(precision, refused),
                   warmup=WARMUP_STEPS + graphs.WARMUP_STEPS + 1, graph=graph)
 

@@ -214,15 +214,15 @@ class GraphStep:
         return entry.replay(batches)  # capture recorded the step without running it: run it now
 
 
-def step_function(tc, device: torch.device, trainer: Trainer, updater: Updater,
-                  log: Callable[[str], None]) -> StepFn:
-    """What the loop calls for a step: ``run_step`` itself, or a ``GraphStep`` when ``train.cuda_graph`` asks and
-    the step allows it; a refusal is logged once, in one line."""
+def graph_step(tc, device: torch.device, trainer: Trainer, updater: Updater,
+               log: Callable[[str], None]) -> Optional[GraphStep]:
+    """A ``GraphStep`` for the loop when ``train.cuda_graph`` asks and the step allows it, else None (the loop then
+    calls ``run_step`` itself); a refusal is logged once, in one line."""
     if not getattr(tc, "cuda_graph", False):
-        return run_step
+        return None
     reason = refusal(tc, device, trainer, updater)
     if reason:
         log(f"warning: train.cuda_graph is not used, the step runs eagerly: {reason}")
-        return run_step
+        return None
     log(f"train.cuda_graph: the step is captured as CUDA graphs after {WARMUP_STEPS} eager steps per phase set")
     return GraphStep(log)

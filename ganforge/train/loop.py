@@ -355,8 +355,8 @@ class Run:
             _check_new_run_dir(run_dir)
         compiling.compile_networks(self.models.nets, self.cfg.train.compile, self.device, self._probe_step,
                                    self.log)
-        m = self.models  # train.cuda_graph (train/graphs.py): run_step itself, or its CUDA-graph replay
-        self.step_fn = graphs.step_function(self.cfg.train, self.device, m.trainer, m.updater, self.log)
+        m = self.models  # train.cuda_graph (train/graphs.py): the step's CUDA-graph replay, or None: run_step
+        self.graph_step = graphs.graph_step(self.cfg.train, self.device, m.trainer, m.updater, self.log)
         if resume:
             self._resume(force)
         else:
@@ -471,7 +471,8 @@ class Run:
             factor = lr_factor(self.at.step, self.at.end, tc.lr_decay, tc.lr_decay_start)
             for opt in m.optimizers.values():
                 apply_lr(opt, factor)
-        values, produced = self.step_fn(m.trainer, m.updater, self.keys, batches, self.at.step)  # graphs.py
+        values, produced = (self.graph_step or run_step)(m.trainer, m.updater, self.keys, batches,
+                                                         self.at.step)  # graphs.py
         for name, ema in m.ema.items():
             ema.update(m.nets[name], self.at.step)
         self.window.add(values, produced, refused=values[-1] > 0)
