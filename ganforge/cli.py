@@ -488,6 +488,9 @@ def bench_throughput(
     folder: Optional[Path] = typer.Option(None, "--folder", help="Image folder (ImageFolder layout) for --e2e; "
                                           "default: the embedded digits written as PNGs."),
     repeats: int = typer.Option(2, "--repeats", min=1, help="Runs per trainer with --e2e."),
+    batches: str = typer.Option("64", "--batches", help="Batch sizes to time, e.g. 64,256."),
+    fast: bool = typer.Option(True, "--fast/--no-fast", help="Add the fast path's row (bf16 on GPUs, fused "
+                              "capturable Adam, CUDA graph; eager with the reason where capture is refused)."),
 ) -> None:
     """ganforge's DCGAN step vs the seeds' plain textbook step, identical models: images per second."""
     from ganforge.bench import throughput
@@ -500,7 +503,11 @@ def bench_throughput(
     bad = [s for s in size_list if s < 16 or s > 256 or s & (s - 1)]
     if bad:
         _fail(f"--sizes {bad[0]}: each size must be a power of two from 16 to 256, e.g. --sizes 64,32")
-    throughput.main(steps=steps, device=device, sizes=size_list, write=write)
+    batch_list = _int_list(batches, "--batches")
+    if any(b < 1 for b in batch_list):
+        _fail(f"--batches {batches}: each batch size must be at least 1, e.g. --batches 64,256")
+    throughput.main(steps=steps, device=device, sizes=size_list, write=write, batch=batch_list[0],
+                    batches=batch_list, fast=fast)
 
 
 @bench_app.command("quality")

@@ -109,6 +109,10 @@ class TrainConfig(_Strict):
     # torch.compile of every network (train/compiling.py): off | default | reduce-overhead (CUDA graphs inside
     # compiled regions) | max-autotune-no-cudagraphs; a machine or model it fails on is logged and trains eagerly
     compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "off"
+    # the whole step (forwards, backwards, fused Adam, the NaN guard) replayed as CUDA graphs (train/graphs.py);
+    # a device, option or family that cannot be captured (CPU, fp16, rmsprop, ProGAN's growth ...) is logged and
+    # trains eagerly
+    cuda_graph: bool = False
     tensorboard: bool = False  # scalars, sample grids and guard events as TensorBoard files in the run directory
     sync_batchnorm: bool = False  # data-parallel runs: BatchNorm statistics over the global batch (CUDA only)
     # FreezeD (Mo et al. 2020): D's first K blocks, the ones nearest the image, take no updates (fine-tuning)

@@ -82,7 +82,8 @@ def test_main_returns_positive_rows(capsys):
     rows = tp.main(steps=2, device="cpu", sizes=[16], repeats=1, width=4, batch=8, log=lambda s: None)
     variants = [(r["variant"], r["channels_last"], r["deterministic"]) for r in rows]
     assert variants == [("reference", False, None), ("fresh_z", False, True), ("fresh_z", True, True),
-                        ("reuse_fake", False, True), ("reuse_fake", True, True), ("fresh_z", True, False)]
+                        ("reuse_fake", False, True), ("reuse_fake", True, True), ("fresh_z", True, False),
+                        ("fast", True, True)]
     for r in rows:
         assert r["img_s"] > 0 and r["speedup"] > 0 and len(r["img_s_all"]) == 1
     assert rows[0]["speedup"] == pytest.approx(1.0)
@@ -153,3 +154,17 @@ def test_recipe_variants_are_valid_configs_and_render():
              "class_kl": 0.01}]
     block = recipe.render(rows, {"cpu": "cpu"}, "today", 2)
     assert "--only v1" in block and "| v1 | w: `dcgan-mnist-v1` `train.steps=5` | 5 |" in block
+
+
+def test_fast_path_row_says_it_stayed_eager_on_the_cpu(capsys):
+    """The fast path's row runs on a CPU too, its label naming why it is no CUDA graph; two batches, two tables'
+    worth of rows, each batch against its own reference."""
+    rows = tp.main(steps=2, device="cpu", sizes=[16], repeats=1, width=4, batches=[4, 8], log=lambda s: None)
+    fast = [r for r in rows if r["variant"] == "fast"]
+    assert [r["batch"] for r in fast] == [4, 8] and all(r["img_s"] > 0 for r in fast)
+    assert all("eager: CUDA graphs need a CUDA device (this run is on cpu)" in r["label"] for r in fast)
+    assert [r["speedup"] for r in rows if r["variant"] == "reference"] == [1.0, 1.0]
+    out = capsys.readouterr().out
+    assert "| ganforge fast path (fp32, fused Adam, eager: CUDA graphs need a CUDA device" in out
+    assert "16x16 batch 8: ganforge" in out and "batches=[4, 8]" in out
+    assert tp.block_name(CPU) == "throughput" and tp.block_name(torch.device("cuda")) == "throughput-gpu"

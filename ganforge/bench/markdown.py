@@ -61,6 +61,7 @@ def machine_info(device: torch.device) -> dict[str, object]:
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda  # the card, torch and CUDA: what a GPU figure needs beside it
     return info
 
 

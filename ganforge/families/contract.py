@@ -200,6 +200,14 @@ class Trainer:
         """Pictures of the family's own, drawn once at the end from the ``samples/`` frames."""
 
     # --- per step and extra state
+    def capture_refusal(self) -> Optional[str]:
+        """Why this family's step cannot be replayed as a CUDA graph (``train.cuda_graph``), or None when it can.
+
+        A graph replays the kernels it recorded: the step must do the same device work at every step but for which
+        phases are due, draw its randomness on the device, and read nothing back to the host. A family says None
+        only once it has checked that for its options; the default refuses, so a new family stays eager."""
+        return f"the {self.cfg.model.family} trainer does not declare its step graph-safe (Trainer.capture_refusal)"
+
     def begin_step(self, step: int) -> None:
         """Called before the phases of every step (e.g. clear what a step shares between its phases)."""
 

@@ -76,6 +76,13 @@ class GanTrainer(AdaTrainer, Trainer):
         super().begin_step(step)
         self._fake = self._y_fake = None
 
+    def capture_refusal(self) -> Optional[str]:
+        """The step is the same device work at every step (z, DiffAugment, WGAN-GP and R1 draw on the device);
+        only instance noise's annealed sigma is a host number that changes with the step."""
+        if self.tc.instance_noise > 0:
+            return "train.instance_noise anneals its sigma on the host step by step, which a graph would freeze"
+        return None
+
     # ------------------------------------------------------------------ pieces
 
     def real(self, batch: Batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -38,8 +38,9 @@ class EMA:
             torch._foreach_copy_(ema_params, params)
         else:
             torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
-        for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
+        buffers = list(self.model.buffers())
+        if buffers:  # one foreach copy, not a kernel per buffer: on a GPU every launch is host time per step
+            torch._foreach_copy_(buffers, list(model.buffers()))
         self._refreshed_at = None
 
     @torch.no_grad()

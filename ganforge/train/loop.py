@@ -34,7 +34,7 @@ from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text, check_output_dir
 from ganforge.families import batch_multiple, build_networks, count_parameters, get_family, output_kind
-from ganforge.train import compiling, determinism, fingerprint as fp, tensorboard
+from ganforge.train import compiling, determinism, fingerprint as fp, graphs, tensorboard
 from ganforge.train.batches import BatchSource
 from ganforge.train.distributed import Dist, init_from_env
 from ganforge.train.diversity import choose_space
@@ -223,7 +223,7 @@ class Run:
         self._check_labels()
         dist.local_batch(tc.batch_size, batch_multiple(mc))  # a UserError unless the batch splits evenly
         self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
-                                  rank=dist.rank, world_size=dist.world_size)
+                                  rank=dist.rank, world_size=dist.world_size, device=self.device)  # on a GPU
         total_steps = tc.steps if tc.steps is not None else tc.epochs * self.source.steps_per_epoch
         # built before seeding (the evaluator's extractor draws initial weights): evaluation never shifts training
         self.evaluator = self._make_evaluator(with_evaluator)
@@ -362,6 +362,8 @@ class Run:
             _check_new_run_dir(run_dir)
         compiling.compile_networks(self.models.nets, self.cfg.train.compile, self.device, self._probe_step,
                                    self.log)
+        m = self.models  # train.cuda_graph (train/graphs.py): the step's CUDA-graph replay, or None: run_step
+        self.graph_step = graphs.graph_step(self.cfg.train, self.device, m.trainer, m.updater, self.log)
         if resume:
             self._resume(force)
         else:
@@ -476,7 +478,8 @@ class Run:
             factor = lr_factor(self.at.step, self.at.end, tc.lr_decay, tc.lr_decay_start)
             for opt in m.optimizers.values():
                 apply_lr(opt, factor)
-        values, produced = run_step(m.trainer, m.updater, self.keys, batches, self.at.step)
+        values, produced = (self.graph_step or run_step)(m.trainer, m.updater, self.keys, batches,
+                                                         self.at.step)  # graphs.py
         for name, ema in m.ema.items():
             ema.update(m.nets[name], self.at.step)
         self.window.add(values, produced, refused=values[-1] > 0)
