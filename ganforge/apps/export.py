@@ -150,10 +150,13 @@ def onnx_export(graph: ExportGraph, inputs: Inputs, path: Path) -> str:
     batch dimension on every input and the output. Returns which exporter wrote the file."""
     names, args = list(inputs), tuple(inputs.values())
     batch = torch.export.Dim("batch", min=1)
+    shapes = tuple({0: batch} for _ in args)
+    if _takes_varargs(graph.module):  # forward(*inputs): torch.export wants the shapes nested like the arguments
+        shapes = (shapes,)
     try:
         with quiet():
             torch.onnx.export(graph.module, args, str(path), dynamo=True, input_names=names,
-                              output_names=[graph.output], dynamic_shapes=tuple({0: batch} for _ in args),
+                              output_names=[graph.output], dynamic_shapes=shapes,
                               opset_version=OPSET, verbose=False)
         return "torch.onnx.export(dynamo=True)"
     except Exception:  # noqa: BLE001 (any failure of the new exporter: the older one may still do it)
@@ -162,6 +165,12 @@ def onnx_export(graph: ExportGraph, inputs: Inputs, path: Path) -> str:
                               output_names=[graph.output], opset_version=OPSET,
                               dynamic_axes={n: {0: "batch"} for n in [*names, graph.output]})
         return "torch.onnx.export(dynamo=False)"
+
+
+def _takes_varargs(module: nn.Module) -> bool:
+    import inspect
+
+    return any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values())
 
 
 def write_onnx(graphs: dict[str, ExportGraph], refs: dict[str, Reference], tmp: Path, model: Model) -> dict:

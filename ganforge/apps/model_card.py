@@ -30,8 +30,8 @@ def _summary(meta: dict) -> str:
             ("classes", meta["num_classes"] if meta["conditional"] else None),
             ("checkpoint", src.get("checkpoint"))]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows if v is not None)
-    desc = run.get("description") or ""
-    return (f"# {meta['preset']}: a {meta['family']} model exported by ganforge\n\n{desc}\n\n"
+    desc = f"{run['description']}\n\n" if run.get("description") else ""
+    return (f"# {meta['preset']}: a {meta['family']} model exported by ganforge\n\n{desc}"
             f"| | |\n|---|---|\n{table}\n")
 
 
