@@ -200,3 +200,19 @@ def test_missing_onnx_says_how_to_install_it(runs, tmp_path):
                           "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)
     _assert_user_error(res, "pip install 'ganforge[export]'")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_card_carries_the_runs_metrics_and_an_onnx_folder_is_no_generator(runs, exported, tmp_path):
+    import shutil
+
+    from ganforge.errors import UserError
+
+    run_dir = tmp_path / "scored"
+    shutil.copytree(runs("ssgan"), run_dir)
+    (run_dir / "eval.json").write_text(json.dumps({"extractor": "mnist-cnn", "n_generated": 100, "n_reference": 100,
+                                                   "ref": "mnist-embedded", "metrics": {"fid": 12.5}}))
+    export(run_dir, "folder", tmp_path / "out", log=lambda s: None)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| fid | 12.5 |" in card and "mnist-cnn" in card and "| training steps | 4 |" in card
+    with pytest.raises(UserError, match="without model.safetensors"):
+        load_generator(exported("ssgan", "onnx"))
