@@ -443,6 +443,22 @@ def import_weights(
     typer.echo(f"imported {weights} into {out} ({ckpt.name}); try: ganforge sample {out} --out grid.png")
 
 
+@app.command("export")
+def export_model(
+    run_dir: Path = typer.Argument(..., help="A run directory made by 'ganforge train' (or a --format folder export)."),
+    format_: str = typer.Option(..., "--format", help="onnx (onnxruntime; needs pip install 'ganforge[export]'), "
+                                "torchscript (torch.jit.load, no ganforge) or folder (safetensors for "
+                                "load_generator, Hugging Face layout)."),
+    out: Path = typer.Option(..., "--out", help="A new folder: the graphs or weights, config.json, README.md (the "
+                             "model card) and reference.npz."),
+) -> None:
+    """Export a trained generator or translator for use outside ganforge, checked against torch at export time."""
+    from ganforge.apps.export import export
+
+    export(run_dir, format_.strip().lower(), out, log=lambda line: typer.echo(line, err=True))
+    typer.echo(str(out))
+
+
 def _bench_names(text: str, known) -> list[str]:
     """Comma-separated benchmark names, each one of ``known``; else one line and exit 2."""
     names = [b.strip() for b in text.split(",") if b.strip()]

@@ -126,12 +126,56 @@ def generator_from_checkpoint(ckpt: Checkpoint, device: torch.device) -> Trained
     return TrainedGenerator(G, cfg, device, ckpt.path)
 
 
+EXPORT_CONFIG = "config.json"  # an exported model's folder (ganforge export): its run config and what it holds
+EXPORT_WEIGHTS = "model.safetensors"  # the networks of --format folder, each under its name ("G.<key>")
+
+
+def is_export(path: Path) -> bool:
+    """A folder written by ``ganforge export`` (any format: each writes its config.json)."""
+    return (Path(path) / EXPORT_CONFIG).is_file() and not (Path(path) / "config.yaml").is_file()
+
+
+def exported_networks(folder: Path) -> tuple[RunConfig, dict[str, nn.Module]]:
+    """The run config and the networks (EMA weights when the run kept them) of an export of ``--format folder``:
+    rebuilt by the family and loaded, as from a checkpoint, so the folder samples what the run sampled."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / EXPORT_CONFIG).read_text())
+        run_config, names = meta["run_config"], sorted(set(meta["networks"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{folder}/{EXPORT_CONFIG} is not the config of a 'ganforge export' folder") from None
+    if not (folder / EXPORT_WEIGHTS).is_file():
+        raise UserError(f"{folder} is a --format {meta.get('format')} export, without {EXPORT_WEIGHTS}: load its "
+                        "graphs with onnxruntime or torch (see its README.md), or export --format folder")
+    cfg = validate(run_config, source=f"{folder}/{EXPORT_CONFIG}", written_by_ganforge=True)
+    weights, nets = load_file(str(folder / EXPORT_WEIGHTS)), build_networks(cfg.model)
+    for name in names:
+        nets[name].load_state_dict({k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")})
+    return cfg, {name: nets[name] for name in names}
+
+
+def generator_from_export(folder: Path, device: torch.device) -> TrainedGenerator:
+    cfg, nets = exported_networks(folder)
+    family = get_family(cfg.model.family)
+    if family.translation:
+        raise UserError(f"{folder} holds a {cfg.model.family!r} model, which translates images rather than drawing "
+                        "from noise: use 'ganforge translate'")
+    return TrainedGenerator(nets[family.generator], cfg, device, Path(folder))
+
+
 def load_generator(run_dir: str | Path, device: str = "cpu", checkpoint: Optional[str | Path] = None) -> TrainedGenerator:
-    """The generator of a run directory (its newest good checkpoint, or ``checkpoint`` when given)."""
+    """The generator of a run directory (its newest good checkpoint, or ``checkpoint`` when given), or of a folder
+    written by ``ganforge export --format folder``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     dev = pick_device(device)
+    if checkpoint is None and is_export(run_dir):
+        return generator_from_export(run_dir, dev)
     if checkpoint is not None:
         ckpt = load_checkpoint(Path(checkpoint))
     else:

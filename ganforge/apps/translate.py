@@ -25,6 +25,7 @@ class Translator:
     net: nn.Module
     cfg: object  # the run's RunConfig
     device: torch.device
+    checkpoint: Optional[Path] = None  # where the weights came from
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -35,6 +36,7 @@ class Translator:
 
 def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu") -> Translator:
     """The generator of a translation run for ``direction`` (relative to the run's own A -> B), EMA copy first."""
+    from ganforge.apps.sampling import exported_networks, is_export
     from ganforge.checkpoint import load_latest
     from ganforge.config import load_run_config
     from ganforge.families import build_networks, get_family
@@ -45,22 +47,24 @@ def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu")
         raise UserError(f"run directory {run_dir} does not exist")
     if direction not in DIRECTIONS:
         raise UserError(f"--direction {direction!r}: choose AtoB or BtoA")
-    cfg = load_run_config(run_dir)
+    exported = is_export(run_dir)
+    cfg, nets = exported_networks(run_dir) if exported else (load_run_config(run_dir), None)
     family = get_family(cfg.model.family)
     if not family.translation:
         raise UserError(f"{run_dir} is a {cfg.model.family!r} run, which draws from noise: 'ganforge translate' "
                         "needs an image-to-image run (use 'ganforge sample' for this one)")
-    nets = build_networks(cfg.model)
     name = (family.directions or {"AtoB": family.generator}).get(direction)
     if name is None:
         raise UserError(f"{run_dir} is a {cfg.model.family} run, which learns one direction only "
                         f"({cfg.data.direction} of its data): train another with --set data.direction="
                         + ("AtoB" if cfg.data.direction == "BtoA" else "BtoA"))
-    ckpt = load_latest(run_dir / "checkpoints")
-    net = nets[name]
-    net.load_state_dict(ckpt.module_state(f"{name}_ema") or ckpt.module_state(name))
     dev = pick_device(device)
-    return Translator(net.to(dev).eval(), cfg, dev)
+    if exported:
+        return Translator(nets[name].to(dev).eval(), cfg, dev, run_dir)
+    ckpt = load_latest(run_dir / "checkpoints")
+    net = build_networks(cfg.model)[name]
+    net.load_state_dict(ckpt.module_state(f"{name}_ema") or ckpt.module_state(name))
+    return Translator(net.to(dev).eval(), cfg, dev, ckpt.path)
 
 
 def to_uint8_nhwc(x: torch.Tensor) -> np.ndarray:

@@ -39,6 +39,9 @@ class Family:
     batch_multiple: Optional[Callable[[ModelBase], int]] = None  # every batch a multiple of this (PacGAN's packs)
     directions: Optional[dict[str, str]] = None  # a translator: direction ("AtoB", "BtoA") -> the network for it
     style_based: bool = False  # G has a mapping z -> w and a synthesis w -> image (StyleBasedGenerator)
+    # ganforge export: (model config, loaded networks) -> named ExportGraphs (families/exports.py); None: the default
+    # (the generator as one graph, or one graph per direction of a translator)
+    exports: Optional[Callable[[ModelBase, dict[str, nn.Module]], dict]] = None
 
     def output(self, cfg: ModelBase) -> str:
         """"translations" (image -> image), "images" or "points": what a run of this family puts out."""

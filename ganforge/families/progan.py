@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -387,4 +388,30 @@ class ProganTrainer(AdaTrainer, Trainer):
         return loss, {"loss_g": loss}
 
 
-register(Family("progan", ProganConfig, _networks, "ganforge.families.progan:ProganTrainer"))
+class _AtItsStage(nn.Module):
+    """``G(z)`` with the stage and fade-in read once, as Python numbers: the graph is the generator as it samples now
+    (the final stage for a finished run), with no read of a buffer on the host inside it."""
+
+    def __init__(self, G: ProganGenerator):
+        super().__init__()
+        self.G = G
+        self.stage, self.alpha = G._progress(None, None)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        img = self.G.at_stage(z, stage=self.stage, alpha=self.alpha).clamp(-1.0, 1.0)
+        factor = self.G.image_size // self.G.resolutions[self.stage]  # a number, not a traced shape
+        return (img if factor == 1 else F.interpolate(img, scale_factor=factor, mode="nearest")).float()
+
+
+def _exports(cfg: ProganConfig, nets: dict[str, nn.Module]) -> dict:
+    from ganforge.families.exports import ExportGraph, noise_graph
+
+    graph = noise_graph(cfg, nets["G"])
+    stage = _AtItsStage(nets["G"])
+    size = stage.G.resolutions[stage.stage]
+    return {"generator": ExportGraph(stage, graph.example, graph.output,
+                                     f"z -> images in [-1, 1], NCHW (stage {stage.stage}: {size}x{size} shown at "
+                                     f"{cfg.image_size}x{cfg.image_size}, fade-in alpha {stage.alpha:g})")}
+
+
+register(Family("progan", ProganConfig, _networks, "ganforge.families.progan:ProganTrainer", exports=_exports))

@@ -532,5 +532,65 @@ def _networks(cfg: StyleganConfig) -> dict[str, nn.Module]:
     return {"G": StyleGenerator(cfg), "D": StyleDiscriminator(cfg)}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# export: the whole generator with truncation as an input, and its two halves, so that styles can be mixed outside
+
+EXAMPLE_PSI = 0.7  # the truncation the export is checked at (psi 1 would leave the truncation untested)
+
+
+class _Truncated(nn.Module):
+    """z (N, z_dim), psi (N,) -> w (N, w_dim) truncated towards ``w_avg``, as ``mapping(z, truncation_psi=psi)``."""
+
+    def __init__(self, G: StyleGenerator):
+        super().__init__()
+        self.G = G
+
+    def forward(self, z: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        return torch.lerp(self.G.w_avg, self.G.mapping(z).float(), psi.float()[:, None])
+
+
+class _Synthesis(nn.Module):
+    """ws (N, num_ws, w_dim) -> images in [-1, 1] with the fixed per-layer noise (sampling's default)."""
+
+    def __init__(self, G: StyleGenerator):
+        super().__init__()
+        self.G = G
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.G.synthesis(ws, noise_mode="const").float().clamp(-1.0, 1.0)
+
+
+class _Full(nn.Module):
+    """z, psi -> images: what ``ganforge sample --truncation PSI`` draws."""
+
+    def __init__(self, G: StyleGenerator):
+        super().__init__()
+        self.mapping, self.synthesis = _Truncated(G), _Synthesis(G)
+
+    def forward(self, z: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        return self.synthesis(self.mapping.G.broadcast(self.mapping(z, psi)))
+
+
+def _exports(cfg: StyleganConfig, nets: dict[str, nn.Module]) -> dict:
+    """generator (z, psi -> image), mapping (z, psi -> w) and synthesis (ws -> image); the synthesis example mixes
+    two seeds' styles at the generator's coarse/fine crossover."""
+    from ganforge.families.exports import ExportGraph, latents
+
+    G = nets["G"]
+
+    def zpsi(n: int, seed: int) -> dict[str, torch.Tensor]:
+        return {"z": latents(cfg, n, seed), "psi": torch.full((n,), EXAMPLE_PSI)}
+
+    @torch.no_grad()
+    def mixed(n: int, seed: int) -> dict[str, torch.Tensor]:
+        a, b = (G.broadcast(_Truncated(G)(**zpsi(n, s))) for s in (seed, seed + 1))
+        return {"ws": torch.cat([a[:, :G.default_crossover], b[:, G.default_crossover:]], 1).contiguous()}
+
+    return {"generator": ExportGraph(_Full(G), zpsi, "image", "z, truncation psi (N,) -> images in [-1, 1], NCHW"),
+            "mapping": ExportGraph(_Truncated(G), zpsi, "w", "z, truncation psi (N,) -> w (N, w_dim)"),
+            "synthesis": ExportGraph(_Synthesis(G), mixed, "image",
+                                     f"ws (N, {G.num_ws}, w_dim), one w per layer -> images in [-1, 1], NCHW")}
+
+
 register(Family("stylegan", StyleganConfig, _networks, "ganforge.families.stylegan:StyleganTrainer", convolutional=True,
-                style_based=True))
+                style_based=True, exports=_exports))
