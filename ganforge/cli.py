@@ -425,6 +425,33 @@ def runs_table(
     typer.echo(listing.render(listing.sort_rows(rows, key), directory))
 
 
+@app.command("prepare")
+def prepare_command(
+    source: str = typer.Argument(..., help="A folder of images (recursive; subfolders are classes), a .zip, an "
+                                 ".npz (images [, labels]) or a named set (mnist, cifar10, mnist-embedded, ...)."),
+    out: Path = typer.Option(..., "--out", help="A new or empty folder; an interrupted prepare's folder resumes."),
+    resolution: int = typer.Option(256, "--resolution", help="Side of the square images written."),
+    channels: int = typer.Option(3, "--channels", help="1 (grey) or 3 (RGB)."),
+    resize: str = typer.Option("center-crop", "--resize", help="center-crop, pad or stretch."),
+    resampler: str = typer.Option("lanczos", "--resampler", help="lanczos, bicubic or bilinear."),
+    background: str = typer.Option("white", "--background", help="What transparency (and pad) becomes: white, "
+                                   "black or #rrggbb."),
+    shard_size: int = typer.Option(10_000, "--shard-size", help="Images per tar shard."),
+    workers: int = typer.Option(0, "--workers", help="Decoding processes (0: one per core)."),
+    root: str = typer.Option("data", "--root", help="Where named sets are (or are downloaded to)."),
+    download: bool = typer.Option(False, "--download", help="Download a named set that is not under --root."),
+) -> None:
+    """Convert images into tar shards + index.json for --data shards:DIR: resized, deduplicated, resumable."""
+    from ganforge.apps.prepare import Options, prepare
+
+    opt = Options(source=source, resolution=resolution, channels=channels, resize=resize, resampler=resampler,
+                  background=background, shard_size=shard_size)
+    s = prepare(source, out, opt, workers=workers, root=root, download=download)
+    resumed = f", {s.resumed_from} shards kept from an interrupted prepare" if s.resumed_from else ""
+    typer.echo(f"{out}: {s.count:,} images in {s.shards} shards, {s.skipped} unreadable and {s.duplicates} "
+               f"duplicates skipped (see {out / 'report.txt'}){resumed}. Train with --data shards:{out}")
+
+
 @app.command("import-weights")
 def import_weights(
     weights: Path = typer.Argument(..., help="A PyTorch .pt/.pth file holding a generator's state dict."),
