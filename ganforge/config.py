@@ -108,6 +108,9 @@ class TrainConfig(_Strict):
     compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "off"
     tensorboard: bool = False  # scalars, sample grids and guard events as TensorBoard files in the run directory
     sync_batchnorm: bool = False  # data-parallel runs: BatchNorm statistics over the global batch (CUDA only)
+    # data-parallel runs: seconds a collective may wait, and after which the watchdog stops a rank whose peer went
+    # silent, with one line naming it (docs/DISTRIBUTED.md); never a silent hang
+    dist_timeout: float = Field(600.0, gt=0)
     # FreezeD (Mo et al. 2020): D's first K blocks, the ones nearest the image, take no updates (fine-tuning)
     freeze_d: int = Field(0, ge=0)
 
