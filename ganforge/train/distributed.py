@@ -191,6 +191,21 @@ def _by_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     return list(groups.values())
 
 
+def _round_store(world: int, timeout: Optional[float]) -> "td.Store":
+    """torchrun's agent store, under a prefix that every worker of this restart round agrees on.
+
+    torchrun prefixes the store with TORCHELASTIC_RESTART_COUNT, but after a lost worker only the failed node's
+    agent counts a restart: the survivor's agent restarts its worker for the new membership with its count
+    unchanged, the two rounds then look for each other under different prefixes, and the process group never
+    forms. Every worker instead takes a ticket; tickets ``k * world .. (k + 1) * world - 1`` are round ``k``.
+    """
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    wait = timedelta(seconds=timeout if timeout is not None else 1800)
+    store = td.TCPStore(host, port, is_master=False, timeout=wait)
+    ticket = store.add(f"ganforge/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/tickets", 1) - 1
+    return td.PrefixStore(f"ganforge/round{ticket // world}", store)
+
+
 def init_from_env(device: str = "auto", backend: Optional[str] = None, timeout: Optional[float] = None) -> Dist:
     """Join the data-parallel run the launcher described in the environment, or a single process.
 
@@ -229,6 +244,8 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None, timeout: 
         bind = {"device_id": dev} if backend == "nccl" else {}  # NCCL: this process's GPU, set up at once
         if timeout is not None:  # train.dist_timeout: a collective waits this long for a peer, not 30 minutes
             bind["timeout"] = timedelta(seconds=timeout)
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true":
+            bind["store"] = _round_store(world, timeout)
         td.init_process_group(backend, rank=rank, world_size=world, **bind)
     return Dist(rank=rank, world_size=world, local_rank=local, device=dev, owns_group=owns)
 
