@@ -14,7 +14,8 @@ from typing import Any
 from ganforge.config import RunConfig
 
 MAY_CHANGE = {"train": {"epochs", "steps", "time_limit", "device", "deterministic", "threads", "log_every", "checkpoint_every",
-                        "keep_checkpoints", "sample_every", "compile", "tensorboard", "dist_timeout"}, "data": {"num_workers", "root", "download"}}
+                        "keep_checkpoints", "sample_every", "compile", "tensorboard", "dist_timeout",
+                        "batch_per_device"}, "data": {"num_workers", "root", "download"}}
 
 
 def config_view(cfg: RunConfig) -> dict[str, Any]:

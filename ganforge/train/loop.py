@@ -188,6 +188,16 @@ def train(
         dist.shutdown()
 
 
+def accumulation(per_device: Optional[int], local: int, multiple: int) -> int:
+    """Micro-batches per update for train.batch_per_device; a UserError unless they split the share evenly."""
+    if per_device is None or per_device >= local:
+        return 1
+    if local % per_device or per_device % multiple:
+        raise UserError(f"train.batch_per_device={per_device} must divide each device's share of the batch "
+                        f"({local}) and be a multiple of the model's batch multiple {multiple}")
+    return local // per_device
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with the one line that says what became of the run directory."""
 
@@ -314,7 +324,9 @@ class Run:
             for name, net in nets.items():  # same parameter objects: the optimizers still hold them
                 nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         scalers = {name: torch.amp.GradScaler(self.device.type) for name in specs} if tc.precision == "fp16" else {}
-        updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()}, dist, scalers)
+        updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()}, dist, scalers,
+                          accumulation(tc.batch_per_device, dist.local_batch(tc.batch_size, batch_multiple(self.cfg.model)),
+                                       batch_multiple(self.cfg.model)))
         fixed = trainer.fixed_inputs(tc.seed, tc.n_fixed)
         return Models(nets, params, ctx, trainer, optimizers, ema, updater, fixed)
 
