@@ -503,6 +503,25 @@ def _bench_command(name: str, flags: dict) -> str:
                                                   for k, v in flags.items() if v is not None])
 
 
+@bench_app.command("data")
+def bench_data(
+    sizes: str = typer.Option("64,256", "--sizes", help="Image sizes to prepare, stream and train at."),
+    images: int = typer.Option(2000, "--images", min=64, help="Synthetic source images for the speed rows."),
+    big: int = typer.Option(1_000_000, "--big", min=1000, help="Synthetic images streamed for the peak RSS."),
+    workers: int = typer.Option(2, "--workers", min=1, help="prepare's pool and the DataLoader's workers."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the data block of this markdown file."),
+) -> None:
+    """prepare and shards streaming (images/s) against what a training step consumes, and peak RSS when streaming
+    a million images."""
+    from ganforge.bench import data as bench
+
+    _check_bench_outputs(None, write)
+    px = _int_list(sizes, "--sizes")
+    command = _bench_command("data", {"--sizes": sizes, "--images": images, "--big": big, "--workers": workers,
+                                      "--write": write})
+    bench.main(px, images=images, big=big, workers=workers, write=write, command=command)
+
+
 @bench_app.command("throughput")
 def bench_throughput(
     steps: int = typer.Option(30, "--steps", min=2, help="Timed steps per configuration (after warm-up)."),
