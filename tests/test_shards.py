@@ -242,3 +242,16 @@ def test_training_on_a_folder_that_is_not_a_prepared_set_is_one_line(made, tmp_p
               str(tmp_path / "run"))
     _assert_user_error(res, "not a prepared data set", "ganforge prepare")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_data_bench_makes_streams_and_renders(tmp_path):
+    from ganforge.bench import data as bench
+
+    folder = bench.big_set(tmp_path / "big", 300, shard_size=128)
+    ds = build_spec(f"shards:{folder}", channels=1, size=16)
+    assert len(ds) == 300 and len(ds.shard_names) == 3 and ds[299][0].shape == (1, 16, 16)
+    rss = bench.peak_rss_streaming(600, workers=0)
+    assert rss["seen"] == 512 and rss["rss_after_mb"] >= rss["rss_before_mb"] > 0
+    row = {"px": 64, "prepare": 100.0, "stream0": 2000.0, "stream2": 1500.0, "train": 36.0}
+    block = bench.render_block([row], rss, {"cpu": "cpu", "logical_cores": 2, "torch": "t"}, "ganforge bench data")
+    assert block.startswith("<!-- bench:data:start -->") and "| 64 | 100 | 2,000 | 1,500 | 36 |" in block
