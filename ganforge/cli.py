@@ -437,6 +437,8 @@ def prepare_command(
     background: str = typer.Option("white", "--background", help="What transparency (and pad) becomes: white, "
                                    "black or #rrggbb."),
     shard_size: int = typer.Option(10_000, "--shard-size", help="Images per tar shard."),
+    pairs: bool = typer.Option(False, "--pairs", help="SRC/A and SRC/B with matching file names: (A, B) pairs "
+                               "for image-to-image families (pix2pix)."),
     workers: int = typer.Option(0, "--workers", help="Decoding processes (0: one per core)."),
     root: str = typer.Option("data", "--root", help="Where named sets are (or are downloaded to)."),
     download: bool = typer.Option(False, "--download", help="Download a named set that is not under --root."),
@@ -445,7 +447,7 @@ def prepare_command(
     from ganforge.apps.prepare import Options, prepare
 
     opt = Options(source=source, resolution=resolution, channels=channels, resize=resize, resampler=resampler,
-                  background=background, shard_size=shard_size)
+                  background=background, shard_size=shard_size, pairs=pairs)
     s = prepare(source, out, opt, workers=workers, root=root, download=download)
     resumed = f", {s.resumed_from} shards kept from an interrupted prepare" if s.resumed_from else ""
     typer.echo(f"{out}: {s.count:,} images in {s.shards} shards, {s.skipped} unreadable and {s.duplicates} "

@@ -255,3 +255,26 @@ def test_the_data_bench_makes_streams_and_renders(tmp_path):
     row = {"px": 64, "prepare": 100.0, "stream0": 2000.0, "stream2": 1500.0, "train": 36.0}
     block = bench.render_block([row], rss, {"cpu": "cpu", "logical_cores": 2, "torch": "t"}, "ganforge bench data")
     assert block.startswith("<!-- bench:data:start -->") and "| 64 | 100 | 2,000 | 1,500 | 36 |" in block
+
+
+def test_pairs_prepare_and_train_pix2pix(tmp_path, tiny):
+    rng = np.random.default_rng(2)
+    for side in ("A", "B"):
+        (tmp_path / "src" / side).mkdir(parents=True)
+    for i in range(20):
+        b = rng.integers(0, 255, (16, 16), dtype=np.uint8)
+        Image.fromarray(b // 2).save(tmp_path / "src" / "A" / f"{i:02d}.png")
+        Image.fromarray(b).save(tmp_path / "src" / "B" / f"{i:02d}.png")
+    Image.fromarray(b).save(tmp_path / "src" / "B" / "only-b.png")  # no partner: not a pair
+    assert _prepare(tmp_path / "src", tmp_path / "set", pairs=True).count == 20
+    ds = build_spec(f"shards:{tmp_path / 'set'}", channels=1, size=16)
+    assert ds.kind == "pairs" and ds.sample_shape == (2, 16, 16)
+    x, _ = ds[3]
+    a = torch.from_numpy(np.asarray(Image.open(tmp_path / "src" / "A" / "03.png"), np.float32) / 127.5 - 1)
+    assert torch.equal(x[0], a)
+    swapped = build_spec(f"shards:{tmp_path / 'set'}", channels=1, size=16, direction="BtoA")
+    assert torch.equal(swapped[3][0][1], a)
+    cfg = tiny("pix2pix", steps=2, batch_size=8)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"shards:{tmp_path / 'set'}",
+                                                                      "limit": None, "split": "all"})})
+    assert train(cfg, tmp_path / "run", **quiet).steps == 2

@@ -41,13 +41,14 @@ class Options:
     resampler: str = "lanczos"
     background: str = "white"
     shard_size: int = 10_000
+    pairs: bool = False  # SRC/A and SRC/B with matching names -> (A, B) pairs for image-to-image families
 
 
 @dataclass
 class Source:
     """The items to convert, in a fixed order, and their labels (-1 without classes)."""
 
-    items: list  # ("file", path) | ("zip", zip path, member) | ("array", uint8 HWC or HW array)
+    items: list  # ("file", path) | ("zip", zip path, member) | ("array", uint8 HWC or HW array) | ("pair", a, b)
     labels: list[int]
     class_names: Optional[list[str]]
     names: list[str]  # what the report calls each item
@@ -140,9 +141,25 @@ def _named_source(name: str, root: str, download: bool, opt: Options) -> Source:
     return _array_source(x, labels, name)
 
 
+def _pairs_source(path: Path) -> Source:
+    """``A/`` and ``B/`` folders holding the same file names (the pix2pix layout): one pair per common name."""
+    if not (path / "A").is_dir() or not (path / "B").is_dir():
+        raise UserError(f"--pairs: {path} needs A/ and B/ folders with matching file names")
+    a = {os.path.relpath(f, path / "A"): f for f in folder_data.list_images(path / "A")}
+    b = {os.path.relpath(f, path / "B"): f for f in folder_data.list_images(path / "B")}
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise UserError(f"--pairs: no file name is in both {path / 'A'} and {path / 'B'}")
+    return Source([("pair", ("file", a[n]), ("file", b[n])) for n in common], [-1] * len(common), None, common)
+
+
 def find_source(src: str, root: str = "data", download: bool = False, opt: Optional[Options] = None) -> Source:
     """What SRC names, listed (nothing decoded yet): one line when it does not exist or holds no images."""
     path = Path(src).expanduser()
+    if opt is not None and opt.pairs:
+        if not path.is_dir():
+            raise UserError(f"--pairs: source {src!r} is not a folder (it needs A/ and B/ subfolders)")
+        return _pairs_source(path)
     if path.is_dir():
         return _folder_source(path)
     if path.is_file() and path.suffix.lower() == ".zip":
@@ -168,9 +185,13 @@ def _open_item(item: tuple) -> Image.Image:
     return Image.fromarray(item[1])
 
 
-def convert(job: tuple[tuple, Options]) -> tuple[bytes, str, str]:
-    """One item -> (PNG bytes, pixel hash, '') or (b'', '', why it failed). Runs in the pool's processes."""
+def convert(job: tuple[tuple, Options]) -> tuple[bytes | tuple[bytes, bytes], str, str]:
+    """One item -> (PNG bytes, pixel hash, '') or (b'', '', why it failed); a pair -> both PNGs, one hash.
+    Runs in the pool's processes."""
     item, opt = job
+    if item[0] == "pair":
+        (a, ha, ea), (b, hb, eb) = convert((item[1], opt)), convert((item[2], opt))
+        return ((a, b), ha + hb, "") if not (ea or eb) else (b"", "", f"{'A' if ea else 'B'}: {ea or eb}")
     try:
         with _open_item(item) as img:
             if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
@@ -268,7 +289,7 @@ class _Writer:
                                       encoder=False, mtime=shards.MTIME, user=shards.OWNER, group=shards.OWNER,
                                       mode=0o444)
 
-    def add(self, i: int, png: bytes, digest: str, error: str) -> None:
+    def add(self, i: int, png, digest: str, error: str) -> None:
         if error:
             self.state["skipped"].append([i, self.source.names[i], error])
         elif digest in self.seen:
@@ -277,7 +298,8 @@ class _Writer:
             self.seen.add(digest)
             label = self.source.labels[i]
             key = f"{sum(e['count'] for e in self.state['shards']) + len(self.pending):09d}"
-            self.writer.write({"__key__": key, "png": png, "cls": str(label).encode()})
+            sample = {"a.png": png[0], "b.png": png[1]} if self.opt.pairs else {"png": png}
+            self.writer.write({"__key__": key, **sample, "cls": str(label).encode()})
             self.pending.append((i, label, digest))
 
     def _finished(self, fname: str) -> None:
@@ -285,7 +307,7 @@ class _Writer:
         if not self.pending:  # ShardWriter opens its next shard eagerly; an empty one is not a shard
             path.unlink(missing_ok=True)
             return
-        entry = shards.shard_entry(path, [p[1] for p in self.pending])
+        entry = shards.shard_entry(path, [p[1] for p in self.pending], 2 if self.opt.pairs else 1)
         entry["next"] = self.pending[-1][0] + 1
         self.state["shards"].append(entry)
         self.state["hashes"].extend(p[2] for p in self.pending)
@@ -307,7 +329,7 @@ def _index(out: Path, opt: Options, source: Source, state: dict) -> dict:
     entries = [{k: v for k, v in e.items() if k != "next"} for e in state["shards"]]
     return {"format": shards.FORMAT, "count": sum(e["count"] for e in entries),
             "resolution": [opt.resolution, opt.resolution], "channels": opt.channels,
-            "class_names": source.class_names, "options": asdict(opt), "shards": entries,
+            "class_names": source.class_names, "pairs": opt.pairs, "options": asdict(opt), "shards": entries,
             "skipped": len(state["skipped"]), "duplicates": len(state["duplicates"]), "report": shards.REPORT}
 
 

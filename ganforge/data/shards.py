@@ -70,12 +70,13 @@ def member_offsets(path: str | Path) -> tuple[list[int], list[int]]:
     return offsets, sizes
 
 
-def shard_entry(path: Path, labels: list[int]) -> dict:
-    """The index entry of one finished shard: name, bytes, SHA-256, sample offsets/sizes and labels."""
+def shard_entry(path: Path, labels: list[int], parts: int = 1) -> dict:
+    """The index entry of one finished shard: name, bytes, SHA-256, sample offsets/sizes and labels; a pair
+    (``parts=2``) has two PNGs a sample, ``a.png`` then ``b.png``, their offsets interleaved."""
     offsets, sizes = member_offsets(path)
-    if len(offsets) != len(labels):
+    if len(offsets) != len(labels) * parts:
         raise DataError(f"shard {path.name} holds {len(offsets)} images, {len(labels)} were written")
-    return {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path), "count": len(offsets),
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path), "count": len(labels),
             "offsets": pack(np.array(offsets)), "sizes": pack(np.array(sizes)),
             "labels": pack(np.array(labels), "<i4")}
 
@@ -125,12 +126,15 @@ class ShardsDataset(GanDataset):
     """
 
     def __init__(self, folder: str | Path, channels: int, size: Size, *, strict: bool = False,
-                 verify: bool = True) -> None:
+                 verify: bool = True, direction: str = "AtoB") -> None:
         root = Path(folder).expanduser()
         index = load_index(folder)
         names = index.get("class_names") or None
         h, w = as_hw(size)
-        super().__init__(f"{PREFIX}{folder}", "images", (channels, h, w), len(names) if names else None)
+        self.parts = 2 if index.get("pairs") else 1  # pairs: (A, B) stacked along the channels, as data/pairs.py
+        kind = "pairs" if self.parts == 2 else "images"
+        super().__init__(f"{PREFIX}{folder}", kind, (channels * self.parts, h, w), len(names) if names else None)
+        self.swap = self.parts == 2 and direction == "BtoA"
         self.root, self.channels, self.size, self.strict = root, channels, (h, w), strict
         self.class_names = names
         self.index_sha256 = hashlib.sha256((root / INDEX).read_bytes()).hexdigest()  # the data fingerprint
@@ -138,8 +142,8 @@ class ShardsDataset(GanDataset):
         good = [e for e in index["shards"] if e["name"] not in dict(self.bad_shards)]
         self.shard_names = [e["name"] for e in good]
         self.shard_of = np.concatenate([np.full(e["count"], i, "<i4") for i, e in enumerate(good)] or [np.zeros(0)])
-        self.offsets = np.concatenate([unpack(e["offsets"]) for e in good] or [np.zeros(0, "<i8")])
-        self.sizes = np.concatenate([unpack(e["sizes"]) for e in good] or [np.zeros(0, "<i8")])
+        self.offsets = np.concatenate([unpack(e["offsets"]) for e in good] or [np.zeros(0, "<i8")]).reshape(-1, self.parts)
+        self.sizes = np.concatenate([unpack(e["sizes"]) for e in good] or [np.zeros(0, "<i8")]).reshape(-1, self.parts)
         labels = np.concatenate([unpack(e["labels"], "<i4") for e in good] or [np.zeros(0, "<i4")])
         self.targets = torch.from_numpy(labels.astype(np.int64)) if names else None
         if len(self.offsets) == 0:
@@ -164,7 +168,7 @@ class ShardsDataset(GanDataset):
         return bad
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return int(self.offsets.shape[0])
 
     def __getstate__(self) -> dict:  # DataLoader workers: open files stay with the process that opened them
         state = dict(self.__dict__)
@@ -176,21 +180,25 @@ class ShardsDataset(GanDataset):
         self.shard_of, self.offsets, self.sizes = self.shard_of[keep], self.offsets[keep], self.sizes[keep]
         self.targets = labels.clone() if labels is not None else None
 
-    def read_bytes(self, i: int) -> bytes:
-        """The PNG bytes of sample ``i``: one seek and one read in its shard (files kept open per process)."""
+    def read_bytes(self, i: int, part: int = 0) -> bytes:
+        """The PNG bytes of sample ``i`` (``part`` 1: a pair's B): one seek and one read in its shard (files kept
+        open per process)."""
         if self._pid != os.getpid():
             self._files, self._pid = {}, os.getpid()
         shard = int(self.shard_of[i])
         f = self._files.get(shard)
         if f is None:
             f = self._files[shard] = open(self.root / self.shard_names[shard], "rb")
-        f.seek(int(self.offsets[i]))
-        return f.read(int(self.sizes[i]))
+        f.seek(int(self.offsets[i, part]))
+        return f.read(int(self.sizes[i, part]))
 
     def load(self, i: int) -> torch.Tensor:
-        with Image.open(io.BytesIO(self.read_bytes(i))) as img:
-            img.load()
-            return pil_to_tensor(img, self.channels, self.size)
+        images = []
+        for part in range(self.parts):
+            with Image.open(io.BytesIO(self.read_bytes(i, part))) as img:
+                img.load()
+                images.append(pil_to_tensor(img, self.channels, self.size))
+        return torch.cat(images[::-1] if self.swap else images, 0)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         n = len(self)
@@ -204,7 +212,7 @@ class ShardsDataset(GanDataset):
                 label = int(self.targets[i]) if self.targets is not None else -1
                 return self.load(i), label
             except Exception as exc:  # a damaged member decodes as OSError, SyntaxError, ValueError, ...
-                where = f"{self.shard_names[int(self.shard_of[i])]} at byte {int(self.offsets[i])}"
+                where = f"{self.shard_names[int(self.shard_of[i])]} at byte {int(self.offsets[i, 0])}"
                 if self.strict:
                     raise DataError(f"cannot decode the image in shard {where} ({exc}); prepare again, or drop "
                                     "--strict to skip it") from exc
