@@ -336,11 +336,11 @@ class Watchdog:
             if lost:
                 self._die(self.describe(lost))
 
-    def describe(self, lost: list[int]) -> str:
+    def describe(self, lost: list[int], why: str = "") -> str:
         ranks = ", ".join(str(r) for r in lost)
-        return (f"lost rank {ranks} of {self.dist.world_size}: no heartbeat for {self.timeout:g}s "
-                f"(train.dist_timeout); rank {self.dist.rank} stops. Restart the job (torchrun --max-restarts N "
-                "resumes from the newest checkpoint)")
+        why = why or f"no heartbeat for {self.timeout:g}s (train.dist_timeout)"
+        return (f"lost rank {ranks} of {self.dist.world_size}: {why}; rank {self.dist.rank} stops. Restart the job "
+                "(torchrun --max-restarts N resumes from the newest checkpoint)")
 
     def _die(self, why: str) -> None:
         print(f"error: {why}", file=sys.stderr, flush=True)

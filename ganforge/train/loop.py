@@ -180,7 +180,7 @@ def train(
                 raise Interrupted(note) from None
             log(note)
         if lost:  # a collective failed because a peer is gone: say which, not a gloo / NCCL traceback
-            raise LostWorker(dog.describe(lost)) from None
+            raise LostWorker(dog.describe(lost, "a collective failed and its heartbeat stopped")) from None
         raise
     finally:
         if dog is not None:
