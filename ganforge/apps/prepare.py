@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ganforge.data import folder as folder_data
@@ -136,7 +137,7 @@ def _named_source(name: str, root: str, download: bool, opt: Options) -> Source:
     ds = build_spec(name, root, download, opt.channels, opt.resolution)
     if ds.tensor is None or ds.kind != "images":
         raise UserError(f"{name} is not an image set held in memory; prepare a folder, zip or .npz instead")
-    x = ((ds.tensor.clamp(-1, 1) + 1) * 127.5).round().to(dtype=__import__("torch").uint8).numpy()
+    x = ((ds.tensor.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     labels = ds.labels.numpy() if ds.num_classes else None
     return _array_source(x, labels, name)
 
