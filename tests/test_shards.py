@@ -278,3 +278,15 @@ def test_pairs_prepare_and_train_pix2pix(tmp_path, tiny):
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"shards:{tmp_path / 'set'}",
                                                                       "limit": None, "split": "all"})})
     assert train(cfg, tmp_path / "run", **quiet).steps == 2
+
+
+def test_each_rank_reads_its_slice_of_every_global_batch(made):
+    from ganforge.train.batches import BatchSource
+
+    ds = build_spec(f"shards:{made / 'set'}", channels=1, size=16)
+    whole = [g[0][0] for g in BatchSource(ds, 8, seed=4).epoch(1)]
+    halves = [[g[0][0] for g in BatchSource(ds, 8, seed=4, rank=r, world_size=2).epoch(1)] for r in (0, 1)]
+    for w, a, b in zip(whole, *halves):
+        assert torch.equal(torch.cat([a, b]), w)
+    again = [g[0][0] for g in BatchSource(ds, 8, seed=4).epoch(1, start_step=2)]  # resume: a pure function
+    assert all(torch.equal(x, y) for x, y in zip(again, whole[2:]))
