@@ -109,20 +109,32 @@ def big_set(folder: Path, n: int, size: int = 16, shard_size: int = 50_000) -> P
     return folder
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM, which starts afresh at exec (ru_maxrss on Linux keeps the parent's
+    peak across fork and exec, so a process started from a big one would report the big one's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_rss_streaming(n: int, workers: int = 2) -> dict[str, float]:
     """Peak RSS (MB) of this process before and after streaming ``n`` synthetic images once, and the time."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         folder = big_set(Path(tmp) / "big", n)
         made = time.perf_counter() - t0
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        before = peak_rss_mb()
         ds = build_spec(f"shards:{folder}", channels=1, size=16)
         source = BatchSource(ds, 256, seed=0, num_workers=workers)
         t0, seen = time.perf_counter(), 0
         for group in source.epoch(0):
             seen += sum(x.shape[0] for x, _ in group)
         streamed = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        after = peak_rss_mb()
         worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         disk = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
     return {"n": n, "seen": seen, "rss_before_mb": before, "rss_after_mb": after, "worker_peak_mb": worker_peak,
