@@ -425,6 +425,35 @@ def runs_table(
     typer.echo(listing.render(listing.sort_rows(rows, key), directory))
 
 
+@app.command("prepare")
+def prepare_command(
+    source: str = typer.Argument(..., help="A folder of images (recursive; subfolders are classes), a .zip, an "
+                                 ".npz (images [, labels]) or a named set (mnist, cifar10, mnist-embedded, ...)."),
+    out: Path = typer.Option(..., "--out", help="A new or empty folder; an interrupted prepare's folder resumes."),
+    resolution: int = typer.Option(256, "--resolution", help="Side of the square images written."),
+    channels: int = typer.Option(3, "--channels", help="1 (grey) or 3 (RGB)."),
+    resize: str = typer.Option("center-crop", "--resize", help="center-crop, pad or stretch."),
+    resampler: str = typer.Option("lanczos", "--resampler", help="lanczos, bicubic or bilinear."),
+    background: str = typer.Option("white", "--background", help="What transparency (and pad) becomes: white, "
+                                   "black or #rrggbb."),
+    shard_size: int = typer.Option(10_000, "--shard-size", help="Images per tar shard."),
+    pairs: bool = typer.Option(False, "--pairs", help="SRC/A and SRC/B with matching file names: (A, B) pairs "
+                               "for image-to-image families."),
+    workers: int = typer.Option(0, "--workers", help="Decoding processes (0: one per core)."),
+    root: str = typer.Option("data", "--root", help="Where named sets are (or are downloaded to)."),
+    download: bool = typer.Option(False, "--download", help="Download a named set that is not under --root."),
+) -> None:
+    """Convert images into tar shards + index.json for --data shards:DIR: resized, deduplicated, resumable."""
+    from ganforge.apps.prepare import Options, prepare
+
+    opt = Options(source=source, resolution=resolution, channels=channels, resize=resize, resampler=resampler,
+                  background=background, shard_size=shard_size, pairs=pairs)
+    s = prepare(source, out, opt, workers=workers, root=root, download=download)
+    resumed = f", {s.resumed_from} shards kept from an interrupted prepare" if s.resumed_from else ""
+    typer.echo(f"{out}: {s.count:,} images in {s.shards} shards, {s.skipped} unreadable and {s.duplicates} "
+               f"duplicates skipped (see {out / 'report.txt'}){resumed}. Train with --data shards:{out}")
+
+
 @app.command("import-weights")
 def import_weights(
     weights: Path = typer.Argument(..., help="A PyTorch .pt/.pth file holding a generator's state dict."),
@@ -490,6 +519,25 @@ def _bench_command(name: str, flags: dict) -> str:
     """The command line that reproduces a benchmark's table (written beside it)."""
     return " ".join([f"ganforge bench {name}"] + [f"{k} {v:g}" if isinstance(v, float) else f"{k} {shlex.quote(str(v))}"
                                                   for k, v in flags.items() if v is not None])
+
+
+@bench_app.command("data")
+def bench_data(
+    sizes: str = typer.Option("64,256", "--sizes", help="Image sizes to prepare, stream and train at."),
+    images: int = typer.Option(2000, "--images", min=64, help="Synthetic source images for the speed rows."),
+    big: int = typer.Option(1_000_000, "--big", min=1000, help="Synthetic images streamed for the peak RSS."),
+    workers: int = typer.Option(2, "--workers", min=1, help="prepare's pool and the DataLoader's workers."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the data block of this markdown file."),
+) -> None:
+    """prepare and shards streaming (images/s) against what a training step consumes, and peak RSS when streaming
+    a million images."""
+    from ganforge.bench import data as bench
+
+    _check_bench_outputs(None, write)
+    px = _int_list(sizes, "--sizes")
+    command = _bench_command("data", {"--sizes": sizes, "--images": images, "--big": big, "--workers": workers,
+                                      "--write": write})
+    bench.main(px, images=images, big=big, workers=workers, write=write, command=command)
 
 
 @bench_app.command("throughput")

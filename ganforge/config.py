@@ -115,6 +115,12 @@ class TrainConfig(_Strict):
     cuda_graph: bool = False
     tensorboard: bool = False  # scalars, sample grids and guard events as TensorBoard files in the run directory
     sync_batchnorm: bool = False  # data-parallel runs: BatchNorm statistics over the global batch (CUDA only)
+    # data-parallel runs: seconds a collective may wait, and after which the watchdog stops a rank whose peer went
+    # silent, with one line naming it (docs/DISTRIBUTED.md); never a silent hang
+    dist_timeout: float = Field(600.0, gt=0)
+    # gradient accumulation (stylegan2-ada's --batch-gpu): each device runs micro-batches of this many samples and
+    # steps once per batch_size; None: the whole per-device share at once (docs/DISTRIBUTED.md)
+    batch_per_device: Optional[int] = Field(None, ge=1)
     # FreezeD (Mo et al. 2020): D's first K blocks, the ones nearest the image, take no updates (fine-tuning)
     freeze_d: int = Field(0, ge=0)
 

@@ -6,7 +6,7 @@ import os
 import torch
 
 from ganforge.config_base import DataConfig, ModelBase
-from ganforge.data import embedded, folder, pairs, points, stacked, tvsets
+from ganforge.data import embedded, folder, pairs, points, shards, stacked, tvsets
 from ganforge.data.base import GanDataset
 from ganforge.data.subset import Subset, apply, cut
 from ganforge.data.imageops import Size
@@ -21,8 +21,8 @@ def _unknown(spec: str) -> DataError:
     hint = ""
     if spec and os.path.isdir(os.path.expanduser(spec)):
         hint = f" (for a folder of images write --data folder:{spec})"
-    return DataError(f"unknown dataset {spec!r}: choose one of {', '.join(NAMED_SPECS)}, folder:PATH, paired:PATH or "
-                     f"unpaired:PATH{hint}")
+    return DataError(f"unknown dataset {spec!r}: choose one of {', '.join(NAMED_SPECS)}, folder:PATH, shards:PATH, "
+                     f"paired:PATH or unpaired:PATH{hint}")
 
 
 def build_dataset(data: DataConfig, model: ModelBase, *, seed: int = 0, strict: bool = False,
@@ -63,9 +63,11 @@ def build_spec(spec: str, root: str = "data", download: bool = False, channels: 
     if split != "all" and spec.lower() not in SPLIT_SPECS:
         raise DataError(f"data.split={split!r}: {spec!r} has no train/test split (only {', '.join(SPLIT_SPECS)})")
     if subset is not None and subset.active:
-        return _build_subset(spec, root, download, channels, size, subset, strict, scan, split)
+        return _build_subset(spec, root, download, channels, size, subset, strict, scan, split, direction)
     if spec.startswith(FOLDER_PREFIX):
         return _build_folder(spec, channels, size, strict, scan, limit, None)
+    if spec.startswith(shards.PREFIX):
+        return _build_shards(spec, channels, size, strict, limit, None, direction)
     name = spec.lower()
     if name == embedded.NAME:
         return embedded.build(channels, size, limit, split=split)
@@ -79,10 +81,12 @@ def build_spec(spec: str, root: str = "data", download: bool = False, channels: 
 
 
 def _build_subset(spec: str, root: str, download: bool, channels: int, size: Size, subset: Subset, strict: bool,
-                  scan: bool | None, split: str) -> GanDataset:
+                  scan: bool | None, split: str, direction: str = "AtoB") -> GanDataset:
     """``build_spec`` with the training subset: drawn where the labels are first known, before decoding."""
     if spec.startswith(FOLDER_PREFIX):
         return _build_folder(spec, channels, size, strict, scan, None, subset)
+    if spec.startswith(shards.PREFIX):
+        return _build_shards(spec, channels, size, strict, None, subset, direction)
     name = spec.lower()
     if name in tvsets.NAMES:
         return tvsets.build(name, root, download, channels, size, None, test=split == "test", subset=subset)
@@ -115,6 +119,20 @@ def _build_folder(spec: str, channels: int, size: Size, strict: bool, scan: bool
         return apply(ds, subset.pick(labels, names, len(good), ds.name, ds.num_classes))
     if limit is not None and limit < len(good):
         ds.take(torch.arange(limit), labels[:limit] if labels is not None else None)
+    return ds
+
+
+def _build_shards(spec: str, channels: int, size: Size, strict: bool, limit: int | None,
+                  subset: Subset | None, direction: str = "AtoB") -> GanDataset:
+    """A prepared set (``ganforge prepare``), streamed from its shards; cut by offsets, nothing decoded here."""
+    path = spec[len(shards.PREFIX):].strip()
+    if not path:
+        raise DataError(f"--data {spec!r} names no folder: write --data shards:DIR")
+    ds = shards.ShardsDataset(path, channels, size, strict=strict, direction=direction)
+    if subset is not None and subset.active:
+        return apply(ds, subset.pick(ds.targets, ds.class_names, len(ds), ds.name, ds.num_classes))
+    if limit is not None and limit < len(ds):
+        ds.take(torch.arange(limit), ds.targets[:limit] if ds.targets is not None else None)
     return ds
 
 

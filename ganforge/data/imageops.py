@@ -85,11 +85,11 @@ def _scale_to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
 
 
-def to_channels(img: Image.Image, channels: int) -> Image.Image:
+def to_channels(img: Image.Image, channels: int, background: tuple[int, int, int] = _WHITE) -> Image.Image:
     """Any PIL mode -> 'L' (channels=1) or 'RGB' (channels=3).
 
-    Transparency is composited on white (how viewers show it) rather than dropped, which would expose whatever
-    colour the transparent pixels happen to store.
+    Transparency is composited on ``background``, white by default (how viewers show it), rather than dropped,
+    which would expose whatever colour the transparent pixels happen to store.
     """
     if img.mode.startswith("I") or img.mode == "F":
         img = _scale_to_8bit(img)
@@ -101,8 +101,8 @@ def to_channels(img: Image.Image, channels: int) -> Image.Image:
         img = img.convert("LA")
     if img.mode in ("RGBA", "LA", "RGBa"):
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
-        img = Image.alpha_composite(background, rgba).convert("RGB")
+        under = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+        img = Image.alpha_composite(under, rgba).convert("RGB")
     if img.mode == "L" and channels == 1:
         return img
     if img.mode != "RGB":
@@ -124,6 +124,48 @@ def resize_center_crop(img: Image.Image, size: Size) -> Image.Image:
         top, left = _crop_box((h, w), (th, tw))
         img = img.crop((left, top, left + tw, top + th))
     return img
+
+
+RESIZE_POLICIES = ("center-crop", "pad", "stretch")
+RESAMPLERS = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
+              "bilinear": Image.Resampling.BILINEAR}
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """'white', 'black' or '#rrggbb' -> an RGB triple; ValueError on anything else."""
+    named = {"white": _WHITE, "black": (0, 0, 0)}
+    t = text.strip().lower()
+    if t in named:
+        return named[t]
+    if len(t) == 7 and t.startswith("#"):
+        return tuple(int(t[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    raise ValueError(f"{text!r} is not a colour: write white, black or #rrggbb")
+
+
+def resize_policy(img: Image.Image, size: Size, policy: str = "center-crop", resampler: str = "bilinear",
+                  background: tuple[int, int, int] = _WHITE) -> Image.Image:
+    """``img`` to exactly ``size`` by a named policy: ``center-crop`` (cover, then crop the middle: no borders,
+    loses the edges), ``pad`` (fit inside, then pad with ``background``: keeps everything, adds borders) or
+    ``stretch`` (both sides scaled independently: keeps everything, changes the aspect ratio)."""
+    th, tw = as_hw(size)
+    w, h = img.size
+    method = RESAMPLERS[resampler]
+    if policy == "stretch":
+        return img if (h, w) == (th, tw) else img.resize((tw, th), method)
+    if policy == "pad":
+        scale = min(th / h, tw / w)
+        nh, nw = max(1, min(th, round(h * scale))), max(1, min(tw, round(w * scale)))
+        inner = img if (nh, nw) == (h, w) else img.resize((nw, nh), method)
+        fill = background if img.mode == "RGB" else round(0.299 * background[0] + 0.587 * background[1]
+                                                           + 0.114 * background[2])
+        canvas = Image.new(img.mode, (tw, th), fill)
+        canvas.paste(inner, ((tw - nw) // 2, (th - nh) // 2))
+        return canvas
+    if (h, w) != (th, tw):
+        h, w = cover_size((h, w), (th, tw))
+        img = img.resize((w, h), method)
+    top, left = _crop_box((h, w), (th, tw))
+    return img.crop((left, top, left + tw, top + th)) if (h, w) != (th, tw) else img
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

@@ -31,7 +31,12 @@ its own slice's statistics unless ``train.sync_batchnorm`` (CUDA only) makes the
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import Iterable, Optional
 
 import torch
@@ -186,7 +191,22 @@ def _by_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     return list(groups.values())
 
 
-def init_from_env(device: str = "auto", backend: Optional[str] = None) -> Dist:
+def _round_store(world: int, timeout: Optional[float]) -> "td.Store":
+    """torchrun's agent store, under a prefix that every worker of this restart round agrees on.
+
+    torchrun prefixes the store with TORCHELASTIC_RESTART_COUNT, but after a lost worker only the failed node's
+    agent counts a restart: the survivor's agent restarts its worker for the new membership with its count
+    unchanged, the two rounds then look for each other under different prefixes, and the process group never
+    forms. Every worker instead takes a ticket; tickets ``k * world .. (k + 1) * world - 1`` are round ``k``.
+    """
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    wait = timedelta(seconds=timeout if timeout is not None else 1800)
+    store = td.TCPStore(host, port, is_master=False, timeout=wait)
+    ticket = store.add(f"ganforge/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/tickets", 1) - 1
+    return td.PrefixStore(f"ganforge/round{ticket // world}", store)
+
+
+def init_from_env(device: str = "auto", backend: Optional[str] = None, timeout: Optional[float] = None) -> Dist:
     """Join the data-parallel run the launcher described in the environment, or a single process.
 
     ``device`` is ``train.device``; when it resolves to CUDA, each process takes ``cuda:LOCAL_RANK``. A process
@@ -222,5 +242,120 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None) -> Dist:
                                 "'accelerate launch' or 'torchrun' (see docs/DISTRIBUTED.md)")
         backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
         bind = {"device_id": dev} if backend == "nccl" else {}  # NCCL: this process's GPU, set up at once
+        if timeout is not None:  # train.dist_timeout: a collective waits this long for a peer, not 30 minutes
+            bind["timeout"] = timedelta(seconds=timeout)
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true":
+            bind["store"] = _round_store(world, timeout)
         td.init_process_group(backend, rank=rank, world_size=world, **bind)
     return Dist(rank=rank, world_size=world, local_rank=local, device=dev, owns_group=owns)
+
+
+# ---------------------------------------------------------------------------------------- lost workers
+
+
+class LostWorker(UserError):
+    """A peer process stopped (killed, crashed, its machine gone): one line naming it, never a silent hang."""
+
+    exit_code = 1  # a failure, not a mistake: torchrun --max-restarts restarts on it
+
+
+def elastic_resume(run_dir: Optional[Path]) -> bool:
+    """Whether this process is a torchrun restart that should continue ``run_dir`` from its newest checkpoint.
+
+    Under ``torchrun --max-restarts N`` (N > 0) the same command runs again after a worker is lost; a fresh run
+    would refuse its own ``--out``. Every rank decides alike from the launch and the (shared) run directory,
+    without the process group: an agent whose own worker did not fail restarts with TORCHELASTIC_RESTART_COUNT
+    still 0, so the restart count alone would split the ranks.
+    """
+    if run_dir is None or _env_int(("TORCHELASTIC_MAX_RESTARTS",), 0) <= 0:
+        return False
+    ckpts = Path(run_dir) / "checkpoints"
+    return ckpts.is_dir() and any(ckpts.iterdir())
+
+
+class Watchdog:
+    """Heartbeats through the launcher's TCP store, so that a rank knows which peer is gone and stops in time.
+
+    Every ``interval`` seconds a thread bumps this rank's counter and reads the others'. A peer whose counter has
+    not moved for ``timeout`` seconds (train.dist_timeout) is lost: the thread prints one line naming it and ends
+    the process, since the main thread may sit in a collective that NCCL would never return from. When a
+    collective fails first (gloo sees the closed socket at once), ``lost()`` names the peers that stopped beating.
+    The keys carry a token rank 0 draws at start, so a restarted job never reads its dead predecessor's beats.
+    """
+
+    def __init__(self, dist: Dist, timeout: float, interval: Optional[float] = None) -> None:
+        self.dist, self.timeout = dist, float(timeout)
+        self.interval = interval or max(0.05, min(1.0, self.timeout / 10))
+        token = dist.broadcast_float(float(int.from_bytes(os.urandom(6), "little")))  # not the training RNGs
+        host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "0"))
+        store = td.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=self.timeout))
+        self.store = td.PrefixStore(f"ganforge-watchdog/{int(token)}/", store)
+        self.peers = [r for r in range(dist.world_size) if r != dist.rank]
+        self.last: dict[int, tuple[bytes, float]] = {r: (b"", time.monotonic()) for r in self.peers}
+        self._stop = threading.Event()
+        self._beats = 0
+        self._thread = threading.Thread(target=self._run, name="ganforge-watchdog", daemon=True)
+
+    def start(self) -> "Watchdog":
+        self._beat()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        self._beats += 1
+        self.store.set(str(self.dist.rank), str(self._beats))
+
+    def _read(self) -> None:
+        now = time.monotonic()
+        for r in self.peers:
+            value = self.store.get(str(r)) if self.store.check([str(r)]) else b""
+            if value != self.last[r][0]:
+                self.last[r] = (value, now)
+
+    def silent(self, longer_than: float) -> list[int]:
+        """Peers whose heartbeat has not moved for ``longer_than`` seconds."""
+        now = time.monotonic()
+        return [r for r in self.peers if now - self.last[r][1] > longer_than]
+
+    def _run(self) -> None:
+        store_down = None
+        while not self._stop.wait(self.interval):
+            try:
+                self._beat()
+                self._read()
+                store_down = None
+            except Exception:  # the store's host (node 0's launcher) is gone or unreachable
+                store_down = store_down or time.monotonic()
+                if time.monotonic() - store_down > self.timeout:
+                    self._die("the rendezvous store at MASTER_ADDR:MASTER_PORT is unreachable")
+                continue
+            lost = self.silent(self.timeout)
+            if lost:
+                self._die(self.describe(lost))
+
+    def describe(self, lost: list[int], why: str = "") -> str:
+        ranks = ", ".join(str(r) for r in lost)
+        why = why or f"no heartbeat for {self.timeout:g}s (train.dist_timeout)"
+        return (f"lost rank {ranks} of {self.dist.world_size}: {why}; rank {self.dist.rank} stops. Restart the job "
+                "(torchrun --max-restarts N resumes from the newest checkpoint)")
+
+    def _die(self, why: str) -> None:
+        print(f"error: {why}", file=sys.stderr, flush=True)
+        os._exit(LostWorker.exit_code)
+
+    def lost(self) -> list[int]:
+        """After a failed collective: the peers whose heartbeat stops moving within a few intervals."""
+        deadline = time.monotonic() + min(self.timeout, 4 * self.interval + 0.5)
+        while time.monotonic() < deadline:
+            time.sleep(self.interval)
+        return self.silent(min(self.timeout, 3 * self.interval))
+
+
+def watch(dist: Dist, timeout: float) -> Optional[Watchdog]:
+    """A started ``Watchdog`` for a data-parallel run (None for one process, or where no store is reachable)."""
+    if not dist.enabled or not os.environ.get("MASTER_PORT"):
+        return None
+    return Watchdog(dist, timeout).start()

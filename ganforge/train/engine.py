@@ -30,17 +30,22 @@ class Updater:
     networks_of: dict[str, tuple[str, ...]]  # optimizer name -> the networks it updates
     dist: Dist = field(default_factory=Dist)
     scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)  # fp16 only, one per optimizer
+    accumulate: int = 1  # train.batch_per_device: micro-batches per update (see ``accumulated_loss``)
 
     def params(self, optimizer: str) -> list[torch.Tensor]:
         return [p for n in self.networks_of[optimizer] for p in self.nets[n].parameters()]
 
-    def update(self, optimizer: str, loss: torch.Tensor) -> torch.Tensor:
-        """Backward ``loss`` and step ``optimizer`` unless something is not finite; returns ok as a device bool."""
+    def update(self, optimizer: str, loss: torch.Tensor, whole: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Backward ``loss`` and step ``optimizer`` unless something is not finite; returns ok as a device bool.
+
+        ``whole``: gradient accumulation; ``.grad`` already holds the earlier micro-batches' shares, ``loss`` is
+        the last share and ``whole`` the batch's loss, which the finite check and the ranks' average use."""
         opt, scaler = self.optimizers[optimizer], self.scalers.get(optimizer)
         params = self.params(optimizer)
-        opt.zero_grad(set_to_none=True)
+        if whole is None:
+            opt.zero_grad(set_to_none=True)
         (loss if scaler is None else scaler.scale(loss)).backward()
-        loss = self.dist.all_reduce_grads(params, loss)  # no-op in a single process
+        loss = self.dist.all_reduce_grads(params, loss if whole is None else whole)  # no-op in a single process
         if scaler is not None:  # fp16: the scaler skips overflowed steps itself (routine while its scale settles)
             ok = torch.isfinite(loss.detach())
             if bool(ok):
@@ -76,6 +81,53 @@ def _freeze_all_but(nets: dict[str, nn.Module], trains: tuple[str, ...], frozen:
         p.requires_grad_(False)
 
 
+def accumulated_update(trainer: Trainer, updater: Updater, phase, batch: Batch,
+                       step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One update of ``phase`` from ``updater.accumulate`` micro-batches (train.batch_per_device): the memory
+    of the micro-batch, the update of the whole batch.
+
+    Exact against the whole batch because each micro-batch is what one more rank would hold: the trainer sees
+    ``world_size x accumulate`` ranks and micro-batch ``j`` of rank ``r`` as rank ``r x accumulate + j``, so its
+    latents are its slice of the global draw; the RNG is rewound before each micro-batch, so every one draws
+    the same global z and the stream ends where one draw leaves it. Each share's loss is divided by
+    ``accumulate``, so the summed gradients are the mean's. Only statistics over the batch (BatchNorm in
+    training mode, minibatch-stddev) see the micro-batch instead: they differ, as they do between ranks.
+    """
+    k, ctx = updater.accumulate, trainer.ctx
+    rank, world = ctx.rank, ctx.world_size
+    rng = _rng_state(ctx.device)
+    parts = [tuple(t[j * (len(t) // k):(j + 1) * (len(t) // k)] for t in batch) for j in range(k)]
+    whole, sums = None, {}
+    opt = updater.optimizers[phase.optimizer]
+    opt.zero_grad(set_to_none=True)
+    try:
+        ctx.world_size = world * k
+        for j, part in enumerate(parts):
+            ctx.rank = rank * k + j
+            _set_rng_state(ctx.device, rng)
+            loss, named = phase.loss(part, step)
+            whole = loss.detach() / k if whole is None else whole + loss.detach() / k
+            sums = {n: v.detach() / k + sums.get(n, 0) for n, v in named.items()}
+            if j < k - 1:
+                scaler = updater.scalers.get(phase.optimizer)
+                (loss / k if scaler is None else scaler.scale(loss / k)).backward()
+        ctx.rank, ctx.world_size = rank, world
+        return ~updater.update(phase.optimizer, loss / k, whole), sums
+    finally:
+        ctx.rank, ctx.world_size = rank, world
+
+
+def _rng_state(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
 def run_step(trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches: list[Batch],
              step: int) -> tuple[torch.Tensor, tuple[bool, ...]]:
     """Every phase due at ``step``; returns (values, produced) over ``keys``, "skipped" counting refused updates."""
@@ -89,8 +141,11 @@ def run_step(trainer: Trainer, updater: Updater, keys: tuple[str, ...], batches:
         _freeze_all_but(trainer.nets, phase.trains, frozen)
         for i in range(phase.repeat):
             batch = batches[i] if phase.repeat > 1 else batches[-1]
-            loss, named = phase.loss(batch, step)
-            refused = ~updater.update(phase.optimizer, loss)
+            if updater.accumulate > 1:
+                refused, named = accumulated_update(trainer, updater, phase, batch, step)
+            else:
+                loss, named = phase.loss(batch, step)
+                refused = ~updater.update(phase.optimizer, loss)
             skipped = refused.float() if skipped is None else skipped + refused.float()
             if phase.after_update is not None:
                 phase.after_update()

@@ -2,7 +2,7 @@
 
 The config fingerprint leaves out what may change between sessions of one run (budget, device, logging). The
 data fingerprint hashes the dataset's size and content: the whole tensor for in-memory sets, file names and
-sizes for folders.
+sizes for folders, the index (which holds every shard's SHA-256) for prepared shards.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Any
 from ganforge.config import RunConfig
 
 MAY_CHANGE = {"train": {"epochs", "steps", "time_limit", "device", "deterministic", "threads", "log_every",
-                        "checkpoint_every", "keep_checkpoints", "sample_every", "compile", "cuda_graph", "tensorboard"},
+                        "checkpoint_every", "keep_checkpoints", "sample_every", "min_interval_steps", "compile",
+                        "cuda_graph", "tensorboard", "dist_timeout", "batch_per_device"},
               "data": {"num_workers", "root", "download"}}
 
 
@@ -51,7 +52,9 @@ def data_fingerprint(dataset) -> str:
     h = hashlib.sha256()
     h.update(f"{dataset.name}|{len(dataset)}|{getattr(dataset, 'sample_shape', '')}".encode())
     tensor = getattr(dataset, "tensor", None)
-    if tensor is not None and not getattr(dataset, "paths", None):  # a folder is known by its files, cached or not
+    if getattr(dataset, "index_sha256", None):  # a prepared set is known by its index (shards' hashes, offsets)
+        h.update(dataset.index_sha256.encode())
+    elif tensor is not None and not getattr(dataset, "paths", None):  # a folder is known by its files, cached or not
         h.update(tensor.contiguous().numpy().tobytes())
         if getattr(dataset, "labels", None) is not None:
             h.update(dataset.labels.numpy().tobytes())

@@ -36,7 +36,7 @@ from ganforge.io_utils import atomic_write_text, check_output_dir
 from ganforge.families import batch_multiple, build_networks, count_parameters, get_family, output_kind
 from ganforge.train import compiling, determinism, fingerprint as fp, graphs, tensorboard
 from ganforge.train.batches import BatchSource
-from ganforge.train.distributed import Dist, init_from_env
+from ganforge.train.distributed import Dist, LostWorker, elastic_resume, init_from_env, watch
 from ganforge.train.diversity import choose_space
 from ganforge.train.ema import EMA
 from ganforge.train.engine import Updater, run_step
@@ -151,11 +151,13 @@ def train(
 ) -> RunSummary:
     if cfg.train.deterministic and cfg.train.device != "cpu" and torch.cuda.is_available():
         determinism.check_cublas_workspace(log)  # before this process's CUDA work starts
+    resume = resume or (not dry_run and elastic_resume(run_dir))  # torchrun --max-restarts: continue the run
     if run_dir is not None and not resume and not dry_run:
         _check_new_run_dir(Path(run_dir))  # before anything is built or logged
     fresh = run_dir is not None and not resume and not dry_run
     existed = fresh and Path(run_dir).exists()  # an empty folder the user made: emptied again, not removed
-    dist = init_from_env(cfg.train.device)  # one process of a data-parallel run, or the only one
+    dist = init_from_env(cfg.train.device, timeout=cfg.train.dist_timeout)  # one process of a data-parallel run
+    dog = watch(dist, cfg.train.dist_timeout)  # a lost peer: one line naming it, within train.dist_timeout
     try:
         with determinism.kernels(cfg.train.deterministic, dist.device):
             torch.autograd.set_detect_anomaly(detect_anomaly)
@@ -169,6 +171,7 @@ def train(
             run.describe()  # description, so that a refused resume is one line
             return run.loop(progress=progress and dist.is_main, stop_after_steps=stop_after_steps)
     except BaseException as exc:
+        lost = dog.lost() if dog is not None and isinstance(exc, Exception) and not isinstance(exc, UserError) else []
         if fresh and dist.is_main and _discard_unstarted(Path(run_dir), existed):
             why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped by an error"
             note = (f"{why} before the first checkpoint: removed {run_dir}, which held nothing to resume; "
@@ -176,9 +179,23 @@ def train(
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(note) from None
             log(note)
+        if lost:  # a collective failed because a peer is gone: say which, not a gloo / NCCL traceback
+            raise LostWorker(dog.describe(lost, "a collective failed and its heartbeat stopped")) from None
         raise
     finally:
+        if dog is not None:
+            dog.stop()
         dist.shutdown()
+
+
+def accumulation(per_device: Optional[int], local: int, multiple: int) -> int:
+    """Micro-batches per update for train.batch_per_device; a UserError unless they split the share evenly."""
+    if per_device is None or per_device >= local:
+        return 1
+    if local % per_device or per_device % multiple:
+        raise UserError(f"train.batch_per_device={per_device} must divide each device's share of the batch "
+                        f"({local}) and be a multiple of the model's batch multiple {multiple}")
+    return local // per_device
 
 
 class Interrupted(KeyboardInterrupt):
@@ -307,7 +324,9 @@ class Run:
             for name, net in nets.items():  # same parameter objects: the optimizers still hold them
                 nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         scalers = {name: torch.amp.GradScaler(self.device.type) for name in specs} if tc.precision == "fp16" else {}
-        updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()}, dist, scalers)
+        updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()}, dist, scalers,
+                          accumulation(tc.batch_per_device, dist.local_batch(tc.batch_size, batch_multiple(self.cfg.model)),
+                                       batch_multiple(self.cfg.model)))
         fixed = trainer.fixed_inputs(tc.seed, tc.n_fixed)
         return Models(nets, params, ctx, trainer, optimizers, ema, updater, fixed)
 
