@@ -117,3 +117,29 @@ def test_max_restarts_resumes_from_the_newest_checkpoint_and_ends_as_a_straight_
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_accelerate_launch_with_two_machines_equals_one_process(tmp_path, straight):
+    """The documented multi-node accelerate command, each "machine" a process on localhost (gloo)."""
+    _cfg(tmp_path)
+    port, out = _free_port(), tmp_path / "accelerate"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
+                               "--machine_rank", str(rank), "--num_processes", "2", "--main_process_ip", "127.0.0.1",
+                               "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+                               "-m", "ganforge", "train", str(tmp_path / "cfg.yaml"), "--out", str(out), "--quiet",
+                               "--device", "cpu"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+             for rank in (0, 1)]
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("a simulated machine did not finish in 240 s: a hang")
+        assert p.returncode == 0, err[-3000:]
+    two, one = _weights(out), _weights(straight / "single")
+    for k in one:
+        if k.startswith(("G.", "D.")) or ".weight" in k or ".bias" in k:
+            torch.testing.assert_close(two[k], one[k], atol=1e-5, rtol=0, msg=lambda m: f"{k}: {m}")
