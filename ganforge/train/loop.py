@@ -248,6 +248,8 @@ class Run:
         seed_everything(tc.seed)
         self.models = self._build_models(total_steps, init_from)
         self.keys = (*self.models.trainer.stat_keys, SKIPPED)
+        # train.cuda_graph (train/graphs.py): the step's CUDA-graph replay, or None: run_step
+        self.graph_step = graphs.graph_step(tc, self.device, self.models.trainer, self.models.updater, log)
         self.at = Position(end=total_steps)
         self.window = LogWindow.zeros(self.keys, self.device)
         gc = cfg.guard
@@ -381,8 +383,6 @@ class Run:
             _check_new_run_dir(run_dir)
         compiling.compile_networks(self.models.nets, self.cfg.train.compile, self.device, self._probe_step,
                                    self.log)
-        m = self.models  # train.cuda_graph (train/graphs.py): the step's CUDA-graph replay, or None: run_step
-        self.graph_step = graphs.graph_step(self.cfg.train, self.device, m.trainer, m.updater, self.log)
         if resume:
             self._resume(force)
         else:
