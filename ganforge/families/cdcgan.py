@@ -16,8 +16,8 @@ from torch import nn
 from ganforge.config_base import DiscriminatorTricks, ModelBase, check_power_of_two
 from ganforge.families import Family, register
 from ganforge.families.parts.layers import blocks_from
-from ganforge.families.dcgan import (conv_head, down_block, gan_networks, n_resamples, spectral_norm_discriminators,
-                                   upsampling_body)
+from ganforge.families.dcgan import (conv_head, doubling_blocks, down_block, gan_networks, n_resamples,
+                                   spectral_norm_discriminators, upsampling_body)
 
 
 class CdcganConfig(DiscriminatorTricks, ModelBase):
@@ -67,10 +67,7 @@ class ConditionalDiscriminator(nn.Module):
         c = cfg.d_width
         self.x_stem = nn.Sequential(*down_block(cfg.channels, c // 2, batch_norm=False, bias=cfg.bias))
         self.y_stem = nn.Sequential(*down_block(cfg.num_classes, c // 2, batch_norm=False, bias=cfg.bias))
-        layers: list[nn.Module] = []
-        for _ in range(n - 1):
-            layers += down_block(c, c * 2, cfg.d_bn, cfg.bias or not cfg.d_bn)
-            c *= 2
+        layers, c = doubling_blocks(c, n - 1, cfg)
         self.features = nn.Sequential(*layers)
         self.head = conv_head(c, cfg)
 

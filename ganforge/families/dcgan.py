@@ -66,6 +66,16 @@ def down_block(c_in: int, c_out: int, batch_norm: bool, bias: bool) -> list[nn.M
     return layers
 
 
+def doubling_blocks(c: int, n: int, cfg) -> tuple[list[nn.Module], int]:
+    """D's ``n`` strided blocks after its input layer, doubling the channels from ``c``; and the channels at the
+    end (shared by the DCGAN and conditional discriminators)."""
+    layers: list[nn.Module] = []
+    for _ in range(n):
+        layers += down_block(c, c * 2, cfg.d_bn, cfg.bias or not cfg.d_bn)
+        c *= 2
+    return layers, c
+
+
 class DCGANGenerator(nn.Module):
     def __init__(self, cfg: DcganConfig):
         super().__init__()
@@ -99,11 +109,9 @@ class DCGANDiscriminator(nn.Module):
         n = n_resamples(cfg.image_size)
         c = cfg.d_width
         # no BatchNorm on D's input layer; PacGAN packs `pack` images along the channels
-        layers = down_block(cfg.channels * cfg.pack, c, batch_norm=False, bias=cfg.bias)
-        for _ in range(n - 1):
-            layers += down_block(c, c * 2, cfg.d_bn, cfg.bias or not cfg.d_bn)
-            c *= 2
-        self.features = nn.Sequential(*layers)
+        first = down_block(cfg.channels * cfg.pack, c, batch_norm=False, bias=cfg.bias)
+        layers, c = doubling_blocks(c, n - 1, cfg)
+        self.features = nn.Sequential(*first, *layers)
         self.head = conv_head(c, cfg)
 
     def d_blocks(self) -> list[nn.Module]:
