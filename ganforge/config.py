@@ -54,6 +54,15 @@ class EmaConfig(_Strict):
 
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 ADA_KEYS = ("ada_pipe", "ada_target", "ada_kimg", "ada_p", "ada_interval")  # read only with train.augment=ada
+# train keys the loop reads for every family; any other train key is read only by the families that declare it
+# (``Family.train_keys``), and a run that sets one its family does not read is refused (``RunConfig``)
+RUN_KEYS = ("epochs", "steps", "time_limit", "batch_size", "lr_decay", "lr_decay_start", "ema", "seed", "device",
+            "deterministic", "channels_last", "log_every", "n_fixed", "sample_every", "checkpoint_every",
+            "min_interval_steps", "keep_checkpoints", "threads", "precision", "compile", "cuda_graph", "tensorboard",
+            "sync_batchnorm", "dist_timeout", "batch_per_device", "freeze_d")
+# a switch and the keys that mean something only while it is on: when --set turns the switch off, the keys a
+# preset (or the resumed run) set for it go with it, unless --set sets them too (then they are refused as unread)
+SWITCHED_OFF = {("train", "augment"): ("ada", tuple(f"train.{k}" for k in ADA_KEYS))}
 
 
 class TrainConfig(_Strict):
@@ -140,9 +149,6 @@ class TrainConfig(_Strict):
                              f"{','.join(DIFFAUGMENT_POLICIES)}")
         if self.augment == "ada" and self.diffaugment.strip():
             raise ValueError("train.augment=ada and train.diffaugment both augment D's inputs: choose one")
-        unused = [k for k in ADA_KEYS if getattr(self, k) != type(self).model_fields[k].default]
-        if self.augment != "ada" and unused:
-            raise ValueError(f"train.{unused[0]} is set but ADA is off: add train.augment=ada (or unset it)")
         return self
 
     @field_validator("ada_pipe")
@@ -231,6 +237,19 @@ class RunConfig(_Strict):
         return v
 
     @model_validator(mode="after")
+    def _family_reads_train_keys(self) -> "RunConfig":
+        """A train key set to anything but its default must be one the family reads (``Family.train_keys``)."""
+        unread = unread_train_keys(self.model.family, self.train)
+        if unread:
+            raise ValueError(unread_message(self.model.family, unread))
+        tc = self.train
+        unused = [k for k in ADA_KEYS if getattr(tc, k) != type(tc).model_fields[k].default]
+        if tc.augment != "ada" and unused:  # after the family's keys: a family without ADA says so first
+            raise ValueError(f"train.{unused[0]} is set but ADA is off: add train.augment=ada, or unset it "
+                             f"(--set train.{unused[0]}=null)")
+        return self
+
+    @model_validator(mode="after")
     def _pack_divides_batch(self) -> "RunConfig":
         from ganforge.families import batch_multiple
 
@@ -265,6 +284,29 @@ class RunConfig(_Strict):
         from ganforge.families import get_family
 
         return get_family(self.model.family).conditional
+
+
+def family_train_keys(family: str) -> tuple[str, ...]:
+    """The train keys a family's trainer reads beside the run's own (``RUN_KEYS``), in TrainConfig's order."""
+    from ganforge.families import get_family
+
+    declared = set(get_family(family).train_keys)
+    return tuple(k for k in TrainConfig.model_fields if k in declared and k not in RUN_KEYS)
+
+
+def unread_message(family: str, unread: list[str]) -> str:
+    """One line naming the train keys ``family`` does not read, and how to unset them."""
+    names = ", ".join(f"train.{k}" for k in unread)
+    them = "them" if len(unread) > 1 else "it"
+    unset = " ".join(f"--set train.{k}=null" for k in unread)
+    return (f"{names}: family {family!r} does not read {them}: drop {them}, or unset {them} with {unset} (its train "
+            f"keys: {', '.join(family_train_keys(family))}; the run's own keys are read for every family)")
+
+
+def unread_train_keys(family: str, tc: TrainConfig) -> list[str]:
+    """The train keys set to anything but their default that neither the loop nor ``family`` reads."""
+    read = set(RUN_KEYS) | set(family_train_keys(family))
+    return [k for k, f in TrainConfig.model_fields.items() if k not in read and getattr(tc, k) != f.default]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -357,14 +399,62 @@ def set_path(data: dict[str, Any], parts: list[str], value: Any, item: str = "")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], values: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """A copy of ``data`` with ``--set key.path=value`` strings and already-typed ``values`` applied."""
+    """A copy of ``data`` with ``--set key.path=value`` strings and already-typed ``values`` applied.
+
+    ``--set section.key=null`` on a key that cannot be null unsets it (its default applies); a switch turned off
+    (``SWITCHED_OFF``, e.g. train.augment=none) drops the keys set for it that the overrides do not set themselves.
+    """
     data = copy.deepcopy(data)
+    changed: list[list[str]] = []
     for key, value in (values or {}).items():
         set_path(data, key.split("."), value)
+        changed.append(key.split("."))
     for item in overrides:
         parts, value = parse_override(item)
         set_path(data, parts, value, item)
+        changed.append(parts)
+    for parts in changed:
+        if _get_path(data, parts) is None and not _may_be_null(parts):
+            _pop_path(data, parts)
+    _drop_switched_off(data, {".".join(p) for p in changed})
     return data
+
+
+def _get_path(data: dict[str, Any], parts: list[str]) -> Any:
+    node: Any = data
+    for p in parts:
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def _pop_path(data: dict[str, Any], parts: list[str]) -> None:
+    node = _get_path(data, parts[:-1]) if len(parts) > 1 else data
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+def _may_be_null(parts: list[str]) -> bool:
+    """Whether None is a value of this key (``train.ada_p``: yes); unknown keys say yes, so validation names them."""
+    section = RunConfig.model_fields.get(parts[0]) if len(parts) == 2 else None
+    model = getattr(section, "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    if not fields or parts[1] not in fields:
+        return True
+    try:
+        TypeAdapter(fields[parts[1]].annotation).validate_python(None)
+    except ValidationError:
+        return False
+    return True
+
+
+def _drop_switched_off(data: dict[str, Any], changed: set[str]) -> None:
+    for (section, switch), (on, keys) in SWITCHED_OFF.items():
+        if f"{section}.{switch}" in changed and _get_path(data, [section, switch]) not in (None, on):
+            for key in keys:
+                if key not in changed:
+                    _pop_path(data, key.split("."))
 
 
 # keys of the one flat model config of ganforge 0.1, which every family accepted and most ignored
@@ -402,6 +492,8 @@ def _error_line(err: dict[str, Any]) -> str:
         family = None
     where = ".".join(loc) or "(top level)"
     msg = err["msg"]
+    if err["type"] == "value_error" and (not loc or msg.startswith(f"Value error, {where}.")):
+        return msg.removeprefix("Value error, ")  # a check across keys: its message names them
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; 'ganforge presets --show NAME' prints every key)"
         if family:
@@ -451,3 +543,15 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def show_config(cfg: RunConfig) -> str:
+    """``ganforge presets --show``: the config as YAML, its train section cut to the keys the family reads and the
+    run's own, then those keys named in comments (any other train key is refused for this family)."""
+    data = cfg.model_dump(mode="json")
+    own = family_train_keys(cfg.model.family)
+    data["train"] = {k: v for k, v in data["train"].items() if k in RUN_KEYS or k in own}
+    return (yaml.safe_dump(data, sort_keys=False)
+            + f"# train keys family {cfg.model.family!r} reads: {', '.join(own) or 'none'}\n"
+            + f"# and the run's own, read for every family: {', '.join(RUN_KEYS)}\n"
+            + "# any other train key is refused for this family\n")

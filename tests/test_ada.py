@@ -238,7 +238,7 @@ def test_cli_rejects_an_unknown_pipe_letter_in_one_line_and_writes_nothing(tmp_p
 def test_translation_families_refuse_ada_in_one_line(tmp_path, preset):
     res = run("train", preset, "--set", "train.augment=ada", "--out", str(tmp_path / "out"), "--device", "cpu",
               cwd=tmp_path)
-    _assert_user_error(res, "train.augment=ada", "leave train.augment at none")
+    _assert_user_error(res, "train.augment: family", "does not read it")
     assert list(tmp_path.iterdir()) == []
 
 

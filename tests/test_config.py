@@ -88,3 +88,65 @@ def test_preset_from_yaml_path(tmp_path):
 def test_budget_is_required():
     with pytest.raises(UserError, match="train.epochs or train.steps"):
         validate({"train": {"epochs": None, "steps": None}})
+
+
+# a valid value other than the default for every train key a family may or may not read
+NON_DEFAULT = {"loss": "lsgan", "optimizer": "rmsprop", "lr_g": 1e-3, "lr_d": 1e-3, "beta1": 0.0, "beta2": 0.99,
+               "real_label": 0.9, "d_steps": 2, "r1_gamma": 1.0, "r1_every": 4, "gp_lambda": 1.0, "weight_clip": 0.1,
+               "instance_noise": 0.1, "instance_noise_steps": 10, "g_objective": "feature_matching",
+               "diffaugment": "color", "augment": "ada", "ada_pipe": "bg", "ada_target": 0.5, "ada_kimg": 5.0,
+               "ada_p": 0.2, "ada_interval": 2, "unrolled_steps": 2, "reuse_fake": True}
+
+
+def _family_names():
+    from ganforge.families import all_families
+
+    return sorted(all_families())
+
+
+@pytest.mark.parametrize("family", _family_names())
+def test_every_family_accepts_exactly_the_train_keys_it_reads(family):
+    """Every family x every train key outside the run's own: set to a non-default value, it is accepted when the
+    family declares it and refused, in one line naming the key and the family, when it does not."""
+    from ganforge.config import RUN_KEYS, TrainConfig, family_train_keys
+
+    assert set(NON_DEFAULT) == set(TrainConfig.model_fields) - set(RUN_KEYS), "a new train key: add it here"
+    reads = set(family_train_keys(family))
+    for key, value in NON_DEFAULT.items():
+        train = {"steps": 10, key: value}
+        if key.startswith("ada_") and "augment" in reads:
+            train["augment"] = "ada"  # the ADA keys mean something only with ADA on
+        data = {"model": {"family": family}, "train": train}
+        if key in reads:
+            assert getattr(validate(data).train, key) == value, (family, key)
+        else:
+            with pytest.raises(UserError) as err:
+                validate(data)
+            assert f"train.{key}" in str(err.value) and f"family {family!r} does not read" in str(err.value)
+            assert "\n" not in str(err.value)
+
+
+def test_every_train_key_is_read_by_the_loop_or_some_family():
+    from ganforge.config import RUN_KEYS, TrainConfig
+    from ganforge.families import all_families
+
+    declared = {k for f in all_families().values() for k in f.train_keys}
+    assert declared <= set(TrainConfig.model_fields), declared - set(TrainConfig.model_fields)
+    assert set(TrainConfig.model_fields) - set(RUN_KEYS) <= declared
+
+
+def test_turning_a_presets_ada_off_drops_its_ada_keys():
+    """dcgan-small sets train.augment=ada with ada_kimg and ada_target: --set train.augment=none turns all of it off;
+    a key the user sets himself with ADA off is still refused, saying how to unset it."""
+    cfg = load_config("dcgan-small", ["train.augment=none"])
+    assert cfg.train.augment == "none" and cfg.train.ada_kimg == 100.0 and cfg.train.ada_target == 0.6
+    with pytest.raises(UserError, match=r"train\.ada_kimg is set but ADA is off: .*--set train\.ada_kimg=null"):
+        load_config("dcgan-small", ["train.augment=none", "train.ada_kimg=5"])
+
+
+def test_set_null_unsets_a_key_that_cannot_be_null():
+    """--set train.ada_kimg=null brings the default back; on a key where null means something, it stays null."""
+    assert load_config("dcgan-small", ["train.ada_kimg=null"]).train.ada_kimg == 100.0
+    assert load_config("dcgan-mnist", ["train.diffaugment=null"]).train.diffaugment == ""
+    assert load_config("dcgan-mnist", ["train.steps=null", "train.epochs=3"]).train.steps is None
+    assert load_config("dcgan-small", ["train.ada_p=0.3", "train.ada_p=null"]).train.ada_p is None

@@ -71,6 +71,20 @@ def test_every_registered_family_has_a_page_linked_from_the_index():
     assert "docs/families/README.md" in (ROOT / "README.md").read_text()
 
 
+def test_every_family_page_lists_the_train_keys_its_family_reads():
+    """The keys ``Family.train_keys`` declares (the rest are refused) are the ones its page names, no more."""
+    import re
+
+    from ganforge.config import TrainConfig, family_train_keys
+
+    for family in all_families():
+        text = (FAMILIES_DIR / f"{family}.md").read_text()
+        assert "## Train keys" in text, f"docs/families/{family}.md has no '## Train keys' section"
+        section = text.split("## Train keys", 1)[1].split("\n## ", 1)[0]
+        named = {k for k in re.findall(r"`train\.(\w+)`", section) if k in TrainConfig.model_fields}
+        assert named - {"lr_decay"} == set(family_train_keys(family)), family
+
+
 @pytest.mark.parametrize("doc", MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
 def test_local_links_and_pictures_resolve(doc):
     for target in LINK.findall(prose(doc)):

@@ -12,12 +12,13 @@ from ganforge.cli.errors import fail
 
 
 @app.command()
-def presets(show: Optional[str] = typer.Option(None, "--show", help="Print the full YAML of one preset.")) -> None:
+def presets(show: Optional[str] = typer.Option(None, "--show", help="Print the full YAML of one preset, and the "
+                                               "train keys its family reads.")) -> None:
     """List the shipped presets (one per system of the seed documents)."""
-    from ganforge.config import dump_config, load_config, preset_dict, preset_names
+    from ganforge.config import load_config, preset_dict, preset_names, show_config
 
     if show:
-        typer.echo(dump_config(load_config(show)), nl=False)
+        typer.echo(show_config(load_config(show)), nl=False)
         return
     names = preset_names()
     width = max(len(n) for n in names)

@@ -22,6 +22,15 @@ from torch import nn
 from ganforge.config_base import ModelBase
 
 
+# The train keys a family reads beside the run's own (``config.RUN_KEYS``, which the loop reads for every family):
+# ``Family.train_keys`` names them, and a run that sets any other one is refused, naming the key and the family.
+OPTIMIZER_KEYS = ("optimizer", "lr_g", "lr_d", "beta1", "beta2")  # read by the default specs (Trainer.optimizers)
+ADA_KEYS = ("augment", "ada_pipe", "ada_target", "ada_kimg", "ada_p", "ada_interval")  # parts/ada.py's AdaTrainer
+GAN_KEYS = (*OPTIMIZER_KEYS, "loss", "real_label", "d_steps", "r1_gamma", "r1_every", "gp_lambda", "weight_clip",
+            "instance_noise", "instance_noise_steps", "g_objective", "diffaugment", "unrolled_steps", "reuse_fake",
+            *ADA_KEYS)  # noise_to_image.py's GanTrainer: the losses and tricks of the noise-to-image families
+
+
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """DCGAN initialisation: conv/linear weights ~ N(0, std), BatchNorm gamma ~ N(1, std), biases 0."""
     for m in module.modules():
@@ -63,6 +72,8 @@ class Family:
     # initialises the freshly built networks in place, from torch's global RNG (seeded by the run): DCGAN's N(0, 0.02)
     # unless the family has a scheme of its own (equalized lr, zero-init of residual branches, weight norm ...)
     init: Callable[[ModelBase, dict[str, nn.Module]], None] = dcgan_init
+    # the train keys its trainer reads beside the run's own (see OPTIMIZER_KEYS above); any other one set is refused
+    train_keys: tuple[str, ...] = OPTIMIZER_KEYS
 
     def output(self, cfg: ModelBase) -> str:
         """"translations" (image -> image), "images" or "points": what a run of this family puts out."""

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ganforge.config_base import DiscriminatorTricks, ModelBase, check_power_of_two
-from ganforge.families import Family, register
+from ganforge.families import GAN_KEYS, Family, register
 from ganforge.families.parts.layers import blocks_from
 from ganforge.families.dcgan import (conv_head, doubling_blocks, down_block, gan_networks, n_resamples,
                                    spectral_norm_discriminators, upsampling_body)
@@ -88,5 +88,6 @@ class ConditionalDiscriminator(nn.Module):
 
 
 register(Family("cdcgan", CdcganConfig, gan_networks(ConditionalGenerator, ConditionalDiscriminator),
-                "ganforge.families.noise_to_image:GanTrainer", conditional=True, after_init=spectral_norm_discriminators,
+                "ganforge.families.noise_to_image:GanTrainer", train_keys=GAN_KEYS,
+                conditional=True, after_init=spectral_norm_discriminators,
                 batch_multiple=lambda cfg: getattr(cfg, "pack", 1)))

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from ganforge.config_base import TranslationConfig
-from ganforge.families import Family, register
+from ganforge.families import OPTIMIZER_KEYS, Family, register
 from ganforge.families.parts.translation_nets import PatchDiscriminator, ResnetGenerator
 from ganforge.families.contract import Batch, Fixed, OptimizerSpec, Phase, StatDict
 from ganforge.families.parts.image_pool import ImagePool
@@ -112,4 +112,5 @@ def _networks(cfg: CycleganConfig) -> dict[str, nn.Module]:
 
 
 register(Family("cyclegan", CycleganConfig, _networks, "ganforge.families.cyclegan:CycleganTrainer",
-                generator="G_AB", translation=True, directions={"AtoB": "G_AB", "BtoA": "G_BA"}))
+                generator="G_AB", translation=True, directions={"AtoB": "G_AB", "BtoA": "G_BA"},
+                train_keys=(*OPTIMIZER_KEYS, "loss")))

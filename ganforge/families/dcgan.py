@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ganforge.config_base import DiscriminatorTricks, ModelBase, check_power_of_two
-from ganforge.families import Family, register
+from ganforge.families import GAN_KEYS, Family, register
 from ganforge.families.parts.layers import MinibatchDiscrimination, MinibatchStdDev, apply_spectral_norm, blocks_from
 
 
@@ -157,5 +157,6 @@ def gan_networks(generator: type[nn.Module], discriminator: type[nn.Module]):
 
 
 register(Family("dcgan", DcganConfig, gan_networks(DCGANGenerator, DCGANDiscriminator),
-                "ganforge.families.noise_to_image:GanTrainer", after_init=spectral_norm_discriminators,
+                "ganforge.families.noise_to_image:GanTrainer", train_keys=GAN_KEYS,
+                after_init=spectral_norm_discriminators,
                 batch_multiple=lambda cfg: cfg.pack))

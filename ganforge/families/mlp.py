@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ganforge.config_base import DiscriminatorTricks, ModelBase
-from ganforge.families import Family, register
+from ganforge.families import GAN_KEYS, Family, register
 from ganforge.families.dcgan import gan_networks, spectral_norm_discriminators
 from ganforge.families.parts.layers import MinibatchDiscrimination, blocks_from
 
@@ -98,6 +98,6 @@ class MLPDiscriminator(nn.Module):
 
 
 register(Family("mlp", MlpConfig, gan_networks(MLPGenerator, MLPDiscriminator), "ganforge.families.noise_to_image:GanTrainer",
-                convolutional=False, after_init=spectral_norm_discriminators,
+                train_keys=GAN_KEYS, convolutional=False, after_init=spectral_norm_discriminators,
                 draws=lambda cfg: "points" if cfg.point_dim is not None else "images",
                 batch_multiple=lambda cfg: cfg.pack))

@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from ganforge.config_base import TranslationConfig
-from ganforge.families import Family, register
+from ganforge.families import OPTIMIZER_KEYS, Family, register
 from ganforge.families.parts.translation_nets import PatchDiscriminator, UNetGenerator
 from ganforge.families.contract import Batch, Phase, StatDict
 from ganforge.families.image_pairs import TranslationTrainer, adversarial_terms, generator_term
@@ -82,4 +82,4 @@ def _networks(cfg: Pix2pixConfig) -> dict[str, nn.Module]:
 
 
 register(Family("pix2pix", Pix2pixConfig, _networks, "ganforge.families.pix2pix:Pix2pixTrainer", translation=True,
-                directions={"AtoB": "G"}))  # one direction: the data's (data.direction)
+                directions={"AtoB": "G"}, train_keys=(*OPTIMIZER_KEYS, "loss")))  # one direction: the data's (data.direction)

@@ -42,7 +42,7 @@ from torch import nn
 from ganforge.families.parts import losses
 from ganforge.families.parts.ada import AdaTrainer
 from ganforge.config_base import ModelBase, check_power_of_two
-from ganforge.families import Family, register
+from ganforge.families import ADA_KEYS, OPTIMIZER_KEYS, Family, register
 from ganforge.families.parts.equalized import (SQRT2, EqualizedConv2d, EqualizedLinear, PixelNorm, channels_at, downscale_to,
                                        upscale_to)
 from ganforge.families.parts.layers import MinibatchStdDev
@@ -414,4 +414,5 @@ def _exports(cfg: ProganConfig, nets: dict[str, nn.Module]) -> dict:
                                      f"{cfg.image_size}x{cfg.image_size}, fade-in alpha {stage.alpha:g})")}
 
 
-register(Family("progan", ProganConfig, _networks, "ganforge.families.progan:ProganTrainer", exports=_exports))
+register(Family("progan", ProganConfig, _networks, "ganforge.families.progan:ProganTrainer", exports=_exports,
+                train_keys=(*OPTIMIZER_KEYS, "loss", "real_label", "d_steps", "gp_lambda", *ADA_KEYS)))

@@ -21,7 +21,7 @@ from ganforge.config_base import ModelBase, check_power_of_two
 from ganforge.families.parts.ada import AdaTrainer
 from ganforge.families.parts.layers import blocks_from
 from ganforge.families.parts.losses import feature_matching_loss
-from ganforge.families import Family, register
+from ganforge.families import ADA_KEYS, OPTIMIZER_KEYS, Family, register
 from ganforge.families.dcgan import DCGANGenerator
 from ganforge.families.contract import Batch, Phase, StatDict, Trainer
 
@@ -238,4 +238,5 @@ def _networks(cfg: SsganConfig) -> dict[str, nn.Module]:
     return {"G": DCGANGenerator(cfg), "D": SemiSupervisedDiscriminator(cfg)}
 
 
-register(Family("ssgan", SsganConfig, _networks, "ganforge.families.ssgan:SsganTrainer", classifier=True))
+register(Family("ssgan", SsganConfig, _networks, "ganforge.families.ssgan:SsganTrainer", classifier=True,
+                train_keys=(*OPTIMIZER_KEYS, "d_steps", "g_objective", *ADA_KEYS)))

@@ -35,7 +35,7 @@ from torch import nn
 from ganforge.families.parts import losses
 from ganforge.families.parts.ada import AdaTrainer
 from ganforge.config_base import ModelBase, check_power_of_two
-from ganforge.families import Family, register
+from ganforge.families import ADA_KEYS, OPTIMIZER_KEYS, Family, register
 from ganforge.families.parts.equalized import SQRT2, EqualizedConv2d, EqualizedLinear, channels_at
 from ganforge.families.parts.layers import MinibatchStdDev
 from ganforge.families.contract import Batch, Fixed, Phase, StatDict, Trainer
@@ -387,21 +387,6 @@ class StyleDiscriminator(nn.Module):
 # training
 
 
-# train keys of the DCGAN-style trainer that this family's recipe does not use: (attribute, key to unset, off value)
-_OTHER_RECIPES = (("gradient_penalty", "gp_lambda", 0.0), ("clip", "weight_clip", 0.0),
-                  ("instance_noise", "instance_noise", 0.0), ("unrolled_steps", "unrolled_steps", 0),
-                  ("diffaugment", "diffaugment", ""), ("reuse_fake", "reuse_fake", False),
-                  ("g_objective", "g_objective", "adversarial"), ("real_label", "real_label", 1.0))
-
-
-def unsupported_options(tc) -> list[str]:
-    """The ``train`` switches set that StyleGAN's recipe ignores, so a run never silently drops one."""
-    bad = [f"train.{key}" for attr, key, off in _OTHER_RECIPES if getattr(tc, attr) != off]
-    if tc.loss not in ("bce", "nonsaturating"):
-        bad.insert(0, f"train.loss={tc.loss} (StyleGAN trains with the non-saturating loss: leave it at bce)")
-    return bad
-
-
 class StyleganTrainer(AdaTrainer, Trainer):
     """stylegan2-ada's phases: ``Gmain`` (non-saturating loss on style-mixed fakes), ``Greg`` (path length, every
     ``model.pl_every`` steps, when ``model.pl_weight`` > 0), ``Dmain`` (non-saturating loss), ``Dreg`` (R1 every
@@ -419,11 +404,6 @@ class StyleganTrainer(AdaTrainer, Trainer):
     def __init__(self, cfg, nets, ctx):
         super().__init__(cfg, nets, ctx)
         self.tc, self.mc = cfg.train, cfg.model
-        bad = unsupported_options(self.tc)
-        if bad:
-            from ganforge.errors import UserError
-
-            raise UserError(f"family 'stylegan' has its own recipe; unset: {'; '.join(bad)}")
         keys = ["loss_g", "loss_d", "loss_d_real", "loss_d_fake", "d_real", "d_fake"]
         if self.tc.r1_gamma > 0:
             keys.append("r1")
@@ -593,4 +573,5 @@ def _exports(cfg: StyleganConfig, nets: dict[str, nn.Module]) -> dict:
 
 
 register(Family("stylegan", StyleganConfig, _networks, "ganforge.families.stylegan:StyleganTrainer", convolutional=True,
-                style_based=True, exports=_exports))
+                style_based=True, exports=_exports,
+                train_keys=(*OPTIMIZER_KEYS, "d_steps", "r1_gamma", "r1_every", *ADA_KEYS)))

@@ -29,7 +29,7 @@ from torch import nn
 from ganforge import viz
 from ganforge.checkpoint import (capture_rng, flatten_modules, flatten_optimizer, list_checkpoints, load_latest,
                                  restore_rng, save_checkpoint)
-from ganforge.config import RunConfig, dump_config
+from ganforge.config import RunConfig, dump_config, unread_message, unread_train_keys
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
 from ganforge.io_utils import atomic_write_text, check_output_dir
@@ -255,6 +255,9 @@ class Run:
 
     def _check_options(self) -> None:
         tc = self.cfg.train
+        unread = unread_train_keys(self.cfg.model.family, tc)  # again: the Python API may hand a changed config
+        if unread:
+            raise UserError(unread_message(self.cfg.model.family, unread))
         if tc.precision == "fp16" and self.device.type not in FP16_DEVICES:
             raise UserError(f"train.precision=fp16 needs a CUDA device (this run is on {self.device}): use bf16")
         if tc.sync_batchnorm and self.dist.enabled and self.device.type != "cuda":
