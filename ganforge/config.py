@@ -463,24 +463,31 @@ V1_MODEL_KEYS = ("family", "image_size", "channels", "z_dim", "z_dist", "g_width
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """A config written by ganforge 0.1 (run directories, checkpoints) in today's schema.
+    """A config written by an older ganforge (run directories, checkpoints) in today's schema.
 
     0.1 had one flat model section and saved every key of it; the keys a family never read (``dropout`` for
-    dcgan, ``num_classes`` for mlp...) are dropped. Only for what ganforge itself wrote: presets and users' YAML
-    files are validated as they are, so a misplaced key there is still an error.
+    dcgan, ``num_classes`` for mlp...) are dropped. Before families declared their train keys, a run could hold
+    a train key its family ignored (it trained as without it): dropped too. Only for what ganforge itself wrote:
+    presets and users' YAML files are validated as they are, so a misplaced key there is still an error.
     """
     model = data.get("model")
     if not isinstance(model, dict):
         return data
-    accepted = set(family_keys(str(model.get("family", "dcgan"))))
+    family = str(model.get("family", "dcgan"))
+    accepted = set(family_keys(family))
     if not accepted:
         return data
     inert = [k for k in model if k in V1_MODEL_KEYS and k not in accepted]
-    if not inert:
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    read = set(RUN_KEYS) | set(family_train_keys(family))
+    unread = [k for k in train if k in TrainConfig.model_fields and k not in read]
+    if not inert and not unread:
         return data
     data = copy.deepcopy(data)
     for k in inert:
         data["model"].pop(k)
+    for k in unread:
+        data["train"].pop(k)
     return data
 
 

@@ -150,3 +150,23 @@ def test_set_null_unsets_a_key_that_cannot_be_null():
     assert load_config("dcgan-mnist", ["train.diffaugment=null"]).train.diffaugment == ""
     assert load_config("dcgan-mnist", ["train.steps=null", "train.epochs=3"]).train.steps is None
     assert load_config("dcgan-small", ["train.ada_p=0.3", "train.ada_p=null"]).train.ada_p is None
+
+
+def test_a_run_written_with_a_train_key_its_family_ignored_still_loads_and_resumes(tmp_path):
+    """Before families declared their train keys, a progan run could hold train.diffaugment (which it never read):
+    its config.yaml still loads, without the key, and a checkpoint fingerprinted with it does not block resume."""
+    import yaml
+
+    from ganforge.config import load_run_config
+    from ganforge.train import fingerprint as fp
+
+    old = {"name": "old", "model": {"family": "progan", "image_size": 16}, "train": {"steps": 5, "epochs": None,
+                                                                                     "diffaugment": "color"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    cfg = load_run_config(tmp_path)
+    assert cfg.model.family == "progan" and cfg.train.diffaugment == ""
+    with pytest.raises(UserError, match=r"train\.diffaugment: family 'progan' does not read it"):
+        validate(old)  # a user's own YAML is still checked strictly
+    view = fp.config_view(cfg)
+    saved = {"config": {**view, "train": {**view["train"], "diffaugment": "color"}}, "data": "x"}
+    assert "diffaugment" not in view["train"] and fp.mismatch(saved, {"config": view, "data": "x"}) == []

@@ -49,9 +49,9 @@ class Demo:
 
     @property
     def points(self) -> bool:
-        from ganforge.families import output_kind
+        from ganforge.families.outputs import output_of
 
-        return output_kind(self.config.model) == "points"
+        return not output_of(self.config.model).images
 
     def info(self) -> dict:
         """The page's settings: which panels to show and the ranges of their controls."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ganforge.errors import UserError
-from ganforge.families import output_kind
+from ganforge.families.outputs import output_of
 from ganforge.apps.inputs import load_samples_npz
 from ganforge.metrics.pipeline import (ImageSource, auto_extractor, check_side, class_shares, collect, compute,
                                        from_uint8_nhwc,
@@ -28,7 +28,7 @@ def _run_source(path: Path, n: int, seed: int, device: str) -> ImageSource:
 
     g = load_generator(path, device=device)
     mc = g.config.model
-    if output_kind(mc) == "points":
+    if not output_of(mc).images:
         raise UserError(f"{path} generates 2D points: use 'ganforge bench coverage' for point metrics")
 
     k = g.num_classes  # conditional: image i is drawn for class i mod k, so every class is equally present

@@ -29,6 +29,7 @@ from torch import nn
 from ganforge.apps.sampling import EXPORT_CONFIG, EXPORT_WEIGHTS, exported_networks, is_export
 from ganforge.errors import UserError
 from ganforge.families import get_family, output_kind
+from ganforge.families.outputs import output_of
 from ganforge.families.exports import ExportGraph, export_graphs, export_networks
 
 FORMATS = ("onnx", "torchscript", "folder")
@@ -254,7 +255,7 @@ def export_config(model: Model, fmt: str, graphs: dict[str, ExportGraph], writte
         "image_size": mc.image_size, "channels": mc.channels, "z_dim": getattr(mc, "z_dim", None),
         "z_dist": getattr(mc, "z_dist", None), "conditional": family.conditional,
         "num_classes": getattr(mc, "num_classes", None), "output": kind,
-        "value_range": None if kind == "points" else [-1.0, 1.0],
+        "value_range": [-1.0, 1.0] if output_of(mc).images else None,
         "weights": "EMA" if cfg.train.ema.enabled else "trained", "networks": export_networks(mc),
         "graphs": graph_info, "reference": {"file": "reference.npz", "seed": REFERENCE_SEED,
                                             "n": max(CHECK_BATCHES)},

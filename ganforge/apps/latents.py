@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ganforge.errors import UserError
-from ganforge.families import output_kind
+from ganforge.families.outputs import output_of
 from ganforge.apps.sampling import TrainedGenerator
 
 SPACES = ("z", "w")
@@ -66,7 +66,7 @@ def interpolation_frames(g: TrainedGenerator, seeds: Sequence[int], frames: int,
     """The images (frames, C, H, W) of a walk through the latents of ``seeds`` (each seed's z: ``sample``'s)."""
     if space not in SPACES:
         raise UserError(f"--space {space!r}: choose z or w")
-    if output_kind(g.config.model) == "points":
+    if not output_of(g.config.model).images:
         raise UserError("this run generates 2D points, not images: interpolate needs an image generator")
     if label is not None and not g.conditional:
         raise UserError(f"--label is for conditional models; this run's family is {g.config.model.family!r}")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.errors import UserError
-from ganforge.families import output_kind
+from ganforge.families.outputs import output_of
 from ganforge.apps.sampling import TrainedGenerator
 
 Distance = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -101,7 +101,7 @@ def project(g: TrainedGenerator, target: torch.Tensor, steps: int = 500, lr: Opt
     """Find the latent whose image is closest to ``target`` (1, C, H, W) in [-1, 1] at the model's shape."""
     if steps < 1:
         raise UserError(f"--steps {steps}: use at least 1")
-    if output_kind(g.config.model) == "points":
+    if not output_of(g.config.model).images:
         raise UserError("this run generates 2D points, not images: project needs an image generator")
     space = "w" if g.has_w else "z"
     y = None

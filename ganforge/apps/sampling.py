@@ -11,7 +11,8 @@ from ganforge.checkpoint import Checkpoint, load_checkpoint, load_latest
 from ganforge.config import RunConfig, load_run_config, validate
 from ganforge.devices import pick_device
 from ganforge.errors import UserError
-from ganforge.families import build_networks, get_family, output_kind, sample_z
+from ganforge.families import build_networks, get_family, sample_z
+from ganforge.families.outputs import output_of
 
 NOISE_MODES = ("const", "random", "none")  # per-layer noise of style-based generators
 
@@ -110,8 +111,8 @@ class TrainedGenerator:
                 zb = z[i:i + batch_size].to(self.device)
                 yb = y[i:i + batch_size].to(self.device) if y is not None else None
                 out.append(self.module(zb, yb, **kwargs).float().cpu())
-        points = output_kind(self.config.model) == "points"
-        return torch.cat(out) if points else torch.cat(out).clamp_(-1, 1)
+        images = output_of(self.config.model).images  # points keep their coordinates; images stay in [-1, 1]
+        return torch.cat(out).clamp_(-1, 1) if images else torch.cat(out)
 
 
 def generator_from_checkpoint(ckpt: Checkpoint, device: torch.device) -> TrainedGenerator:

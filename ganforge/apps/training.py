@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from ganforge.config import RunConfig
 from ganforge.errors import UserError
-from ganforge.families import output_kind
+from ganforge.families.outputs import output_of
 from ganforge.io_utils import atomic_write_text
 from ganforge.metrics.pipeline import in_domain_scorer, summary_line
 from ganforge.train.loop import RunSummary, train as run_training
@@ -47,8 +47,8 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, step: int, log: Callable[[st
 
     ec = cfg.eval
     ref = (ec.ref or cfg.data.spec).strip()
-    kind = output_kind(cfg.model)
-    if not ec.final or kind == "points" or not in_domain_scorer(ref, kind == "translations"):
+    kind = output_of(cfg.model)
+    if not ec.final or not kind.images or not in_domain_scorer(ref, kind.translations):
         return None
     try:
         result = evaluate(run_dir, ref, ec.final_metrics, n=ec.final_n, extractor=ec.extractor,

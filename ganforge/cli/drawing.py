@@ -25,13 +25,13 @@ def sample(
     """Draw images from a trained generator."""
     from ganforge import viz
     from ganforge.apps.sampling import load_generator
-    from ganforge.families import output_kind
+    from ganforge.families.outputs import output_of
 
     lab = None if labels is None else int_list(labels, "--labels")
     kind = _sample_kind(out)
     check_out(out, folder=kind == "folder")
     g = load_generator(run_dir, device=device, checkpoint=checkpoint)
-    if output_kind(g.config.model) == "points":
+    if not output_of(g.config.model).images:
         fail("this run generates 2D points, not images: use the Python API (load_generator(...).sample)")
     _check_sample_size(n, g.config.model, kind, out)
     images = g.sample(n, seed=seed, labels=lab, truncation=truncation, noise=noise)

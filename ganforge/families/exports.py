@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ganforge.config_base import ModelBase
-from ganforge.families import get_family, output_kind, sample_z
+from ganforge.families import get_family, sample_z
+from ganforge.families.outputs import output_of
 
 Example = Callable[[int, int], dict[str, torch.Tensor]]  # (n, seed) -> the graph's inputs by name, in order
 
@@ -56,15 +57,15 @@ def default_labels(cfg: ModelBase, n: int) -> torch.Tensor:
 def noise_graph(cfg: ModelBase, G: nn.Module) -> ExportGraph:
     """``z [, label] -> image`` (or points) for a noise-to-image generator, as ``sample`` calls it."""
     conditional = get_family(cfg.family).conditional
-    kind = output_kind(cfg)
+    images = output_of(cfg).images
 
     def example(n: int, seed: int) -> dict[str, torch.Tensor]:
         z = latents(cfg, n, seed)
         return {"z": z, "label": default_labels(cfg, n)} if conditional else {"z": z}
 
     what = "class label (int64) and z" if conditional else "z"
-    return ExportGraph(Clamped(G, clamp=kind != "points").eval(), example, "points" if kind == "points" else "image",
-                       f"{what} -> {'2-D points' if kind == 'points' else 'images in [-1, 1], NCHW'}")
+    return ExportGraph(Clamped(G, clamp=images).eval(), example, "image" if images else "points",
+                       f"{what} -> {'images in [-1, 1], NCHW' if images else '2-D points'}")
 
 
 def translation_graph(cfg: ModelBase, net: nn.Module, seed_offset: int = 0) -> ExportGraph:

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from ganforge.config import ModelConfig
-from ganforge.families import output_kind
+from ganforge.families.outputs import output_of
 from ganforge.train.guards import sample_diversity
 
 STACKED = "stacked-mnist"  # three independent digits as R, G, B: each channel is read as its own digit
@@ -75,7 +75,7 @@ class DiversitySpace:
 
 def choose_space(data_spec: str, model: ModelConfig) -> DiversitySpace:
     """The in-domain feature space for digit data (when the classifier loads), else pixels or points."""
-    if output_kind(model) == "points":
+    if not output_of(model).images:
         return DiversitySpace("points")
     from ganforge.metrics.pipeline import DIGIT_SETS
 

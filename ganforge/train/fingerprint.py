@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from ganforge.config import RunConfig
+from ganforge.config import RUN_KEYS, RunConfig, family_train_keys
 
 MAY_CHANGE = {"train": {"epochs", "steps", "time_limit", "device", "deterministic", "threads", "log_every",
                         "checkpoint_every", "keep_checkpoints", "sample_every", "min_interval_steps", "compile",
@@ -24,6 +24,9 @@ def config_view(cfg: RunConfig) -> dict[str, Any]:
     for section, keys in MAY_CHANGE.items():
         for k in keys:
             d.get(section, {}).pop(k, None)
+    read = set(RUN_KEYS) | set(family_train_keys(cfg.model.family))
+    for k in [k for k in d.get("train", {}) if k not in read]:  # keys the family never reads cannot change its run
+        d["train"].pop(k)
     d.pop("eval", None)
     d.pop("description", None)
     return d

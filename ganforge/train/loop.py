@@ -13,117 +13,41 @@ files, and every decision that ends or rewinds the run is taken the same on all 
 """
 from __future__ import annotations
 
-import json
-import os
-import random
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
-from ganforge import viz
-from ganforge.checkpoint import (capture_rng, flatten_modules, flatten_optimizer, list_checkpoints, load_latest,
-                                 restore_rng, save_checkpoint)
-from ganforge.config import RunConfig, dump_config, unread_message, unread_train_keys
+from ganforge.checkpoint import load_latest
+from ganforge.config import RunConfig, dump_config
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
-from ganforge.io_utils import atomic_write_text, check_output_dir
-from ganforge.families import batch_multiple, build_networks, count_parameters, get_family, output_kind
-from ganforge.train import compiling, determinism, fingerprint as fp, graphs, tensorboard
+from ganforge.io_utils import atomic_write_text
+from ganforge.families import batch_multiple, get_family
+from ganforge.families.outputs import output_of
+from ganforge.train import compiling, determinism, fingerprint as fp, graphs, state
 from ganforge.train.batches import BatchSource
+from ganforge.train.checks import check_labels, check_options
+from ganforge.train.build import (AMP_DTYPES, SKIPPED, accumulation, build_models, probe_step,  # noqa: F401
+                                  seed_everything)
 from ganforge.train.distributed import Dist, LostWorker, elastic_resume, init_from_env, watch
 from ganforge.train.diversity import choose_space
-from ganforge.train.ema import EMA
-from ganforge.train.engine import Updater, run_step
-from ganforge.families.contract import RunContext, Trainer, trainer_class
-from ganforge.train.init_from import init_ema, init_networks
-from ganforge.train.guards import ClassShares, CollapseWatch, Event, NonFiniteGuard, tensors_finite
-from ganforge.train.parts import LogWindow, Models, Position, RunFiles
-from ganforge.train.optim import build_optimizers, make_optimizer, set_hyperparameters  # noqa: F401
+from ganforge.train.engine import run_step
+from ganforge.train.guards import Event, NonFiniteGuard
+from ganforge.train.optim import make_optimizer, set_hyperparameters  # noqa: F401  (make_optimizer: benches)
+from ganforge.train.parts import LogWindow, Position, RunFiles, RunSummary
+from ganforge.train.pictures import write_pictures
+from ganforge.train.rundir import Interrupted, check_new_run_dir, discard_unstarted
 from ganforge.train.schedule import lr_factor, scale_base_lr
 from ganforge.train.signals import StopRequest
+from ganforge.train.watches import SampleWatches
 
 
-@dataclass
-class RunSummary:
-    run_dir: Optional[Path]
-    steps: int
-    epochs: int
-    seconds: float
-    params: dict[str, int]  # parameter count of every network
-    last: dict[str, float]
-    stopped: Optional[str] = None  # why the run ended before its budget: a signal name, or "interrupted"
-    models: Optional[dict[str, nn.Module]] = field(default=None, repr=False)  # the trained networks and EMA copies
-    rank: int = 0  # this process's rank in a data-parallel run: only rank 0 wrote run_dir
-
-    @property
-    def params_g(self) -> int:
-        return self.params.get("G", 0)
-
-    @property
-    def params_d(self) -> int:
-        return self.params.get("D", 0)
-
-
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_DEVICES = ("cuda",)  # where train.precision=fp16 runs (GradScaler + float16 autocast)
-SKIPPED = "skipped"  # the stat the loop adds to every family's: updates refused for a NaN/Inf
 REWOUND = "rewound"  # what a step or an epoch's end returns after a rollback: go on from the restored position
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _match_param_layout(opt: torch.optim.Optimizer) -> None:
-    """Give loaded moment tensors their parameter's strides (checkpoints store them contiguous).
-
-    Fused/foreach Adam walks parameter and state storage in lockstep, so a channels_last weight with an NCHW
-    ``exp_avg`` would pair the wrong elements: resume would silently diverge.
-    """
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for key, val in opt.state.get(p, {}).items():
-                if torch.is_tensor(val) and val.shape == p.shape and val.stride() != p.stride():
-                    opt.state[p][key] = torch.empty_like(p, dtype=val.dtype).copy_(val)
-
-
-def _opt_key(name: str) -> str:
-    """Checkpoint key of an optimizer ("G" -> "opt_g", as ganforge 0.1 wrote them)."""
-    return f"opt_{name.lower()}"
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop lines logged after the checkpoint so the history has no duplicates."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("step", 0) <= step:
-            keep.append(line)
-    atomic_write_text(path, "".join(l + "\n" for l in keep))
-
-
-def _check_new_run_dir(run_dir: Path) -> None:
-    """A new run needs a new (or empty) folder that can be made: refused in one line before any work."""
-    check_output_dir(run_dir)
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if (run_dir / "config.yaml").is_file():
-            raise UserError(f"--out {run_dir} is an existing run: continue it with --resume {run_dir}, "
-                            "or choose another --out")
-        raise UserError(f"--out {run_dir} is a folder that already holds files and no ganforge run (nothing to "
-                        "--resume there): choose a new or empty folder")
 
 
 def train(
@@ -144,7 +68,7 @@ def train(
         determinism.check_cublas_workspace(log)  # before this process's CUDA work starts
     resume = resume or (not dry_run and elastic_resume(run_dir))  # torchrun --max-restarts: continue the run
     if run_dir is not None and not resume and not dry_run:
-        _check_new_run_dir(Path(run_dir))  # before anything is built or logged
+        check_new_run_dir(Path(run_dir))  # before anything is built or logged
     fresh = run_dir is not None and not resume and not dry_run
     existed = fresh and Path(run_dir).exists()  # an empty folder the user made: emptied again, not removed
     dist = init_from_env(cfg.train.device, timeout=cfg.train.dist_timeout)  # one process of a data-parallel run
@@ -163,7 +87,7 @@ def train(
             return run.loop(progress=progress and dist.is_main, stop_after_steps=stop_after_steps)
     except BaseException as exc:
         lost = dog.lost() if dog is not None and isinstance(exc, Exception) and not isinstance(exc, UserError) else []
-        if fresh and dist.is_main and _discard_unstarted(Path(run_dir), existed):
+        if fresh and dist.is_main and discard_unstarted(Path(run_dir), existed):
             why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped by an error"
             note = (f"{why} before the first checkpoint: removed {run_dir}, which held nothing to resume; "
                     f"start again with the same --out")
@@ -179,35 +103,6 @@ def train(
         dist.shutdown()
 
 
-def accumulation(per_device: Optional[int], local: int, multiple: int) -> int:
-    """Micro-batches per update for train.batch_per_device; a UserError unless they split the share evenly."""
-    if per_device is None or per_device >= local:
-        return 1
-    if local % per_device or per_device % multiple:
-        raise UserError(f"train.batch_per_device={per_device} must divide each device's share of the batch "
-                        f"({local}) and be a multiple of the model's batch multiple {multiple}")
-    return local // per_device
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, with the one line that says what became of the run directory."""
-
-
-def _discard_unstarted(run_dir: Path, existed: bool) -> bool:
-    """Remove what a new run wrote when it stopped before its first checkpoint (a dead end otherwise: nothing
-    to ``--resume``, and ``--out`` refuses the folder); True when it did."""
-    import shutil
-
-    if not run_dir.is_dir() or list_checkpoints(run_dir / "checkpoints"):
-        return False
-    if not existed:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return True
-    for child in run_dir.iterdir():
-        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-    return True
-
-
 def _silent(_: str) -> None:
     pass
 
@@ -221,14 +116,14 @@ class Run:
         tc, mc = cfg.train, cfg.model
         self.cfg, self.dist, self.log = cfg, dist, log
         self.family = get_family(mc.family)
-        self.output = output_kind(mc)  # images, points or translations: how samples are drawn and shown
+        self.output = output_of(mc)  # images, points or translations: how samples are described, saved, pictured
         self.device = dist.device
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        self._check_options()
+        check_options(cfg, self.family, dist, log, FP16_DEVICES)  # train/checks.py: before any work
         # the data: one fixed order per epoch, this rank's slice of every global batch
         self.dataset = build_dataset(cfg.data, mc, seed=tc.seed, strict=strict_data)
-        self._check_labels()
+        check_labels(cfg, self.family, self.dataset)
         dist.local_batch(tc.batch_size, batch_multiple(mc))  # a UserError unless the batch splits evenly
         self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
                                   rank=dist.rank, world_size=dist.world_size, device=self.device)  # on a GPU
@@ -237,52 +132,19 @@ class Run:
         self.evaluator = self._make_evaluator(with_evaluator)
         self.diversity_space = choose_space(cfg.data.spec, mc)  # chosen once: diversities compared in one space
         seed_everything(tc.seed)
-        self.models = self._build_models(total_steps, init_from)
+        self.models = build_models(cfg, self.family, dist, self.dataset, total_steps, init_from)  # train/build.py
         self.keys = (*self.models.trainer.stat_keys, SKIPPED)
         # train.cuda_graph (train/graphs.py): the step's CUDA-graph replay, or None: run_step
         self.graph_step = graphs.graph_step(tc, self.device, self.models.trainer, self.models.updater, log)
         self.at = Position(end=total_steps)
         self.window = LogWindow.zeros(self.keys, self.device)
-        gc = cfg.guard
-        self.collapse = CollapseWatch(gc.d_fake_floor, gc.d_fake_windows, gc.collapse_ratio,
-                                      class_fade_share=gc.class_fade_share, space=self.diversity_space.name)
-        self.nonfinite = NonFiniteGuard(gc.max_skips, gc.max_rollbacks)
-        self.real_spread = RealSpread(self.dataset, self.diversity_space, self._real_images)
+        self.watches = SampleWatches(cfg, dist, self.dataset, self.diversity_space, self._real_images, self.event)
+        self.collapse = self.watches.collapse  # also watches the log lines (domination, divergence)
+        self.nonfinite = NonFiniteGuard(cfg.guard.max_skips, cfg.guard.max_rollbacks)
         self.files = RunFiles(run_dir, is_main=dist.is_main, tensorboard_on=tc.tensorboard)
         self.fingerprint = fp.fingerprint(cfg, self.dataset)
 
     # ------------------------------------------------------------------ set-up
-
-    def _check_options(self) -> None:
-        tc = self.cfg.train
-        unread = unread_train_keys(self.cfg.model.family, tc)  # again: the Python API may hand a changed config
-        if unread:
-            raise UserError(unread_message(self.cfg.model.family, unread))
-        if tc.precision == "fp16" and self.device.type not in FP16_DEVICES:
-            raise UserError(f"train.precision=fp16 needs a CUDA device (this run is on {self.device}): use bf16")
-        if tc.sync_batchnorm and self.dist.enabled and self.device.type != "cuda":
-            raise UserError("train.sync_batchnorm needs CUDA (torch's SyncBatchNorm has no CPU implementation): "
-                            "leave it off, or drop BatchNorm with --set model.batch_norm=false")
-        if self.cfg.eval.every and self.family.translation:
-            raise UserError(f"eval.every={self.cfg.eval.every}: evaluation during training is for noise-to-image "
-                            "families; score a translation run after training with 'ganforge evaluate RUN_DIR'")
-        if tc.tensorboard and self.dist.is_main:
-            tensorboard.require()  # before anything is written
-        launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-        if launcher_precision in ("bf16", "fp16") and launcher_precision != tc.precision:
-            self.log(f"warning: accelerate's mixed precision ({launcher_precision}) is not applied; ganforge uses "
-                     f"train.precision={tc.precision}: pass --set train.precision={launcher_precision}")
-
-    def _check_labels(self) -> None:
-        mc = self.cfg.model
-        if not self.family.conditional:
-            return
-        if getattr(self.dataset, "num_classes", None) is None:
-            raise UserError(f"family {mc.family!r} needs class labels but {self.cfg.data.spec!r} has none: "
-                            "use a labelled set (mnist-embedded, mnist, cifar10, ...)")
-        if self.dataset.num_classes > mc.num_classes:
-            raise UserError(f"{self.cfg.data.spec!r} has {self.dataset.num_classes} classes but model.num_classes="
-                            f"{mc.num_classes}: --set model.num_classes={self.dataset.num_classes}")
 
     def _make_evaluator(self, wanted: bool):
         """Rank 0's periodic evaluator (the other ranks await its verdict), or None."""
@@ -295,63 +157,18 @@ class Run:
                                  lambda n, gen: self.models.trainer.generator_inputs(n, gen),
                                  self.device, cfg.data.root, log=self.log)
 
-    def _build_models(self, total_steps: int, init_from: Optional[Path]) -> Models:
-        """Networks on the device in their memory format, identical on every rank; optimizers, EMA copies, loss
-        scalers and the family's trainer; the fixed inputs of the sample grids."""
-        tc, dist = self.cfg.train, self.dist
-        nets = build_networks(self.cfg.model)
-        source_ema = init_networks(nets, init_from, self.cfg) if init_from is not None else None  # --init-from
-        params = {name: count_parameters(net) for name, net in nets.items()}
-        memory_format = torch.channels_last if (tc.channels_last and self.family.convolutional) \
-            else torch.contiguous_format
-        for net in nets.values():
-            net.to(self.device, memory_format=memory_format)
-            dist.broadcast_module(net)  # identical replicas from the first step
-        ctx = RunContext(self.device, memory_format, AMP_DTYPES[tc.precision], dist.rank, dist.world_size,
-                         total_steps, self.dataset)
-        trainer: Trainer = trainer_class(self.family.trainer)(self.cfg, nets, ctx)
-        specs = trainer.optimizers()
-        optimizers = build_optimizers(specs, nets, tc, self.device)
-        ema = {n: EMA(nets[n], tc.ema.decay, tc.ema.start_step) for n in trainer.ema_networks
-               if tc.ema.enabled and n in nets}
-        init_ema(ema, source_ema)  # --init-from: the source run's EMA copies (train/init_from.py)
-        if tc.sync_batchnorm and dist.enabled:  # after the EMA copies: their BatchNorm re-estimation stays local
-            for name, net in nets.items():  # same parameter objects: the optimizers still hold them
-                nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        scalers = {name: torch.amp.GradScaler(self.device.type) for name in specs} if tc.precision == "fp16" else {}
-        updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()}, dist, scalers,
-                          accumulation(tc.batch_per_device, dist.local_batch(tc.batch_size, batch_multiple(self.cfg.model)),
-                                       batch_multiple(self.cfg.model)))
-        fixed = trainer.fixed_inputs(tc.seed, tc.n_fixed)
-        return Models(nets, params, ctx, trainer, optimizers, ema, updater, fixed, specs)
-
-    def _probe_step(self, nets: dict[str, nn.Module]) -> None:
-        """One training step of copies of the networks (own trainer and optimizers): ``train.compile``'s probe."""
-        tc = self.cfg.train
-        trainer = trainer_class(self.family.trainer)(self.cfg, nets, self.models.ctx)
-        specs = trainer.optimizers()
-        optimizers = build_optimizers(specs, nets, tc, self.device)
-        updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()})
-        n = self.dist.local_batch(tc.batch_size, batch_multiple(self.cfg.model))
-        items = [self.dataset[i % len(self.dataset)] for i in range(n)]
-        x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(self.device)
-        y = torch.as_tensor([int(item[1]) for item in items]).to(self.device)
-        run_step(trainer, updater, (*trainer.stat_keys, SKIPPED), [(x, y)] * tc.d_steps, 0)
-
     def describe(self) -> None:
         mc, tc = self.cfg.model, self.cfg.train
-        shape = "2-D points" if self.output == "points" else f"{mc.image_size}px"
+        shape = self.output.describe(mc)
         nets = ", ".join(f"{name} {n:,}" for name, n in self.models.params.items())
         self.log(f"data: {describe(self.dataset)}")
         self.log(f"models: {nets} parameters ({mc.family}, {shape}, device {self.device})")
         if self.cfg.init_from:
             self.log(f"fine-tuning: weights from {self.cfg.init_from}, fresh optimizers at step 0")
         self.log(self.diversity_space.describe())
-        if self._class_watch_on():
-            gc = self.cfg.guard
-            self.log(f"class-fade watch: {gc.class_samples} samples classified by {self.diversity_space.name} at each "
-                     f"sample grid from {gc.class_fade_from:.0%} of the budget on; a class under "
-                     f"{gc.class_fade_share:g}x its fair share is reported")
+        watch_line = self.watches.describe()
+        if watch_line:
+            self.log(watch_line)
         self.log(f"budget: {self.at.end:,} steps of batch {tc.batch_size} "
                  f"({self.source.steps_per_epoch} steps per epoch)")
         if self.dist.enabled:
@@ -372,7 +189,7 @@ class Run:
         """Create the run directory (or restore from it); nothing was written before this point."""
         run_dir = self.run_dir
         if not resume:
-            _check_new_run_dir(run_dir)
+            check_new_run_dir(run_dir)
         compiling.compile_networks(self.models.nets, self.cfg.train.compile, self.device, self._probe_step,
                                    self.log)
         if resume:
@@ -380,7 +197,7 @@ class Run:
         else:
             self.dist.barrier()  # every rank has checked the directory is new before rank 0 writes into it
             if self.dist.is_main:
-                _check_new_run_dir(run_dir)
+                check_new_run_dir(run_dir)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(run_dir / "config.yaml", dump_config(self.cfg))
         if self.dist.is_main:
@@ -400,29 +217,16 @@ class Run:
         self.window.load_state(ckpt.state.get("log_window"))
         self.dist.barrier()  # every rank has read the checkpoint before rank 0 writes anything
         if self.dist.is_main:
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.at.step)
+            state.truncate_metrics(self.run_dir / "metrics.jsonl", self.at.step)
         self.log(f"resumed {self.run_dir} from {ckpt.path.name}: step {self.at.step}, epoch {self.at.epoch}, "
                  f"batch {self.at.pos}")
 
     def _restore(self, ckpt) -> None:
-        """Networks, EMA copies, optimizers, loss scales, RNG states, the family's extra state, the position."""
-        m = self.models
-        for name, net in m.nets.items():
-            net.load_state_dict(ckpt.module_state(name))
-        for name, ema in m.ema.items():
-            ema.model.load_state_dict(ckpt.module_state(f"{name}_ema") or ckpt.module_state(name))
-        for name, opt in m.optimizers.items():
-            opt.load_state_dict(ckpt.optimizer_state(_opt_key(name)))
-            _match_param_layout(opt)
-        restore_rng(ckpt.optim, ckpt.state["rng"])
-        self.dist.sync_rng()  # a CUDA generator is per device: every rank continues rank 0's stream
-        saved_scalers = ckpt.state.get("scalers") or {}
-        for name, scaler in m.updater.scalers.items():
-            if name.lower() in saved_scalers:
-                scaler.load_state_dict(saved_scalers[name.lower()])
-        extra = {k[len("extra."):]: v for k, v in ckpt.optim.items() if k.startswith("extra.")}
-        m.trainer.load_extra_state(extra, ckpt.state.get("extra", {}))
-        self.at.step, self.at.epoch, self.at.pos = ckpt.state["step"], ckpt.state["epoch"], ckpt.state["position"]
+        state.restore(self.models, self.at, ckpt, self.dist)  # train/state.py
+
+    def _probe_step(self, nets: dict[str, nn.Module]) -> None:
+        """``train.compile``'s probe: one step of copies of the networks, built as the run's (train/build.py)."""
+        probe_step(self.cfg, self.family, self.models.ctx, self.dist, self.dataset, nets)
 
     # ------------------------------------------------------------------ the loop
 
@@ -594,7 +398,7 @@ class Run:
                      f"ganforge train --resume {self.run_dir}")
             return self.summary(seconds, stopped)
         if self.at.step > 0 and self.dist.is_main:
-            self._write_pictures()
+            write_pictures(self.run_dir, self.models.trainer, self._real_vs_fake, self.log)  # train/pictures.py
         if self.dataset.skipped:
             self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
                      f"{self.run_dir / 'skipped_files.txt'}")
@@ -615,31 +419,14 @@ class Run:
         return path
 
     def _write_checkpoint(self, reason: str, best: bool) -> Optional[Path]:
-        m = self.models
-        modules = {name: net.state_dict() for name, net in m.nets.items()}
-        modules.update({f"{name}_ema": ema.model.state_dict() for name, ema in m.ema.items()})
-        weights = flatten_modules(modules)
-        if not tensors_finite(weights.values()):
-            self.log(f"warning: not saving a checkpoint at step {self.at.step}: the weights hold NaN/Inf")
-            return None
-        weights.update({f"fixed.{k}": v.contiguous() for k, v in m.fixed.tensors.items()})
-        rng_tensors, rng_meta = capture_rng()
-        optim: dict[str, torch.Tensor] = dict(rng_tensors)
-        meta: dict[str, Any] = {}
-        for name, opt in m.optimizers.items():
-            tensors, meta[_opt_key(name)] = flatten_optimizer(_opt_key(name), opt.state_dict())
-            optim.update(tensors)
-        extra_tensors, extra_meta = m.trainer.extra_state()
-        optim.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra_tensors.items()})
-        state = {"position": self.at.pos, "config": self.cfg.model_dump(mode="json"), "optimizers": meta,
-                 "rng": rng_meta, "log_window": self.window.state(), "best_value": self.at.best_value,
-                 "reason": reason, "fingerprint": self.fingerprint, "time": time.time(), "extra": extra_meta}
-        if m.updater.scalers:  # fp16 loss scales: plain numbers
-            state["scalers"] = {name.lower(): s.state_dict() for name, s in m.updater.scalers.items()}
         if self.dataset.skipped:  # unreadable images, listed for the user (and counted in the log)
             atomic_write_text(self.run_dir / "skipped_files.txt", "".join(f"{p}\n" for p in self.dataset.skipped))
-        return save_checkpoint(self.files.ckpt_root, epoch=self.at.epoch, step=self.at.step, weights=weights,
-                               optim=optim, state=state, keep=self.cfg.train.keep_checkpoints, best=best)
+        path = state.write_checkpoint(self.files.ckpt_root, self.models, self.at, self.window,
+                                      self.cfg.model_dump(mode="json"), self.fingerprint, reason, best,
+                                      self.cfg.train.keep_checkpoints)
+        if path is None:
+            self.log(f"warning: not saving a checkpoint at step {self.at.step}: the weights hold NaN/Inf")
+        return path
 
     def evaluate(self) -> None:
         """Rank 0 evaluates; every rank takes part in saving checkpoints/best when the metric improved."""
@@ -676,7 +463,7 @@ class Run:
         return ema.model
 
     def draw_fixed(self) -> list[Event]:
-        """Draw the fixed inputs into samples/ and check their diversity; returns the watch's findings."""
+        """Draw the fixed inputs into samples/ and check them (train/watches.py); returns the collapse findings."""
         trainer, fixed = self.models.trainer, self.models.fixed
         sampler = self._sampler()
         was_training = sampler.training
@@ -685,63 +472,12 @@ class Run:
             fake = trainer.draw(sampler, fixed)
             picture = trainer.picture(fake, fixed) if self.dist.is_main else None
         sampler.train(was_training)
-        diversity = self.dist.broadcast_float(self.diversity_space.diversity(fake))
-        findings = self.collapse.on_samples(diversity) if self.at.step > 0 else []
-        for e in findings:
-            self.event(e)
-        if fixed.labels is not None and self.at.step >= self.at.end // 4:  # past the start: every G is noise then
-            self._watch_labels(fake, fixed.labels)
-        if self._class_watch_on() and self.dist.is_main and self.at.step >= self._class_watch_from():
-            self._watch_classes(sampler)
+        findings = self.watches.on_samples(fake, fixed, sampler, trainer, self.at.step, self.at.end)
         if self.dist.is_main:
             path = self.run_dir / "samples" / f"e{self.at.epoch:04d}-s{self.at.step:08d}.png"
-            if self.output == "points":
-                viz.save_points_plot(self.dataset.tensor[:2000], fake, path, title=f"step {self.at.step}")
-            else:
-                viz.save_grid(picture[0], path, nrow=picture[1])
+            if self.output.save_samples(path, fake, picture, self.dataset, self.at.step):
                 self.files.grid(picture[0], picture[1], self.at.step)
         return findings
-
-    def _watch_labels(self, fake: torch.Tensor, labels: torch.Tensor) -> None:
-        """Warn when a conditional G ignores z. A warning only: rolling back cannot teach G to use z."""
-        real = self.real_spread.of(labels)
-        if real is None:
-            return
-        spread = self.dist.broadcast_float(self.diversity_space.label_spread(fake, labels))
-        for e in self.collapse.on_label_spread(spread, real):
-            self.event(e)
-
-    def _class_watch_on(self) -> bool:
-        """The data have an in-domain classifier (the digit classifier on digits) and the check is not turned off."""
-        gc = self.cfg.guard
-        # data.classes keeps some classes only: the classifier's others would all read as faded
-        return (self.diversity_space.num_classes > 1 and gc.class_samples > 0 and gc.class_fade_share > 0
-                and not self.cfg.data.classes)
-
-    def _class_watch_from(self) -> int:
-        """The first step checked: past the start, when every generator still draws noise."""
-        return max(1, int(self.cfg.guard.class_fade_from * self.at.end))
-
-    def _watch_classes(self, sampler: nn.Module) -> None:
-        """Warn when a class fades out of the samples. A warning only: a rollback would not bring it back."""
-        for e in self.collapse.on_class_shares(self._class_shares(sampler)):
-            self.event(e)
-
-    def _class_shares(self, sampler: nn.Module, batch: int = 250) -> ClassShares:
-        """``guard.class_samples`` samples from a seed of their own, classified; the training RNG is untouched (the
-        fork keeps what a family's sampling draws from it, e.g. StyleGAN's noise), so resume stays exact."""
-        n, space = self.cfg.guard.class_samples, self.diversity_space
-        gen = torch.Generator().manual_seed(self.cfg.train.seed + 24_680)
-        was_training = sampler.training
-        sampler.eval()
-        preds = []
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
-                torch.inference_mode():
-            for i in range(0, n, batch):
-                inputs = self.models.trainer.generator_inputs(min(batch, n - i), gen)
-                preds.append(space.classify(sampler(*inputs).float().cpu().clamp_(-1, 1)))
-        sampler.train(was_training)
-        return ClassShares.of(torch.cat(preds), space.num_classes)
 
     def _real_images(self, indices) -> torch.Tensor:
         """The real images held by these dataset items (for pictures and the conditional watch's yardstick)."""
@@ -750,68 +486,12 @@ class Run:
     # ------------------------------------------------------------------ the end
 
     def _log_classes(self) -> None:
-        """The end-of-run line of the class-fade watch: how evenly the last samples cover the classes."""
-        classes = self.collapse.last_classes
-        if classes is None:
-            return
-        _, _, share = classes.lowest()
-        faded = share < self.cfg.guard.class_fade_share / classes.counts.shape[1]
-        hint = "; a class faded out (ganforge evaluate RUN_DIR counts 10,000 samples)" if faded else ""
-        self.log(f"{'warning: ' if faded else ''}classes at the end ({self.diversity_space.name}): "
-                 f"{classes.describe()}{hint}")
-
-    def _write_pictures(self) -> None:
-        """progress.gif, losses.png and real_vs_fake.png (the report is written above the loop, from these files)."""
-        run_dir, trainer = self.run_dir, self.models.trainer
-        try:
-            frames = sorted((run_dir / "samples").glob("e*-s*.png"))
-            if frames:
-                viz.save_progress_gif(frames, run_dir / "progress.gif")
-                trainer.finish_pictures(run_dir, frames)
-            if (run_dir / "metrics.jsonl").is_file():
-                for plot, name in ((viz.plot_losses, "losses.png"), (viz.plot_stats, "stats.png")):
-                    try:
-                        plot(run_dir / "metrics.jsonl", run_dir / name, trainer.loss_panels)
-                    except ValueError:
-                        pass  # nothing of that kind logged
-            self._real_vs_fake()
-        except Exception as exc:  # pictures must never cost the user a finished run
-            self.log(f"warning: could not draw the run's pictures: {exc}")
+        line = self.watches.end_line()
+        if line:
+            self.log(line)
 
     def _real_vs_fake(self) -> None:
-        sampler, trainer, fixed = self._sampler(), self.models.trainer, self.models.fixed
+        sampler = self._sampler()
         sampler.eval()
-        n = min(64, len(self.dataset))
-        with torch.inference_mode():
-            if self.output == "points":
-                many = sampler(*trainer.generator_inputs(2000, torch.Generator().manual_seed(0))).float().cpu()
-                viz.save_points_plot(self.dataset.tensor[:2000], many, self.run_dir / "real_vs_fake.png")
-                return
-            first = type(fixed)({k: v[:n] for k, v in fixed.tensors.items()}, fixed.nrow, fixed.labels_key)
-            fake = trainer.draw(sampler, first)
-        shown = min(len(fake), n)  # as many real images as fakes (a preset may fix only 16 latents)
-        real = self._real_images(range(shown))
-        viz.save_real_vs_fake(real, fake, self.run_dir / "real_vs_fake.png")
-
-
-class RealSpread:
-    """The conditional watch's yardstick, measured once on first use: the first images of each fixed label's
-    class, as many as the fixed inputs have of it, measured as the samples are (None when the data have no
-    labels)."""
-
-    def __init__(self, dataset, space, real_images: Callable[[list[int]], torch.Tensor]):
-        self.dataset, self.space, self.real_images = dataset, space, real_images
-        self.measured = False
-        self.value: Optional[float] = None
-
-    def of(self, labels: torch.Tensor) -> Optional[float]:
-        if not self.measured:
-            self.measured = True
-            data_labels = getattr(self.dataset, "labels", None)
-            if data_labels is not None:
-                labels, data_labels = labels.cpu(), torch.as_tensor(data_labels).cpu()
-                idx = torch.cat([torch.nonzero(data_labels == k).flatten()[:int((labels == k).sum())]
-                                 for k in labels.unique()])
-                if idx.numel() >= 2:
-                    self.value = self.space.label_spread(self.real_images(idx.tolist()), data_labels[idx])
-        return self.value
+        self.output.save_real_vs_fake(self.run_dir / "real_vs_fake.png", sampler, self.models.trainer,
+                                      self.models.fixed, self.dataset, self._real_images, min(64, len(self.dataset)))

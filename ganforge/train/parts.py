@@ -3,7 +3,8 @@
 - ``Models``: the networks, their optimizers, EMA copies and updater, the family's trainer and its fixed inputs;
 - ``Position``: where the run is (step, epoch, batch in the epoch, best metric): what a checkpoint restores;
 - ``LogWindow``: the stat sums since the last metrics line, kept on the device and read once per line;
-- ``RunFiles``: what rank 0 writes while the loop runs: ``metrics.jsonl``, TensorBoard, the progress bar.
+- ``RunFiles``: what rank 0 writes while the loop runs: ``metrics.jsonl``, TensorBoard, the progress bar;
+- ``RunSummary``: what ``train`` hands back.
 """
 from __future__ import annotations
 
@@ -155,3 +156,24 @@ class RunFiles:
     def tb_event(self, kind: str, message: str, step: int) -> None:
         if self.tb is not None:
             self.tb.event(kind, message, step)
+
+
+@dataclass
+class RunSummary:
+    run_dir: Optional[Path]
+    steps: int
+    epochs: int
+    seconds: float
+    params: dict[str, int]  # parameter count of every network
+    last: dict[str, float]
+    stopped: Optional[str] = None  # why the run ended before its budget: a signal name, or "interrupted"
+    models: Optional[dict[str, nn.Module]] = field(default=None, repr=False)  # the trained networks and EMA copies
+    rank: int = 0  # this process's rank in a data-parallel run: only rank 0 wrote run_dir
+
+    @property
+    def params_g(self) -> int:
+        return self.params.get("G", 0)
+
+    @property
+    def params_d(self) -> int:
+        return self.params.get("D", 0)
