@@ -448,7 +448,15 @@ def prepare_command(
 
     opt = Options(source=source, resolution=resolution, channels=channels, resize=resize, resampler=resampler,
                   background=background, shard_size=shard_size, pairs=pairs)
-    s = prepare(source, out, opt, workers=workers, root=root, download=download)
+    try:
+        s = prepare(source, out, opt, workers=workers, root=root, download=download)
+    except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130
+        typer.echo(str(exc) or "interrupted", err=True)
+        raise typer.Exit(130) from None
+    if s.complete:
+        typer.echo(f"{out}: already complete, {s.count:,} images in {s.shards} shards: nothing to do (to rebuild it, "
+                   f"delete {out} or prepare into a new --out). Train with --data shards:{out}")
+        return
     resumed = f", {s.resumed_from} shards kept from an interrupted prepare" if s.resumed_from else ""
     typer.echo(f"{out}: {s.count:,} images in {s.shards} shards, {s.skipped} unreadable and {s.duplicates} "
                f"duplicates skipped (see {out / 'report.txt'}){resumed}. Train with --data shards:{out}")
