@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 
 from ganforge.errors import UserError
+from ganforge.metrics.registry import METRICS
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Train, sample and compare GANs. Start with: ganforge train")
@@ -304,7 +305,7 @@ def _upscale(images, scale: int):
 def evaluate(
     source: Path = typer.Argument(..., help="A run directory, a SAMPLES.npz (arr_0 uint8 N,H,W,C) or a folder of images."),
     ref: str = typer.Option("mnist-embedded", "--ref", help="Reference data spec (same syntax as --data)."),
-    metrics: str = typer.Option("fid,kid,is,prc,coverage", "--metrics", help="Comma-separated: fid,kid,is,prc,coverage."),
+    metrics: str = typer.Option("fid,kid,is,prc,coverage", "--metrics", help=f"Comma-separated: {','.join(METRICS)}."),
     n: int = typer.Option(10_000, "--n", min=2, help="Images to generate/compare (files: at most their count)."),
     extractor: str = typer.Option("auto", "--extractor", help="auto | mnist-cnn | inception-v3 (auto: mnist-cnn for digit sets)."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Path to torch-fidelity's pt_inception-2015-12-05 weights."),
