@@ -152,7 +152,7 @@ def _code_lines(path: Path):
             yield no, code
 
 
-GENERAL = ["train", "metrics", "apps", "cli.py", "viz.py"]
+GENERAL = ["train", "metrics", "apps", "cli", "viz.py"]
 
 
 @pytest.mark.parametrize("where", GENERAL)
