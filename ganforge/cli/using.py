@@ -10,13 +10,14 @@ import typer
 from ganforge.cli.app import app
 from ganforge.cli.errors import check_out
 from ganforge.errors import UserError
+from ganforge.metrics.registry import METRICS
 
 
 @app.command()
 def evaluate(
     source: Path = typer.Argument(..., help="A run directory, a SAMPLES.npz (arr_0 uint8 N,H,W,C) or a folder of images."),
     ref: str = typer.Option("mnist-embedded", "--ref", help="Reference data spec (same syntax as --data)."),
-    metrics: str = typer.Option("fid,kid,is,prc,coverage", "--metrics", help="Comma-separated: fid,kid,is,prc,coverage."),
+    metrics: str = typer.Option("fid,kid,is,prc,coverage", "--metrics", help=f"Comma-separated: {','.join(METRICS)}."),
     n: int = typer.Option(10_000, "--n", min=2, help="Images to generate/compare (files: at most their count)."),
     extractor: str = typer.Option("auto", "--extractor", help="auto | mnist-cnn | inception-v3 (auto: mnist-cnn for digit sets)."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Path to torch-fidelity's pt_inception-2015-12-05 weights."),
