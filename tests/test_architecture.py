@@ -20,8 +20,8 @@ LAYERS = [
     ("utilities", ["errors", "io_utils", "memory", "devices", "config_base", "checkpoint", "viz"]),
     ("data", ["data"]),
     ("families", ["families"]),
-    ("config", ["config"]),
     ("metrics", ["metrics"]),
+    ("config", ["config"]),
     ("train", ["train"]),
     ("apps", ["apps"]),
     ("bench", ["bench"]),
@@ -152,7 +152,7 @@ def _code_lines(path: Path):
             yield no, code
 
 
-GENERAL = ["train", "metrics", "apps", "cli.py", "viz.py"]
+GENERAL = ["train", "metrics", "apps", "cli", "viz.py"]
 
 
 @pytest.mark.parametrize("where", GENERAL)
@@ -238,3 +238,64 @@ def test_the_worked_example_family_trains_through_the_cli_with_exact_resume(tmp_
     assert res.returncode == 0, res.stderr
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")
     assert "ragan" in (tmp_path / "straight" / "config.yaml").read_text()
+
+
+def test_the_worked_example_family_brings_its_own_init_and_optimiser(monkeypatch):
+    """docs/ARCHITECTURE.md's family, as written there: its ``init`` replaces DCGAN's N(0, 0.02), its
+    ``OptimizerSpec`` gives Adam its betas, and the schedules set beta2 and D's rate before every update."""
+    import sys
+    import types
+
+    import torch
+    from torch import nn
+
+    from ganforge import families
+    from ganforge.config import TrainConfig
+    from ganforge.families.contract import OptimizerSpec, RunContext
+    from ganforge.train.optim import build_optimizers, set_hyperparameters
+
+    module = types.ModuleType("ragan_inline_example")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(families, "_REGISTRY", dict(families.all_families()))
+    exec(compile(_worked_example("module"), "docs/ARCHITECTURE.md", "exec"), module.__dict__)
+    mc = module.RaganConfig(image_size=16, g_width=8, d_width=8, z_dim=16)
+    torch.manual_seed(0)
+    nets = families.build_networks(mc)
+    conv = max((m for m in nets["G"].modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))),
+               key=lambda m: m.weight.numel())
+    fan_in = nn.init._calculate_correct_fan(conv.weight, "fan_in")
+    he_std = (2 / (1 + 0.2 ** 2)) ** 0.5 / fan_in ** 0.5
+    assert abs(conv.weight.std().item() / he_std - 1) < 0.2  # He-normal, not N(0, 0.02)
+    assert abs(he_std / 0.02 - 1) > 0.5
+
+    tc = TrainConfig(steps=100, lr_d=1e-3)
+    trainer = module.RaganTrainer(types.SimpleNamespace(model=mc, train=tc), nets,
+                                  RunContext(torch.device("cpu"), total_steps=100))
+    specs = trainer.optimizers()
+    opts = build_optimizers(specs, nets, tc, torch.device("cpu"))
+    assert isinstance(opts["G"], torch.optim.Adam) and opts["G"].param_groups[0]["betas"] == (0.0, 0.9)
+    set_hyperparameters(opts["D"], specs["D"], 50, 100, None)  # halfway along both cosines
+    group = opts["D"].param_groups[0]
+    assert group["betas"] == (0.0, pytest.approx(0.945))
+    assert group["lr"] == pytest.approx(1e-3 * (0.25 + 0.75 * 0.5))
+    set_hyperparameters(opts["D"], specs["D"], 100, 100, 0.5)  # the end of the schedule, times train.lr_decay's
+    assert group["lr"] == pytest.approx(1e-3 * 0.25 * 0.5) and group["betas"][1] == pytest.approx(0.99)
+    with pytest.raises(ValueError, match="kind='adagrad'"):
+        OptimizerSpec(("G",), 1e-3, kind="adagrad")
+    with pytest.raises(ValueError, match="schedules"):
+        OptimizerSpec(("G",), 1e-3, schedules={"betas": lambda s, t: 0.9})
+
+
+def test_families_without_their_own_spec_train_with_the_train_keys_optimiser():
+    """kind/betas left at None in the spec: train.optimizer and train.beta1/beta2, as before the spec had them."""
+    import torch
+
+    from ganforge.config import TrainConfig
+    from ganforge.train.optim import make_optimizer
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    adam = make_optimizer(p, 1e-3, TrainConfig(beta1=0.3, beta2=0.95), torch.device("cpu"))
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["betas"] == (0.3, 0.95)
+    assert adam.defaults["fused"] and adam.param_groups[0]["eps"] == 1e-8
+    rms = make_optimizer(p, 5e-5, TrainConfig(optimizer="rmsprop"), torch.device("cpu"))
+    assert isinstance(rms, torch.optim.RMSprop) and rms.param_groups[0]["lr"] == 5e-5

@@ -22,6 +22,24 @@ from torch import nn
 from ganforge.config_base import ModelBase
 
 
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """DCGAN initialisation: conv/linear weights ~ N(0, std), BatchNorm gamma ~ N(1, std), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+
+def dcgan_init(cfg: ModelBase, nets: dict[str, nn.Module]) -> None:
+    """The default ``Family.init``: DCGAN's N(0, model.init_std) on every network, in their declared order."""
+    for net in nets.values():
+        init_weights(net, cfg.init_std)
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -42,6 +60,9 @@ class Family:
     # ganforge export: (model config, loaded networks) -> named ExportGraphs (families/exports.py); None: the default
     # (the generator as one graph, or one graph per direction of a translator)
     exports: Optional[Callable[[ModelBase, dict[str, nn.Module]], dict]] = None
+    # initialises the freshly built networks in place, from torch's global RNG (seeded by the run): DCGAN's N(0, 0.02)
+    # unless the family has a scheme of its own (equalized lr, zero-init of residual branches, weight norm ...)
+    init: Callable[[ModelBase, dict[str, nn.Module]], None] = dcgan_init
 
     def output(self, cfg: ModelBase) -> str:
         """"translations" (image -> image), "images" or "points": what a run of this family puts out."""
@@ -105,24 +126,11 @@ def output_kind(cfg: ModelBase) -> str:
     return get_family(cfg.family).output(cfg)
 
 
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """DCGAN initialisation: conv/linear weights ~ N(0, std), BatchNorm gamma ~ N(1, std), biases 0."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            nn.init.normal_(m.weight, 1.0, std)
-            nn.init.zeros_(m.bias)
-
-
 def build_networks(cfg: ModelBase) -> dict[str, nn.Module]:
-    """The named networks of ``cfg.family``, initialised."""
+    """The named networks of ``cfg.family``, initialised by the family's ``init`` (then ``after_init``)."""
     family = get_family(cfg.family)
     nets = family.build_networks(cfg)
-    for net in nets.values():
-        init_weights(net, cfg.init_std)
+    family.init(cfg, nets)
     if family.after_init is not None:  # reparametrisations go on initialised weights
         family.after_init(cfg, nets)
     return nets

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol, Union, runtime_checkable
 
 import torch
@@ -39,10 +39,69 @@ class Phase:
     after_update: Optional[Callable[[], None]] = None  # e.g. WGAN's weight clipping
 
 
+Schedule = Callable[[int, int], float]  # (step, total_steps) -> a hyper-parameter's value before that update
+
+
+@dataclass(frozen=True)
+class Cosine:
+    """``start`` -> ``end`` along half a cosine over the first ``steps`` updates (None: the run's whole budget),
+    then held at ``end``: e.g. R3GAN's learning rate 2e-4 -> 5e-5 and Adam's beta2 0.9 -> 0.99."""
+
+    start: float
+    end: float
+    steps: Optional[int] = None
+
+    def __call__(self, step: int, total_steps: int) -> float:
+        span = self.steps or total_steps
+        t = min(1.0, step / span) if span > 0 else 1.0
+        return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@dataclass(frozen=True)
+class Linear:
+    """``start`` -> ``end`` in a straight line over the first ``steps`` updates (None: the whole budget), then held."""
+
+    start: float
+    end: float
+    steps: Optional[int] = None
+
+    def __call__(self, step: int, total_steps: int) -> float:
+        span = self.steps or total_steps
+        t = min(1.0, step / span) if span > 0 else 1.0
+        return self.start + (self.end - self.start) * t
+
+
+OPTIMIZER_KINDS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULED = ("lr", "beta1", "beta2", "eps", "weight_decay", "momentum")  # what ``OptimizerSpec.schedules`` may set
+
+
 @dataclass
 class OptimizerSpec:
+    """One optimizer of a family: the networks it updates and how.
+
+    ``kind`` and ``betas`` left at None come from the run's ``train.optimizer`` and ``train.beta1/beta2`` (the
+    keys every family that keeps the default reads); a family that fixes them declares its own recipe and should
+    not declare those train keys (``Family.train_keys``). ``schedules`` give a hyper-parameter's value before every
+    update as a pure function of (step, total_steps) -- a ``Cosine``/``Linear`` or any callable -- so resume stays
+    exact with nothing to checkpoint. The ``"lr"`` schedule gives the learning rate itself; ``train.lr_decay`` and a
+    rollback's lower rate scale it as they scale a constant one.
+    """
+
     networks: tuple[str, ...]  # whose parameters it updates
     lr: float
+    kind: Optional[str] = None  # adam | adamw | rmsprop | sgd; None: train.optimizer
+    betas: Optional[tuple[float, float]] = None  # Adam's; None: (train.beta1, train.beta2)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # rmsprop and sgd
+    schedules: dict[str, Schedule] = field(default_factory=dict)  # SCHEDULED key -> its value per step
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in OPTIMIZER_KINDS:
+            raise ValueError(f"OptimizerSpec.kind={self.kind!r}: choose one of {', '.join(OPTIMIZER_KINDS)}")
+        unknown = [k for k in self.schedules if k not in SCHEDULED]
+        if unknown:
+            raise ValueError(f"OptimizerSpec.schedules[{unknown[0]!r}]: schedulable are {', '.join(SCHEDULED)}")
 
 
 @dataclass

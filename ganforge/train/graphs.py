@@ -53,6 +53,10 @@ def refusal(tc, device: torch.device, trainer: Trainer, updater: Updater) -> Opt
     if unfused:
         return (f"optimizer {unfused[0]} (train.optimizer={tc.optimizer}) has no fused kernel: its NaN guard reads "
                 "the finite check on the host, one sync per update")
+    scheduled = [(name, key) for name, s in trainer.optimizers().items() for key in s.schedules if key != "lr"]
+    if scheduled:
+        return (f"optimizer {scheduled[0][0]} schedules {scheduled[0][1]} step by step, which a graph would bake in "
+                "(only the learning rate is fed to it)")
     if tc.compile != "off":
         return f"train.compile={tc.compile} compiles the networks already: use one of the two"
     if updater.dist.enabled:

@@ -44,7 +44,8 @@ from ganforge.families.contract import RunContext, Trainer, trainer_class
 from ganforge.train.init_from import init_ema, init_networks
 from ganforge.train.guards import ClassShares, CollapseWatch, Event, NonFiniteGuard, tensors_finite
 from ganforge.train.parts import LogWindow, Models, Position, RunFiles
-from ganforge.train.schedule import apply_lr, lr_factor, remember_base_lr, scale_base_lr
+from ganforge.train.optim import build_optimizers, make_optimizer, set_hyperparameters  # noqa: F401
+from ganforge.train.schedule import lr_factor, scale_base_lr
 from ganforge.train.signals import StopRequest
 
 
@@ -79,16 +80,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def make_optimizer(params, lr: float, tc, device: torch.device) -> torch.optim.Optimizer:
-    """Adam (fused: one kernel for all parameters, and the device-side NaN skip) or the WGAN paper's RMSprop."""
-    if tc.optimizer == "rmsprop":
-        opt: torch.optim.Optimizer = torch.optim.RMSprop(params, lr=lr)
-    else:
-        opt = torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), fused=device.type in ("cuda", "cpu"))
-    remember_base_lr(opt)  # the schedule (train.lr_decay) and the rollbacks work from this base rate
-    return opt
 
 
 def _match_param_layout(opt: torch.optim.Optimizer) -> None:
@@ -317,8 +308,7 @@ class Run:
                          total_steps, self.dataset)
         trainer: Trainer = trainer_class(self.family.trainer)(self.cfg, nets, ctx)
         specs = trainer.optimizers()
-        optimizers = {name: make_optimizer([p for n in s.networks for p in nets[n].parameters()], s.lr, tc,
-                                           self.device) for name, s in specs.items()}
+        optimizers = build_optimizers(specs, nets, tc, self.device)
         ema = {n: EMA(nets[n], tc.ema.decay, tc.ema.start_step) for n in trainer.ema_networks
                if tc.ema.enabled and n in nets}
         init_ema(ema, source_ema)  # --init-from: the source run's EMA copies (train/init_from.py)
@@ -330,15 +320,14 @@ class Run:
                           accumulation(tc.batch_per_device, dist.local_batch(tc.batch_size, batch_multiple(self.cfg.model)),
                                        batch_multiple(self.cfg.model)))
         fixed = trainer.fixed_inputs(tc.seed, tc.n_fixed)
-        return Models(nets, params, ctx, trainer, optimizers, ema, updater, fixed)
+        return Models(nets, params, ctx, trainer, optimizers, ema, updater, fixed, specs)
 
     def _probe_step(self, nets: dict[str, nn.Module]) -> None:
         """One training step of copies of the networks (own trainer and optimizers): ``train.compile``'s probe."""
         tc = self.cfg.train
         trainer = trainer_class(self.family.trainer)(self.cfg, nets, self.models.ctx)
         specs = trainer.optimizers()
-        optimizers = {name: make_optimizer([p for n in s.networks for p in nets[n].parameters()], s.lr, tc,
-                                           self.device) for name, s in specs.items()}
+        optimizers = build_optimizers(specs, nets, tc, self.device)
         updater = Updater(nets, optimizers, {n: s.networks for n, s in specs.items()})
         n = self.dist.local_batch(tc.batch_size, batch_multiple(self.cfg.model))
         items = [self.dataset[i % len(self.dataset)] for i in range(n)]
@@ -493,10 +482,10 @@ class Run:
     def _train_step(self, batches) -> None:
         """The family's phases, then the EMA copies; the stats stay on the device."""
         tc, m = self.cfg.train, self.models
-        if tc.lr_decay != "none":
-            factor = lr_factor(self.at.step, self.at.end, tc.lr_decay, tc.lr_decay_start)
-            for opt in m.optimizers.values():
-                apply_lr(opt, factor)
+        decay = None if tc.lr_decay == "none" else lr_factor(self.at.step, self.at.end, tc.lr_decay,
+                                                             tc.lr_decay_start)
+        for name, opt in m.optimizers.items():  # the specs' schedules and train.lr_decay (train/optim.py)
+            set_hyperparameters(opt, m.specs[name], self.at.step, self.at.end, decay)
         values, produced = (self.graph_step or run_step)(m.trainer, m.updater, self.keys, batches,
                                                          self.at.step)  # graphs.py
         for name, ema in m.ema.items():
@@ -659,9 +648,9 @@ class Run:
             self.log("eval @ step {}: {}".format(self.at.step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
             key = self.evaluator.best_key()
             if key is not None and key in values:
-                from ganforge.metrics.pipeline import metric_is_better
+                from ganforge.metrics.registry import is_better
 
-                if metric_is_better(key, values[key], self.at.best_value):
+                if is_better(key, values[key], self.at.best_value):
                     self.at.best_value = values[key]
                     improved = True
         if self.dist.any(improved):

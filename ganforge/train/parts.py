@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganforge.families.contract import Fixed, RunContext, Trainer
+from ganforge.families.contract import Fixed, OptimizerSpec, RunContext, Trainer
 from ganforge.train import tensorboard
 from ganforge.train.ema import EMA
 from ganforge.train.engine import Updater
@@ -37,6 +37,7 @@ class Models:
     ema: dict[str, EMA]  # an EMA copy per network the trainer names, when train.ema is on
     updater: Updater
     fixed: Fixed  # the inputs drawn into samples/ every epoch
+    specs: dict[str, OptimizerSpec] = field(default_factory=dict)  # what each optimizer was built from (schedules)
 
     def train_mode(self) -> None:
         for net in self.nets.values():
