@@ -195,9 +195,9 @@ class EvalConfig(_Strict):
 
     every: int = Field(0, ge=0)  # steps between evaluations; 0 turns it off
     n: int = Field(1000, ge=10)  # generated images per evaluation (reference: up to the same number)
-    metrics: list[str] = ["fid"]  # any of fid, kid, is, prc, coverage
+    metrics: list[str] = ["fid"]  # any of ganforge/metrics/registry.py's (fid, kid, is, prc, coverage, ...)
     ref: Optional[str] = None  # reference data spec; None = the training data
-    extractor: str = "auto"  # auto | mnist-cnn | inception-v3
+    extractor: str = "auto"  # auto or a registered extractor (ganforge/metrics/extractors/)
     best: Optional[str] = "fid"  # metric (unlabelled name, e.g. fid, kid, is, classes_covered) that picks checkpoints/best
     # At the end of a finished run, 'ganforge evaluate RUN' on its own (eval.json, shown by the report, 'ganforge
     # runs' and the last line), where an in-domain scorer exists (the digit classifier for digit data): seconds
@@ -208,10 +208,20 @@ class EvalConfig(_Strict):
     @field_validator("metrics", "final_metrics")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        known = ("fid", "kid", "is", "prc", "coverage")
-        bad = [m for m in v if m not in known]
+        from ganforge.metrics.registry import METRICS
+
+        bad = [m for m in v if m not in METRICS]
         if bad or not v:
-            raise ValueError(f"unknown metric {bad[0] if bad else v!r}: choose from {', '.join(known)}")
+            raise ValueError(f"unknown metric {bad[0] if bad else v!r}: choose from {', '.join(METRICS)}")
+        return v
+
+    @field_validator("extractor")
+    @classmethod
+    def _known_extractor(cls, v: str) -> str:
+        from ganforge.metrics.extractors import extractor_names
+
+        if v != "auto" and v not in extractor_names():
+            raise ValueError(f"unknown extractor {v!r}: choose from auto, {', '.join(extractor_names())}")
         return v
 
 

@@ -112,6 +112,42 @@ def check_output_file(path: os.PathLike | str, flag: str = "--out") -> None:
     check_output_dir(path.parent, flag=f"{flag} {path}: its folder")
 
 
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+MAX_NPZ_BYTES = _memory_bytes() // 2  # what read_npz decompresses at most, all arrays together
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse an .npz whose arrays, as their headers declare them, would not fit: a zip of a few kB can declare
+    gigabytes of zeros. Only the headers are read; ``zipfile`` then reads no member past its declared size."""
+    import zipfile
+
+    import numpy as np
+
+    from ganforge.errors import UserError
+
+    total = 0
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(f, max_header_size=10_000)
+            total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if total > MAX_NPZ_BYTES:
+                raise UserError(f"{path}: its arrays take {total:,} bytes decompressed (by their headers), more than "
+                                f"ganforge reads from one .npz ({MAX_NPZ_BYTES:,}, half this machine's memory): "
+                                "split it, or use a folder or zip of images")
+
+
 NPZ_HINT = "ganforge reads .npz files of plain arrays (numpy.savez), never pickled objects"
 
 
@@ -133,6 +169,7 @@ def read_npz(path: os.PathLike | str, what: str = "file") -> dict:
         if fh.read(4) != b"PK\x03\x04":  # numpy reads any other bytes as a pickle, and says so
             raise UserError(f"{path} is not an .npz archive: {NPZ_HINT}")
     try:
+        _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except ValueError as exc:

@@ -18,7 +18,8 @@ from ganforge.data.embedded import load_raw
 from ganforge.data.imageops import resize_center_crop
 from ganforge.errors import UserError
 from ganforge.apps.evaluate import evaluate, eval_json_path
-from ganforge.metrics.pipeline import format_table, metric_is_better
+from ganforge.metrics.pipeline import format_table
+from ganforge.metrics.registry import is_better as metric_is_better
 from ganforge.apps.training import train
 
 quiet = dict(progress=False, log=lambda s: None)
@@ -105,7 +106,7 @@ def test_stacked_mnist_mode_coverage_on_real_data(tmp_path):
 def test_bad_inputs_are_user_errors(tmp_path, real_npz):
     with pytest.raises(UserError, match="unknown metric 'fidd'"):
         evaluate(real_npz, "mnist-embedded", ["fidd"])
-    with pytest.raises(UserError, match="mnist-cnn, inception-v3"):
+    with pytest.raises(UserError, match="inception-v3, mnist-cnn"):
         evaluate(real_npz, "mnist-embedded", ["fid"], extractor="vgg")
     bad = tmp_path / "bad.npz"
     np.savez(bad, np.zeros((4, 32, 32), dtype=np.float32))

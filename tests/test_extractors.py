@@ -113,7 +113,7 @@ def test_bad_inputs_rejected(cnn):
 
 
 def test_unknown_extractor_is_user_error():
-    with pytest.raises(UserError, match="mnist-cnn, inception-v3"):
+    with pytest.raises(UserError, match="choose one of auto, inception-v3, mnist-cnn"):
         ex.get_extractor("vgg-face")
 
 

@@ -19,7 +19,7 @@ from conftest import FAMILIES
 from ganforge.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest
 from ganforge.errors import UserError
 from ganforge.train import train
-import ganforge.metrics.extractors as extractors
+import ganforge.metrics.extractors.mnist_cnn as extractors
 import ganforge.train.loop as loop
 from ganforge.config import validate
 from ganforge.data import embedded, stacked

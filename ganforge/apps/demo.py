@@ -18,6 +18,7 @@ import io
 import json
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +35,9 @@ MAX_SAMPLES = 64  # images in one grid: a page, not a data set
 MAX_FRAMES = 16  # frames of one walk
 MAX_POINTS = 4096  # points in one scatter
 MAX_UPLOAD = 16 * 2 ** 20  # bytes of one uploaded image
+MAX_UPLOAD_PIXELS = 4096 * 4096  # pixels its header may claim: checked before decoding (a PNG of 429 bytes can
+# claim 12000x12000, 430 MB decoded)
+BACKLOG = 128  # pending connections the socket holds: http.server's 5 resets a burst of browser requests
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -137,10 +141,20 @@ def decode_upload(data: bytes) -> torch.Tensor:
     if not data:
         raise UserError("no image in the request: upload a PNG or JPEG file")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            rgb = np.asarray(to_channels(img, 3), dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001 - any decode failure is the user's file
+        with warnings.catch_warnings():  # PIL's bomb warning: the size is checked here, below its own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # lazy: reads the header only
+    except Exception as exc:  # noqa: BLE001 - any failure to read the header is the user's file
         raise UserError(f"not a readable image ({' '.join(str(exc).split())[:100]})") from None
+    with img:
+        w, h = img.size
+        if w * h > MAX_UPLOAD_PIXELS:
+            raise UserError(f"the uploaded image is {w}x{h} pixels: at most {MAX_UPLOAD_PIXELS:,} pixels "
+                            "(e.g. 4096x4096); shrink it first")
+        try:
+            rgb = np.asarray(to_channels(img, 3), dtype=np.uint8)
+        except Exception as exc:  # noqa: BLE001 - any decode failure is the user's file
+            raise UserError(f"not a readable image ({' '.join(str(exc).split())[:100]})") from None
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
 
 
@@ -159,9 +173,14 @@ class Params:
             value = kind(text)
         except ValueError:
             raise UserError(f"{key}={text!r}: expected a number") from None
-        if not lo <= value <= hi:
+        if not lo <= value <= hi:  # NaN fails this too
             raise UserError(f"{key}={value}: choose from {lo} to {hi}")
         return value
+
+    def refuse(self, key: str, why: str) -> None:
+        """A parameter this run cannot honour is an error, not silently ignored."""
+        if self.values.get(key, "") not in ("", "null"):
+            raise UserError(f"{key}={self.values[key]!r}: {why}")
 
 
 def _generator(demo: Demo):
@@ -173,12 +192,18 @@ def _generator(demo: Demo):
 def _style(demo: Demo, p: Params, key: str = "truncation") -> Optional[float]:
     """psi for style-based generators, None (the call's default) for the others."""
     g = _generator(demo)
-    return p.number(key, 1.0, 0.0, 1.0, float) if g.has_w else None
+    if g.has_w:
+        return p.number(key, 1.0, 0.0, 1.0, float)
+    p.refuse(key, f"this run's {demo.config.model.family!r} generator is not style-based: it has no truncation")
+    return None
 
 
 def _label(demo: Demo, p: Params) -> Optional[int]:
     g = _generator(demo)
-    return p.number("label", None, 0, g.num_classes - 1) if g.conditional else None
+    if g.conditional:
+        return p.number("label", None, 0, g.num_classes - 1)
+    p.refuse("label", f"this run's {demo.config.model.family!r} generator is not conditional: it takes no label")
+    return None
 
 
 def sample(demo: Demo, p: Params) -> bytes:
@@ -276,14 +301,31 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.FORBIDDEN, "this demo answers only to 127.0.0.1 / localhost")
         if url.path not in ("/api/translate", "/api/classify"):
             return self._error(HTTPStatus.NOT_FOUND, f"no endpoint {url.path}")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_UPLOAD:
-            return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"upload of {length:,} bytes: at most "
-                                                                    f"{MAX_UPLOAD:,}")
+        length = self._content_length()
+        if length is None:
+            return None
         data = self.rfile.read(length)
         if url.path == "/api/translate":
             return self._run(lambda: (translate(self.demo, Params(url.query), data), "image/png"))
         self._run(lambda: (json.dumps(classify(self.demo, data)).encode(), "application/json"))
+
+    def _content_length(self) -> Optional[int]:
+        """The body's declared size, refused (and the connection closed, the body unread) unless it is a whole
+        number from 0 to MAX_UPLOAD: ``rfile.read(-1)`` would read without limit."""
+        text = self.headers.get("Content-Length")
+        status, why = None, ""
+        if text is None:
+            status, why = HTTPStatus.LENGTH_REQUIRED, "an upload needs a Content-Length header"
+        elif not text.strip().isdigit():
+            status, why = HTTPStatus.BAD_REQUEST, f"Content-Length {text[:40]!r} is not a byte count"
+        elif int(text) > MAX_UPLOAD:
+            status, why = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, (f"upload of {int(text):,} bytes (Content-Length): "
+                                                               f"at most {MAX_UPLOAD:,}")
+        if status is None:
+            return int(text)
+        self.close_connection = True  # the unread body must not be taken for the next request
+        self._error(status, why)
+        return None
 
     def _run(self, work: Callable[[], tuple[bytes, str]]) -> None:
         """One model call at a time; a UserError is the client's mistake (400), anything else the server's (500)."""
@@ -310,6 +352,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -317,16 +361,28 @@ class Handler(BaseHTTPRequestHandler):
         self._send(json.dumps({"error": message}).encode(), "application/json", status=status)
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per request, a deep listen backlog, and quiet about clients that hang up."""
+    request_queue_size = BACKLOG
+    daemon_threads = True  # Ctrl-C never waits for a browser's open connection
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a closed tab or a cancelled fetch: not an error
+            return
+        super().handle_error(request, client_address)
+
+
 def make_server(host: str, port: int) -> ThreadingHTTPServer:
     """The listening socket, before any model loads: a port in use is one line at once, not after the load."""
     handler = type("DemoHandler", (Handler,), {"loopback_only": host in LOOPBACK})
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = Server((host, port), handler)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} on {host} is in use: pick another with --port (0 picks a free one)") from None
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server.daemon_threads = True  # Ctrl-C never waits for a browser's open connection
     return server
 
 

@@ -16,9 +16,9 @@ import torch
 from ganforge.errors import UserError
 from ganforge.families.outputs import output_of
 from ganforge.apps.inputs import load_samples_npz
-from ganforge.metrics.pipeline import (ImageSource, auto_extractor, check_side, class_shares, collect, compute,
-                                       from_uint8_nhwc,
-                                       label_accuracy, parse_metrics)
+from ganforge.metrics.pipeline import (ImageSource, check_side, class_shares, collect, compute, from_uint8_nhwc,
+                                       label_accuracy)
+from ganforge.metrics.registry import needs_channel_classes, needs_features, parse_metrics
 from ganforge.train.reference import reference_features, reference_source
 
 
@@ -80,8 +80,9 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
              data_root: str = "data", download: bool = False, inception_weights: Optional[str] = None,
              use_cache: bool = True, log=print) -> dict:
     """Everything ``ganforge evaluate`` prints and writes to ``eval.json``."""
-    from ganforge.metrics.extractors import get_extractor
+    from ganforge.data.build import digits_per_channel
     from ganforge.devices import pick_device
+    from ganforge.metrics.extractors import get_extractor, resolve
 
     if _is_translation_run(Path(source)):  # image -> image: scored on its own held-out pairs
         from ganforge.apps.translate import evaluate_run
@@ -89,18 +90,19 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
         return evaluate_run(Path(source), device, limit=n)
     metrics = parse_metrics(metrics)
     ref = ref.strip()
-    name = auto_extractor(ref) if extractor == "auto" else extractor
+    name = resolve(extractor, ref)
     dev = pick_device(device)
     ext = get_extractor(name, dev, inception_weights=inception_weights)
     t0 = time.perf_counter()
     gen_src = generated_source(source, n, seed=seed, device=str(dev))
-    per_channel = "coverage" in metrics and ref == "stacked-mnist"
-    keep = any(m in metrics for m in ("kid", "prc"))
+    per_channel = needs_channel_classes(metrics, digits_per_channel(ref))
+    keep = needs_features(metrics)
     if keep:  # both sides' features are held at once for KID and precision/recall
         from ganforge.memory import require_memory
 
-        require_memory(2 * gen_src.count * 4 * getattr(ext, "feature_dim", 2048), f"--n {gen_src.count:,} with kid/prc",
-                       "use a smaller --n (10,000 is the usual sample), or drop kid,prc from --metrics")
+        kept = "/".join(m for m in metrics if needs_features([m]))
+        require_memory(2 * gen_src.count * 4 * getattr(ext, "feature_dim", 2048), f"--n {gen_src.count:,} with {kept}",
+                       f"use a smaller --n (10,000 is the usual sample), or drop {kept.replace('/', ',')} from --metrics")
     gen = collect(gen_src, ext, batch_size, keep_features=keep, per_channel=per_channel)
     ref_c = reference_features(ref, gen_src.hw, gen_src.channels, n, ext, batch_size, data_root, download,
                                use_cache=use_cache, log=log)

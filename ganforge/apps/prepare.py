@@ -13,46 +13,24 @@ import io
 import json
 import os
 import shutil
-import zipfile
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ganforge.data import folder as folder_data
+from ganforge.apps.prepare_sources import Options, Source, find_source, read_member
 from ganforge.data import shards
-from ganforge.data.imageops import MAX_IMAGE_PIXELS, RESAMPLERS, RESIZE_POLICIES, parse_colour, resize_policy, \
-    to_channels, upright
+from ganforge.data.imageops import MAX_IMAGE_PIXELS, RESAMPLERS, RESIZE_POLICIES, error_text, parse_colour, \
+    resize_policy, to_channels, upright
 from ganforge.errors import UserError
-from ganforge.io_utils import atomic_write_text, read_npz
+from ganforge.io_utils import atomic_write_text
 
+__all__ = ["Options", "Source", "Summary", "convert", "find_source", "prepare"]
 
-@dataclass(frozen=True)
-class Options:
-    """Everything that shapes the output: recorded in the index, and a resume must use the same."""
-
-    source: str
-    resolution: int = 256
-    channels: int = 3
-    resize: str = "center-crop"
-    resampler: str = "lanczos"
-    background: str = "white"
-    shard_size: int = 10_000
-    pairs: bool = False  # SRC/A and SRC/B with matching names -> (A, B) pairs for image-to-image families
-
-
-@dataclass
-class Source:
-    """The items to convert, in a fixed order, and their labels (-1 without classes)."""
-
-    items: list  # ("file", path) | ("zip", zip path, member) | ("array", uint8 HWC or HW array) | ("pair", a, b)
-    labels: list[int]
-    class_names: Optional[list[str]]
-    names: list[str]  # what the report calls each item
+WORKERS_PER_CORE = 4  # --workers above this many per core is refused: processes would only fight for the cores
 
 
 def _check_options(opt: Options) -> None:
@@ -72,117 +50,11 @@ def _check_options(opt: Options) -> None:
         raise UserError(f"--background: {exc}") from None
 
 
-def _labels_from_parts(parts: list[tuple[str, ...]]) -> tuple[list[int], Optional[list[str]]]:
-    """Labels from the first path component, as folders are labelled (at least two classes, none loose)."""
-    if not parts or any(len(p) < 2 for p in parts) or len({p[0] for p in parts}) < 2:
-        return [-1] * len(parts), None
-    names = sorted({p[0] for p in parts})
-    ids = {n: i for i, n in enumerate(names)}
-    return [ids[p[0]] for p in parts], names
-
-
-def _folder_source(path: Path) -> Source:
-    files = folder_data.list_images(path)
-    labels, names = folder_data.subfolder_labels(path, files)
-    rel = [os.path.relpath(f, path) for f in files]
-    return Source([("file", f) for f in files], labels.tolist() if labels is not None else [-1] * len(files),
-                  names, rel)
-
-
-def _zip_source(path: Path) -> Source:
-    try:
-        with zipfile.ZipFile(path) as z:
-            members = sorted(n for n in z.namelist() if n.lower().endswith(folder_data.EXTENSIONS)
-                             and not any(part.startswith((".", "__MACOSX")) for part in n.split("/")))
-    except zipfile.BadZipFile as exc:
-        raise UserError(f"{path} is not a readable zip ({exc})") from None
-    if not members:
-        raise UserError(f"{path} holds no image files ({' '.join(folder_data.EXTENSIONS)})")
-    labels, names = _labels_from_parts([tuple(m.split("/")) for m in members])
-    return Source([("zip", str(path), m) for m in members], labels, names, members)
-
-
-def _array_source(images: np.ndarray, labels: Optional[np.ndarray], what: str) -> Source:
-    """uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) images -> items; float arrays in [-1, 1] or [0, 1] too."""
-    x = np.asarray(images)
-    if x.dtype != np.uint8:
-        lo = -1.0 if x.min() < 0 else 0.0
-        x = np.clip(np.rint((x.astype(np.float64) - lo) / (1.0 - lo) * 255.0), 0, 255).astype(np.uint8)
-    if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
-        x = x.transpose(0, 2, 3, 1)
-    if x.ndim == 4 and x.shape[-1] == 1:
-        x = x[..., 0]
-    if x.ndim not in (3, 4) or len(x) == 0:
-        raise UserError(f"{what}: expected N images (N,H,W) or (N,H,W,C), got shape {tuple(images.shape)}")
-    y = [-1] * len(x) if labels is None else [int(v) for v in np.asarray(labels).reshape(-1)]
-    names = [str(i) for i in sorted(set(y))] if labels is not None and len(set(y)) > 1 else None
-    if names:
-        ids = {v: i for i, v in enumerate(sorted(set(y)))}
-        y = [ids[v] for v in y]
-    return Source([("array", x[i]) for i in range(len(x))], y, names, [f"{what}[{i}]" for i in range(len(x))])
-
-
-def _npz_source(path: Path) -> Source:
-    arrays = read_npz(path, "--source .npz")
-    key = next((k for k in ("images", "x", "arr_0") if k in arrays), None)
-    if key is None:
-        raise UserError(f"{path} has no 'images' (or 'x', 'arr_0') array; it has: {', '.join(sorted(arrays))}")
-    labels = next((arrays[k] for k in ("labels", "y") if k in arrays), None)
-    return _array_source(arrays[key], labels, path.name)
-
-
-def _named_source(name: str, root: str, download: bool, opt: Options) -> Source:
-    from ganforge.data.build import build_spec  # a named set, decoded by its own builder
-
-    ds = build_spec(name, root, download, opt.channels, opt.resolution)
-    if ds.tensor is None or ds.kind != "images":
-        raise UserError(f"{name} is not an image set held in memory; prepare a folder, zip or .npz instead")
-    x = ((ds.tensor.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    labels = ds.labels.numpy() if ds.num_classes else None
-    return _array_source(x, labels, name)
-
-
-def _pairs_source(path: Path) -> Source:
-    """``A/`` and ``B/`` folders holding the same file names (the pix2pix layout): one pair per common name."""
-    if not (path / "A").is_dir() or not (path / "B").is_dir():
-        raise UserError(f"--pairs: {path} needs A/ and B/ folders with matching file names")
-    a = {os.path.relpath(f, path / "A"): f for f in folder_data.list_images(path / "A")}
-    b = {os.path.relpath(f, path / "B"): f for f in folder_data.list_images(path / "B")}
-    common = sorted(set(a) & set(b))
-    if not common:
-        raise UserError(f"--pairs: no file name is in both {path / 'A'} and {path / 'B'}")
-    return Source([("pair", ("file", a[n]), ("file", b[n])) for n in common], [-1] * len(common), None, common)
-
-
-def find_source(src: str, root: str = "data", download: bool = False, opt: Optional[Options] = None) -> Source:
-    """What SRC names, listed (nothing decoded yet): one line when it does not exist or holds no images."""
-    path = Path(src).expanduser()
-    if opt is not None and opt.pairs:
-        if not path.is_dir():
-            raise UserError(f"--pairs: source {src!r} is not a folder (it needs A/ and B/ subfolders)")
-        return _pairs_source(path)
-    if path.is_dir():
-        return _folder_source(path)
-    if path.is_file() and path.suffix.lower() == ".zip":
-        return _zip_source(path)
-    if path.is_file() and path.suffix.lower() == ".npz":
-        return _npz_source(path)
-    if path.exists():
-        raise UserError(f"{src}: prepare reads a folder, a .zip or an .npz, not a {path.suffix or 'plain'} file")
-    from ganforge.data.build import NAMED_SPECS
-
-    if src.lower() in NAMED_SPECS:
-        return _named_source(src.lower(), root, download, opt or Options(src))
-    raise UserError(f"source {src!r} does not exist: pass a folder, a .zip, an .npz or one of "
-                    f"{', '.join(NAMED_SPECS)}")
-
-
 def _open_item(item: tuple) -> Image.Image:
     if item[0] == "file":
         return Image.open(item[1])
     if item[0] == "zip":
-        with zipfile.ZipFile(item[1]) as z:
-            return Image.open(io.BytesIO(z.read(item[2])))
+        return Image.open(io.BytesIO(read_member(item[1], item[2])))
     return Image.fromarray(item[1])
 
 
@@ -207,7 +79,7 @@ def convert(job: tuple[tuple, Options]) -> tuple[bytes | tuple[bytes, bytes], st
         out.save(buf, format="PNG", optimize=False, compress_level=6)  # PIL's PNG is deterministic
         return buf.getvalue(), digest, ""
     except Exception as exc:  # any decode failure: the item is skipped and reported, never fatal
-        return b"", "", " ".join(str(exc).split())[:160] or type(exc).__name__
+        return b"", "", error_text(exc)
 
 
 def _converted(jobs: Iterable[tuple], workers: int, total: int, done: int) -> Iterator[tuple[bytes, str, str]]:
@@ -221,12 +93,42 @@ def _converted(jobs: Iterable[tuple], workers: int, total: int, done: int) -> It
                 yield convert(job)
                 bar.update()
             return
-        with get_context("spawn").Pool(workers) as pool:
+        pool, interrupted = _pool(workers), False
+        try:
             for result in pool.imap(convert, jobs, chunksize=32):
                 yield result
                 bar.update()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            pool.terminate()
+            pool.join()
+        if interrupted:  # raised afresh: the first one's traceback would keep the pool (and its semaphores) alive
+            del pool
+            raise KeyboardInterrupt
     finally:
         bar.close()
+
+
+def _pool(workers: int):
+    """A spawn pool whose processes ignore Ctrl-C from their first instruction (they inherit SIG_IGN while it is
+    made): the parent alone stops the work and says how to resume, with no traceback per process."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return get_context("spawn").Pool(workers)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def pool_size(workers: int, pending: int) -> int:
+    """--workers checked (0: one per core) and never more processes than images left to convert."""
+    cores = os.cpu_count() or 1
+    if workers < 0 or workers > WORKERS_PER_CORE * cores:
+        raise UserError(f"--workers {workers}: 0 (one per core) or 1 to {WORKERS_PER_CORE * cores} (this machine "
+                        f"has {cores} cores)")
+    return max(1, min(workers or cores, pending))
 
 
 OURS = (shards.INDEX, shards.PROGRESS, shards.REPORT)
@@ -244,12 +146,30 @@ def _check_out(out: Path, opt: Options) -> Optional[dict]:
         raise UserError(f"--out {out} holds other files ({', '.join(others[:3])}): name a new or empty folder")
     for name in (shards.PROGRESS, shards.INDEX):
         if (out / name).is_file():
-            state = json.loads((out / name).read_text())
+            state = _read_state(out / name)
             if state.get("options") != asdict(opt):
                 raise UserError(f"--out {out} holds a set prepared with other options ({state.get('options')}): "
                                 "use the same options to resume, or a new folder")
             return state
     return None
+
+
+STATE_KEYS = {shards.PROGRESS: ("options", "shards", "next", "hashes", "skipped", "duplicates"),
+              shards.INDEX: ("options", "shards", "count", "skipped", "duplicates")}
+
+
+def _read_state(path: Path) -> dict:
+    """progress.json or index.json of an earlier prepare; one line when it is damaged."""
+    try:
+        state = json.loads(path.read_text())
+        ok = isinstance(state, dict) and all(k in state for k in STATE_KEYS[path.name]) \
+            and isinstance(state["shards"], list) and all(isinstance(e, dict) for e in state["shards"])
+    except (OSError, ValueError) as exc:
+        ok, state = False, error_text(exc, 80)
+    if not ok:
+        raise UserError(f"--out {path.parent}: its {path.name} is damaged ({str(state)[:60]}): delete {path.parent} "
+                        "and prepare again, or prepare into a new folder")
+    return state
 
 
 def _verified(out: Path, state: Optional[dict]) -> dict:
@@ -341,18 +261,22 @@ class Summary:
     skipped: int
     duplicates: int
     resumed_from: int  # shards kept from an interrupted prepare
+    complete: bool = False  # --out already held this set, finished: nothing was done
 
 
 def prepare(src: str, out: Path, opt: Options, *, workers: int = 0, root: str = "data",
             download: bool = False) -> Summary:
     """Convert ``src`` into a prepared set in ``out``; every refusal comes before anything is written."""
     _check_options(opt)
+    pool_size(workers, 1)  # the bounds, before anything is read
     state = _check_out(out, opt)
-    if state is not None and (out / shards.INDEX).is_file():
-        index = json.loads((out / shards.INDEX).read_text())
-        return Summary(index["count"], len(index["shards"]), index["skipped"], index["duplicates"], len(index["shards"]))
     source = find_source(src, root, download, opt)
+    if state is not None:
+        _same_source(out, state, source)
+    if state is not None and (out / shards.INDEX).is_file():
+        return Summary(state["count"], len(state["shards"]), state["skipped"], state["duplicates"], 0, complete=True)
     state = _verified(out, state)
+    state["source"] = source.fingerprint()
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     resumed = len(state["shards"])
@@ -361,19 +285,43 @@ def prepare(src: str, out: Path, opt: Options, *, workers: int = 0, root: str = 
             stale.unlink()
     writer = _Writer(out, opt, source, state)
     jobs = ((source.items[i], opt) for i in range(state["next"], len(source.items)))
-    results = _converted(jobs, workers or os.cpu_count() or 1, len(source.items), state["next"])
-    for i, result in enumerate(results, start=state["next"]):
-        writer.add(i, *result)
+    results = _converted(jobs, pool_size(workers, len(source.items) - state["next"]), len(source.items),
+                         state["next"])
+    interrupted = False
+    try:
+        for i, result in enumerate(results, start=state["next"]):
+            writer.add(i, *result)
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:  # outside the handler, so that no traceback keeps the pool's semaphores alive
+        results.close()
+        import gc
+
+        gc.collect()  # the stopped pool's reference cycles: their semaphores are released now, not leaked at exit
+        raise KeyboardInterrupt(f"interrupted: {len(state['shards'])} finished shards kept in {out}; run the same "
+                                "command again to resume from there")
     writer.close()
     if not state["shards"]:
         _undo(out, created)
         first = f" (e.g. {state['skipped'][0][1]}: {state['skipped'][0][2]})" if state["skipped"] else ""
         raise UserError(f"no readable images in {src}: {len(state['skipped'])} unreadable{first}")
     _report(out, state)
-    index = _index(out, opt, source, state)
+    index = {**_index(out, opt, source, state), "source": source.fingerprint()}
     atomic_write_text(out / shards.INDEX, json.dumps(index, indent=1))
     (out / shards.PROGRESS).unlink(missing_ok=True)
     return Summary(index["count"], len(index["shards"]), index["skipped"], index["duplicates"], resumed)
+
+
+def _same_source(out: Path, state: dict, source: Source) -> None:
+    """A set (finished or interrupted) belongs to the source as it was listed then: a changed one is refused."""
+    then, now = state.get("source"), source.fingerprint()
+    if then is None or then == now:
+        return
+    what = "a finished set" if "count" in state else "an interrupted prepare"
+    more = f"now {now['count']} images, then {then['count']}" if now["count"] != then["count"] else \
+        f"{now['count']} images, some other files"
+    raise UserError(f"--out {out} holds {what} of {state['options']['source']}, which has changed since ({more}): "
+                    f"prepare into a new --out (or delete {out}) to include the change")
 
 
 def _undo(out: Path, created: bool) -> None:

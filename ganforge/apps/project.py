@@ -45,10 +45,10 @@ def learning_rate(t: float, base: float, warmup: float = 0.05, rampdown: float =
 
 def make_distance(g: TrainedGenerator, target: torch.Tensor) -> Distance:
     """Pixel MSE + the in-domain feature distance for digits (coarse-scale pixel MSE otherwise)."""
-    from ganforge.metrics.pipeline import DIGIT_SETS
+    from ganforge.data.build import digits_per_channel, holds_digits
 
-    spec = g.config.data.spec.strip().lower()
-    if spec in DIGIT_SETS and spec != "stacked-mnist":
+    spec = g.config.data.spec
+    if holds_digits(spec) and not digits_per_channel(spec):
         from ganforge.metrics.extractors import load_mnist_cnn
 
         with torch.random.fork_rng(devices=[]):

@@ -24,11 +24,10 @@ import yaml
 
 from ganforge.errors import UserError
 from ganforge.io_utils import read_records
+from ganforge.metrics.registry import OUTPUTS, base_name, higher_is_better
 
 RUNNING_WINDOW_S = 120.0
 MAX_DEPTH = 3  # how deep under DIR run directories are looked for
-HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "accuracy",
-                    "min_class_share")
 
 
 @dataclass
@@ -79,8 +78,7 @@ def best_metrics(records: list[dict], evaluated: Optional[dict]) -> dict[str, fl
 
 
 def better(name: str, new: float, old: float) -> bool:
-    base = name.split("[", 1)[0]
-    return new > old if base in HIGHER_IS_BETTER else new < old
+    return new > old if higher_is_better(name) else new < old
 
 
 def run_status(records: list[dict], state: Optional[dict], updated: float, now: float) -> str:
@@ -118,14 +116,12 @@ def describe(run: Path, now: Optional[float] = None) -> RunRow:
 
 
 ORDERS = ("updated", "steps", "name")
-KNOWN_METRICS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage",
-                 "classes_covered", "class_kl", "modes_covered", "modes_kl", "label_accuracy", "accuracy")
 
 
 def check_sort_key(key: str, rows: list[RunRow]) -> None:
     """``--sort`` must name an order or a metric (known, or logged by one of these runs); else one line."""
     logged = {k.split("[", 1)[0] for r in rows for k in r.metrics} | {k for r in rows for k in r.metrics}
-    if key in ORDERS or key.split("[", 1)[0] in KNOWN_METRICS or key in logged:
+    if key in ORDERS or base_name(key) in OUTPUTS or key in logged:
         return
     raise UserError(f"--sort {key!r}: sort by {', '.join(ORDERS)} or a metric ({', '.join(PREFERRED)}, ...)")
 
@@ -142,7 +138,7 @@ def sort_rows(rows: list[RunRow], key: str) -> list[RunRow]:
         return hits[0] if hits else None
 
     have = [r for r in rows if value(r) is not None]
-    have.sort(key=lambda r: value(r), reverse=key.split("[", 1)[0] in HIGHER_IS_BETTER)
+    have.sort(key=lambda r: value(r), reverse=higher_is_better(key))
     return have + [r for r in rows if value(r) is None]
 
 

@@ -15,7 +15,7 @@ from ganforge.config import RunConfig
 from ganforge.errors import UserError
 from ganforge.families.outputs import output_of
 from ganforge.io_utils import atomic_write_text
-from ganforge.metrics.pipeline import in_domain_scorer, summary_line
+from ganforge.metrics.pipeline import summary_line
 from ganforge.train.loop import RunSummary, train as run_training
 
 FIRST_LOOK = ("report.html", "real_vs_fake.png", "progress.gif", "losses.png")  # the end-of-run hint, in order
@@ -48,7 +48,7 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, step: int, log: Callable[[st
     ec = cfg.eval
     ref = (ec.ref or cfg.data.spec).strip()
     kind = output_of(cfg.model)
-    if not ec.final or not kind.images or not in_domain_scorer(ref, kind.translations):
+    if not ec.final or not kind.images or not _offline_scorer(ref, ec.extractor, kind.translations):
         return None
     try:
         result = evaluate(run_dir, ref, ec.final_metrics, n=ec.final_n, extractor=ec.extractor,
@@ -61,6 +61,18 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, step: int, log: Callable[[st
     atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
     log(f"final evaluation: {summary_line(result)}; in {run_dir / 'eval.json'}")
     return result
+
+
+def _offline_scorer(ref: str, extractor: str, translation: bool) -> bool:
+    """Whether the run can be scored in seconds with nothing to download: a translator on digit pairs (the digit
+    classifier), an image run whose extractor works offline."""
+    if translation:
+        from ganforge.data.pairs import DIGIT_SPECS
+
+        return ref.strip().lower() in DIGIT_SPECS
+    from ganforge.metrics.extractors import registry, resolve
+
+    return registry()[resolve(extractor, ref)].offline
 
 
 def write_run_report(run_dir: Path, log: Callable[[str], None]) -> None:

@@ -10,13 +10,14 @@ import typer
 from ganforge.cli.app import app
 from ganforge.cli.errors import check_out
 from ganforge.errors import UserError
+from ganforge.metrics.registry import METRICS
 
 
 @app.command()
 def evaluate(
     source: Path = typer.Argument(..., help="A run directory, a SAMPLES.npz (arr_0 uint8 N,H,W,C) or a folder of images."),
     ref: str = typer.Option("mnist-embedded", "--ref", help="Reference data spec (same syntax as --data)."),
-    metrics: str = typer.Option("fid,kid,is,prc,coverage", "--metrics", help="Comma-separated: fid,kid,is,prc,coverage."),
+    metrics: str = typer.Option("fid,kid,is,prc,coverage", "--metrics", help=f"Comma-separated: {','.join(METRICS)}."),
     n: int = typer.Option(10_000, "--n", min=2, help="Images to generate/compare (files: at most their count)."),
     extractor: str = typer.Option("auto", "--extractor", help="auto | mnist-cnn | inception-v3 (auto: mnist-cnn for digit sets)."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Path to torch-fidelity's pt_inception-2015-12-05 weights."),
@@ -160,7 +161,15 @@ def prepare_command(
 
     opt = Options(source=source, resolution=resolution, channels=channels, resize=resize, resampler=resampler,
                   background=background, shard_size=shard_size, pairs=pairs)
-    s = prepare(source, out, opt, workers=workers, root=root, download=download)
+    try:
+        s = prepare(source, out, opt, workers=workers, root=root, download=download)
+    except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130
+        typer.echo(str(exc) or "interrupted", err=True)
+        raise typer.Exit(130) from None
+    if s.complete:
+        typer.echo(f"{out}: already complete, {s.count:,} images in {s.shards} shards: nothing to do (to rebuild it, "
+                   f"delete {out} or prepare into a new --out). Train with --data shards:{out}")
+        return
     resumed = f", {s.resumed_from} shards kept from an interrupted prepare" if s.resumed_from else ""
     typer.echo(f"{out}: {s.count:,} images in {s.shards} shards, {s.skipped} unreadable and {s.duplicates} "
                f"duplicates skipped (see {out / 'report.txt'}){resumed}. Train with --data shards:{out}")

@@ -15,6 +15,17 @@ from ganforge.errors import DataError
 FOLDER_PREFIX = "folder:"
 NAMED_SPECS = (embedded.NAME, stacked.NAME, *tvsets.NAMES, *points.MIXTURES, *pairs.DIGIT_SPECS)
 SPLIT_SPECS = (embedded.NAME, "mnist", "fashion-mnist", "cifar10", "svhn")  # the sets with a held-out test split
+DIGIT_SETS = (embedded.NAME, "mnist", stacked.NAME)  # image sets of MNIST digits (the digit classifier reads them)
+
+
+def holds_digits(spec: str) -> bool:
+    """Whether ``spec`` names a set of MNIST digits (one per image, or one per channel)."""
+    return spec.strip().lower() in DIGIT_SETS
+
+
+def digits_per_channel(spec: str) -> bool:
+    """Whether each channel of ``spec``'s images is its own digit (Stacked MNIST: a mode is the three labels)."""
+    return spec.strip().lower() == stacked.NAME
 
 
 def _unknown(spec: str) -> DataError:

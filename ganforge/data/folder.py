@@ -40,8 +40,9 @@ def list_images(path: str | Path) -> list[str]:
     """
     root = _folder_or_raise(path)
     found: list[str] = []
+    seen = {_identity(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and _first_visit(dirpath, d, seen)]
         found.extend(
             os.path.join(dirpath, f)
             for f in filenames
@@ -52,6 +53,24 @@ def list_images(path: str | Path) -> list[str]:
             f"folder '{path}' has no image files: put images ({' '.join(EXTENSIONS)}) in it or in its subfolders"
         )
     return sorted(found, key=lambda p: os.path.relpath(p, root))
+
+
+def _identity(path: str | Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _first_visit(parent: str, name: str, seen: set) -> bool:
+    """Follow each folder once, however many links lead to it: ``ln -s . loop`` would make the walk endless, a
+    link to a sibling would list its images twice."""
+    try:
+        key = _identity(os.path.join(parent, name))
+    except OSError:  # a dangling link
+        return False
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 def subfolder_labels(root: str | Path, paths: list[str]) -> tuple[Optional[torch.Tensor], Optional[list[str]]]:

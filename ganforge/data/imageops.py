@@ -6,6 +6,7 @@ or ``(height, width)``: evaluation builds its reference at whatever shape the sa
 """
 from __future__ import annotations
 
+import os
 from typing import Union
 
 import numpy as np
@@ -137,9 +138,27 @@ def parse_colour(text: str) -> tuple[int, int, int]:
     t = text.strip().lower()
     if t in named:
         return named[t]
-    if len(t) == 7 and t.startswith("#"):
+    digits = t[1:]
+    if len(t) == 7 and t.startswith("#") and all(c in "0123456789abcdef" for c in digits):
         return tuple(int(t[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-    raise ValueError(f"{text!r} is not a colour: write white, black or #rrggbb")
+    raise ValueError(f"{text!r} is not a colour: write white, black or #rrggbb (six hex digits, e.g. #808080)")
+
+
+def error_text(exc: BaseException, limit: int = 160) -> str:
+    """A decode error on one line, without the in-memory stream PIL names (``<_io.BytesIO object at 0x...>``),
+    which says nothing to the user: the caller names the file beside it."""
+    import re
+
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", " ".join(str(exc).split()))
+    return text[:limit] or type(exc).__name__
+
+
+def printable(name: str) -> str:
+    """A file name on one line whatever it holds: tabs, newlines and other control characters escaped, and bytes
+    that are not UTF-8 (surrogate escapes from ``os.listdir``) shown as ``\\xNN``."""
+    raw = os.fsencode(name) if any("\udc80" <= c <= "\udcff" for c in name) else None
+    text = raw.decode("utf-8", "backslashreplace") if raw is not None else name
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def resize_policy(img: Image.Image, size: Size, policy: str = "center-crop", resampler: str = "bilinear",

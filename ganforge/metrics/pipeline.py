@@ -7,7 +7,6 @@ in-domain numbers compare ganforge runs with each other, Inception numbers compa
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -16,55 +15,14 @@ import torch
 
 from ganforge.errors import UserError
 
-METRICS = ("fid", "kid", "is", "prc", "coverage")
-
-DIGIT_SETS = ("mnist-embedded", "mnist", "stacked-mnist")
-
-HIGHER_IS_BETTER = ("is", "precision", "recall", "density", "coverage", "classes_covered", "modes_covered",
-                    "label_accuracy", "min_class_share")
-
 MIN_SIDE = 8  # smaller images carry too little for any extractor (both resize up, to 28 or 299)
 
-def parse_metrics(text: str | Sequence[str]) -> list[str]:
-    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
-    bad = [m for m in names if m not in METRICS]
-    if bad or not names:
-        raise UserError(f"unknown metric {bad[0] if bad else text!r}: choose from {','.join(METRICS)}")
-    return names
-
-def auto_extractor(ref_spec: str) -> str:
-    """The in-domain digit classifier for MNIST-like references, Inception-v3 for everything else."""
-    return "mnist-cnn" if ref_spec.strip().lower() in DIGIT_SETS else "inception-v3"
-
-def in_domain_scorer(ref_spec: str, translation: bool) -> bool:
-    """Whether a run on ``ref_spec`` can be scored in seconds by a scorer trained on its own domain (the digit
-    classifier): the default end-of-run evaluation needs one (Inception-v3 is neither in-domain nor offline)."""
-    from ganforge.data.pairs import DIGIT_SPECS
-
-    spec = ref_spec.strip().lower()
-    return spec in DIGIT_SPECS if translation else auto_extractor(spec) == "mnist-cnn"
 
 def summary_line(result: dict) -> str:
     """The headline figures of an evaluation in one line: FID, precision/recall, classes, or a translator's."""
-    m = result["metrics"]
-    picks = [("fid", "FID {:.2f}"), ("precision", "precision {:.2f}"), ("recall", "recall {:.2f}"),
-             ("classes_covered", "classes {:.0f}"), ("class_kl", "class KL {:.3f}"), ("modes_covered", "modes {:.0f}"),
-             ("label_accuracy", "label accuracy {:.1%}"), ("accuracy", "digit kept {:.1%}"),
-             ("class_kept", "class kept {:.1%}"), ("l1", "L1 {:.4f}"), ("cycle_l1", "cycle L1 {:.4f}"),
-             ("psnr", "PSNR {:.2f} dB"), ("fid_mnist_cnn", "FID {:.2f}")]
-    parts = []
-    for base, fmt in picks:
-        hit = next((v for k, v in m.items() if k.split("[", 1)[0] == base and isinstance(v, (int, float))), None)
-        if hit is not None:
-            parts.append(fmt.format(hit))
-    return ", ".join(parts) + f" ({result['n_generated']:,} samples, {result['extractor']})"
+    from ganforge.metrics.registry import headline_parts
 
-def metric_is_better(name: str, new: float, old: Optional[float]) -> bool:
-    """Lower is better for distances (fid, kid, kl), higher for scores (is, precision, recall, coverage)."""
-    if old is None or not math.isfinite(old):
-        return math.isfinite(new)
-    base = name.split("[", 1)[0]
-    return new > old if base in HIGHER_IS_BETTER else new < old
+    return ", ".join(headline_parts(result["metrics"])) + f" ({result['n_generated']:,} samples, {result['extractor']})"
 
 @dataclass
 class ImageSource:
@@ -134,48 +92,11 @@ def shape_text(hw: tuple[int, int]) -> str:
 
 def compute(metrics: Sequence[str], gen: Collected, ref: Collected, extractor_name: str, ref_spec: str,
             num_classes: int = 10, seed: int = 0) -> dict[str, float]:
-    from ganforge.metrics import modes
-    from ganforge.metrics.frechet import frechet_distance
-    from ganforge.metrics.inception_score import inception_score
-    from ganforge.metrics.kid import kernel_inception_distance
-    from ganforge.metrics.prdc import prdc
+    """The registry's metrics (``metrics/registry.py``) on two collected sides, labelled with the extractor."""
+    from ganforge.data.build import digits_per_channel
+    from ganforge.metrics.registry import Context, compute as run_metrics
 
-    tag = f"[{extractor_name}]"
-    out: dict[str, float] = {}
-    for m in metrics:
-        if m == "fid":
-            out["fid" + tag] = float(frechet_distance(gen.stats.mean, gen.stats.cov, ref.stats.mean, ref.stats.cov))
-        elif m == "kid":
-            size = min(1000, gen.n, ref.n)
-            mean, std = kernel_inception_distance(ref.features, gen.features, subsets=100, subset_size=size, seed=seed)
-            out["kid" + tag], out["kid_std" + tag] = float(mean), float(std)
-        elif m == "is":
-            if gen.probs is None:
-                raise UserError(f"extractor {extractor_name} has no class head: IS needs one")
-            mean, std = inception_score(gen.probs, splits=10 if gen.n >= 1000 else 1)
-            out["is" + tag], out["is_std" + tag] = float(mean), float(std)
-        elif m == "prc":
-            res = prdc(ref.features, gen.features, k=5)
-            for k, v in res.items():
-                out[f"{k}{tag}"] = float(v)
-        elif m == "coverage":
-            if ref_spec == "stacked-mnist":
-                if gen.channel_preds is None:
-                    raise UserError("Stacked MNIST coverage needs 3-channel images and the mnist-cnn extractor")
-                p = gen.channel_preds
-                res = modes.stacked_mnist_modes(p[:, 0], p[:, 1], p[:, 2])
-                out["modes_covered"] = float(res["modes_covered"])
-                out["modes_kl"] = float(res["kl"])
-            else:
-                if gen.probs is None or ref.probs is None:
-                    raise UserError(f"class coverage needs a classifier: use --extractor mnist-cnn (got {extractor_name})")
-                k = gen.probs.shape[1]
-                ref_hist = np.bincount(ref.probs.argmax(1), minlength=k) / len(ref.probs)
-                res = modes.class_coverage(gen.probs.argmax(1), k, ref_hist=ref_hist)
-                out["classes_covered"] = float(res["classes_covered"])
-                out["class_kl"] = float(res["kl"])
-                out["min_class_share"] = float(np.bincount(gen.probs.argmax(1), minlength=k).min() / len(gen.probs))
-    return out
+    return run_metrics(metrics, gen, ref, Context(extractor_name, seed, digits_per_channel(ref_spec)))
 
 FADED = 0.25  # a class under this share of its fair share 1/K is called faded (the training watch's default)
 

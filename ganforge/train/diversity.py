@@ -22,7 +22,6 @@ from ganforge.config import ModelConfig
 from ganforge.families.outputs import output_of
 from ganforge.train.guards import sample_diversity
 
-STACKED = "stacked-mnist"  # three independent digits as R, G, B: each channel is read as its own digit
 
 
 @dataclass
@@ -77,10 +76,9 @@ def choose_space(data_spec: str, model: ModelConfig) -> DiversitySpace:
     """The in-domain feature space for digit data (when the classifier loads), else pixels or points."""
     if not output_of(model).images:
         return DiversitySpace("points")
-    from ganforge.metrics.pipeline import DIGIT_SETS
+    from ganforge.data.build import digits_per_channel, holds_digits
 
-    spec = data_spec.strip().lower()
-    if spec not in DIGIT_SETS:
+    if not holds_digits(data_spec):
         return DiversitySpace("pixels")
     try:
         from ganforge.metrics.extractors import get_extractor
@@ -90,4 +88,4 @@ def choose_space(data_spec: str, model: ModelConfig) -> DiversitySpace:
     except Exception as exc:  # noqa: BLE001 - a missing or broken weights file must never cost a run
         reason = " ".join(str(exc).split()) or type(exc).__name__
         return DiversitySpace("pixels", note=f"mnist-cnn unavailable: {reason}")
-    return DiversitySpace("mnist-cnn", extractor, per_channel=spec == STACKED)
+    return DiversitySpace("mnist-cnn", extractor, per_channel=digits_per_channel(data_spec))

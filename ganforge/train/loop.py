@@ -438,9 +438,9 @@ class Run:
             self.log("eval @ step {}: {}".format(self.at.step, ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
             key = self.evaluator.best_key()
             if key is not None and key in values:
-                from ganforge.metrics.pipeline import metric_is_better
+                from ganforge.metrics.registry import is_better
 
-                if metric_is_better(key, values[key], self.at.best_value):
+                if is_better(key, values[key], self.at.best_value):
                     self.at.best_value = values[key]
                     improved = True
         if self.dist.any(improved):

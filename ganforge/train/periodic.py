@@ -19,16 +19,19 @@ class PeriodicEvaluator:
     def __init__(self, cfg: EvalConfig, model_cfg: ModelConfig, train_spec: str, make_inputs,
                  device: torch.device, data_root: str = "data", log=print):
         """``make_inputs(n, generator)``: the generator's inputs (the family's trainer knows them)."""
-        from ganforge.metrics.extractors import get_extractor
+        from ganforge.data.build import digits_per_channel
+        from ganforge.metrics.extractors import get_extractor, resolve
+        from ganforge.metrics.registry import needs_channel_classes, needs_features
 
         self.cfg = cfg
         self.model_cfg = model_cfg
         self.make_inputs = make_inputs
         self.device = device
         self.ref_spec = (cfg.ref or train_spec).strip()
-        self.extractor_name = ev.auto_extractor(self.ref_spec) if cfg.extractor == "auto" else cfg.extractor
+        self.extractor_name = resolve(cfg.extractor, self.ref_spec)
         self.extractor = get_extractor(self.extractor_name, device)
-        self.per_channel = "coverage" in cfg.metrics and self.ref_spec == "stacked-mnist"
+        self.per_channel = needs_channel_classes(cfg.metrics, digits_per_channel(self.ref_spec))
+        self.keep = needs_features(cfg.metrics)
         self.ref = reference_features(self.ref_spec, model_cfg.image_size, model_cfg.channels, cfg.n,
                                          self.extractor, 250, data_root, False, log=log)
 
@@ -36,9 +39,9 @@ class PeriodicEvaluator:
         """The labelled key of ``cfg.best`` in this evaluator's results (e.g. fid -> fid[mnist-cnn])."""
         if not self.cfg.best:
             return None
-        if self.cfg.best in ("classes_covered", "class_kl", "modes_covered", "modes_kl"):
-            return self.cfg.best
-        return f"{self.cfg.best}[{self.extractor_name}]"
+        from ganforge.metrics.registry import labelled
+
+        return labelled(self.cfg.best, self.extractor_name)
 
     @torch.no_grad()
     def __call__(self, G: nn.Module, step: int) -> dict[str, float]:
@@ -53,7 +56,6 @@ class PeriodicEvaluator:
 
         size = self.model_cfg.image_size
         src = ev.ImageSource("training", self.model_cfg.channels, size, size, n, batches)
-        keep = any(m in self.cfg.metrics for m in ("kid", "prc"))
-        got = ev.collect(src, self.extractor, 250, keep_features=keep, per_channel=self.per_channel)
+        got = ev.collect(src, self.extractor, 250, keep_features=self.keep, per_channel=self.per_channel)
         G.train(was_training)
         return ev.compute(self.cfg.metrics, got, self.ref, self.extractor_name, self.ref_spec)

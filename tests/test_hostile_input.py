@@ -1,0 +1,314 @@
+"""Hostile and careless input (issue 33): every size that comes from outside is bounded before it is read, every
+folder walk follows no link twice, and every writer of an output leaves nothing behind on a user error."""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import struct
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganforge.errors import UserError
+from test_demo import get, runs, serving, upload_png  # noqa: F401 - the module-scoped fixture of tiny runs
+
+quiet = dict(progress=False, log=lambda s: None)
+
+
+# ------------------------------------------------------------------------------------------------------- demo
+def png_claiming(width: int, height: int) -> bytes:
+    """A small valid PNG whose header claims ``width`` x ``height``: what a decompression bomb looks like before
+    decoding (its pixel data, a few hundred bytes of zlib, would inflate to width * height bytes)."""
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    return bytes(data)
+
+
+def raw_post(url: str, path: str, headers: str, body: bytes = b"") -> tuple[int, dict]:
+    """(status, JSON body) of a hand-written POST: headers urllib would not send."""
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n".encode() + body)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload or b"{}")
+
+
+def test_a_negative_or_non_numeric_content_length_is_refused_not_read(runs):
+    with serving(runs("ssgan")) as url:
+        image = upload_png()
+        status, body = raw_post(url, "/api/classify", "Content-Length: -1\r\n", image)
+        assert status == 400 and "Content-Length" in body["error"]
+        status, body = raw_post(url, "/api/classify", "Content-Length: abc\r\n", image)
+        assert status == 400 and "Content-Length" in body["error"]
+        status, body = raw_post(url, "/api/classify", "", image)
+        assert status == 411 and "Content-Length" in body["error"]
+        status, body = raw_post(url, "/api/classify", f"Content-Length: {2 ** 40}\r\n")
+        assert status == 413
+        assert get(f"{url}/api/classify", image)[0] == 200  # an honest upload still works
+
+
+def test_an_upload_whose_header_claims_too_many_pixels_is_refused_before_decoding(monkeypatch):
+    from ganforge.apps import demo
+
+    loads, bomb = [], png_claiming(12000, 12000)
+    monkeypatch.setattr(Image.Image, "load", lambda self, *a: loads.append(self.size))
+    with pytest.raises(UserError, match="12000x12000 pixels"):
+        demo.decode_upload(bomb)
+    assert loads == []  # refused from the header alone: nothing decoded
+    monkeypatch.undo()
+    assert demo.decode_upload(upload_png(20, 30)).shape == (1, 3, 20, 30)
+
+
+def test_a_bomb_upload_is_a_400_on_the_server(runs):
+    with serving(runs("ssgan")) as url:
+        status, body, _ = get(f"{url}/api/classify", png_claiming(12000, 12000))
+        assert status == 400 and "pixels" in json.loads(body)["error"]
+
+
+def test_a_noise_generator_without_truncation_or_labels_refuses_them(runs):
+    with serving(runs("dcgan")) as url:
+        for query in ("truncation=nan", "truncation=inf", "truncation=-5", "truncation=0.5", "label=5"):
+            status, body, _ = get(f"{url}/api/sample?seed=1&n=4&{query}")
+            assert status == 400, query
+            assert query.split("=")[0] in json.loads(body)["error"]
+        assert get(f"{url}/api/walk?a=1&b=2&label=1")[0] == 400
+    with serving(runs("stylegan")) as url:
+        for query in ("truncation=nan", "truncation=inf", "truncation=-5"):
+            assert get(f"{url}/api/sample?seed=1&n=4&{query}")[0] == 400, query
+
+
+def test_fifty_concurrent_requests_are_all_answered(runs):
+    from ganforge.apps.demo import make_server
+
+    server = make_server("127.0.0.1", 0)
+    assert server.request_queue_size >= 64  # the listen backlog: the default 5 resets a burst of connections
+    server.server_close()
+    with serving(runs("dcgan")) as url:
+        statuses: list[int] = []
+
+        def one() -> None:
+            statuses.append(get(f"{url}/api/sample?seed=1&n=1")[0])
+
+        threads = [threading.Thread(target=one) for _ in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == [200] * 50
+
+
+def test_a_client_that_hangs_up_prints_nothing(capsys):
+    from ganforge.apps.demo import make_server
+
+    server = make_server("127.0.0.1", 0)
+    try:
+        for exc in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")):
+            try:
+                raise exc
+            except OSError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("a real bug")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "a real bug" in capsys.readouterr().err  # anything else keeps its traceback
+    finally:
+        server.server_close()
+
+
+# ------------------------------------------------------------------------------------------------------- prepare
+from ganforge.apps import prepare as prep  # noqa: E402
+from ganforge.apps import prepare_sources as sources  # noqa: E402
+from ganforge.data import folder as folder_data  # noqa: E402
+from ganforge.data import shards  # noqa: E402
+from test_bad_input import _listing  # noqa: E402
+from test_cli import _assert_user_error, run  # noqa: E402
+from test_shards import _prepare  # noqa: E402
+
+
+def _images(root: Path, n: int = 4, start: int = 0) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        arr = np.full((8, 8), 20 * i + 10, np.uint8)
+        Image.fromarray(arr).save(root / f"{i:02d}.png")
+    return root
+
+
+def test_a_zip_member_is_bounded_by_its_declared_size_and_read_as_a_stream(tmp_path, monkeypatch):
+    import zipfile
+
+    _images(tmp_path / "imgs", 3)
+    with zipfile.ZipFile(tmp_path / "set.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted((tmp_path / "imgs").iterdir()):
+            z.write(p, p.name)
+        z.writestr("zeros.png", b"\0" * 5_000_000)  # compresses to a few kB
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 1_000_000)
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda *a, **k: pytest.fail("a member read whole"))
+    s = _prepare(tmp_path / "set.zip", tmp_path / "out")
+    assert (s.count, s.skipped) == (3, 1)
+    report = (tmp_path / "out" / shards.REPORT).read_text()
+    assert "zeros.png" in report and "5,000,000 bytes" in report
+    assert "BytesIO" not in report
+
+
+def test_an_unreadable_zip_member_is_named_not_a_bytesio(tmp_path):
+    import zipfile
+
+    _images(tmp_path / "imgs", 2)
+    with zipfile.ZipFile(tmp_path / "set.zip", "w") as z:
+        for p in sorted((tmp_path / "imgs").iterdir()):
+            z.write(p, p.name)
+        z.writestr("junk.png", b"not an image")
+    _prepare(tmp_path / "set.zip", tmp_path / "out")
+    report = (tmp_path / "out" / shards.REPORT).read_text()
+    assert "junk.png" in report and "BytesIO" not in report and "0x" not in report
+
+
+def test_symlink_loops_are_followed_once(tmp_path):
+    src = _images(tmp_path / "src", 3)
+    (src / "s1").symlink_to(".")
+    (src / "s2").symlink_to(".")
+    (src / "sub").mkdir()
+    _images(src / "sub", 1, start=5)
+    (src / "sub" / "up").symlink_to("..")
+    found = folder_data.list_images(src)
+    assert sorted(Path(p).name for p in found) == ["00.png", "01.png", "02.png", "05.png"]
+    s = _prepare(src, tmp_path / "out")
+    assert (s.count, s.duplicates) == (4, 0)
+
+
+def test_a_file_name_that_is_not_utf8_and_one_with_tabs_are_reported_on_one_line(tmp_path):
+    src = _images(tmp_path / "src", 2)
+    (src / "broken\tname\nx.png").write_bytes(b"junk")
+    bad = bytes(src) + b"/caf\xe9.png"
+    with open(bad, "wb") as f:
+        f.write(b"junk")
+    s = _prepare(src, tmp_path / "out")
+    assert (s.count, s.skipped) == (2, 2)
+    lines = (tmp_path / "out" / shards.REPORT).read_text().splitlines()
+    assert len(lines) == 2 and all(line.count("\t") == 2 for line in lines)
+    assert any("caf" in line for line in lines)
+    assert not (tmp_path / "out" / shards.PROGRESS).exists()
+
+
+@pytest.mark.parametrize("arrays, needle", [
+    (dict(images=np.zeros((5, 8, 8), np.uint8), labels=np.arange(3)), "5 images but 3 labels"),
+    (dict(images=np.zeros((2, 8, 8), np.uint8), labels=np.array(["cat", "dog"])), "labels"),
+    (dict(images=np.full((2, 8, 8), np.nan)), "not finite"),
+    (dict(images=np.full((2, 8, 8), np.inf)), "not finite"),
+    (dict(images=np.zeros((2, 8, 8), np.complex64)), "complex64"),
+    (dict(images=np.linspace(-3, 7, 128).reshape(2, 8, 8)), "-3"),
+    (dict(images=np.full((2, 8, 8), 300, np.int64)), "300"),
+])
+def test_npz_arrays_that_do_not_fit_are_one_line_and_write_nothing(tmp_path, arrays, needle):
+    np.savez(tmp_path / "x.npz", **arrays)
+    with pytest.raises(UserError, match=needle):
+        _prepare(tmp_path / "x.npz", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_npz_value_ranges_are_read_as_their_scale():
+    ramp = np.arange(64, dtype=np.uint8).reshape(1, 8, 8) * 4
+    for x in (ramp, ramp.astype(np.int64), ramp / 255.0, ramp / 127.5 - 1, ramp.astype(np.float32)):
+        got = sources._array_source(x, None, "x").items[0][1]
+        assert np.abs(got.astype(int) - ramp[0]).max() <= 1, x.dtype
+
+
+def test_npz_members_are_bounded_by_their_declared_size(tmp_path, monkeypatch):
+    from ganforge import io_utils
+
+    np.savez_compressed(tmp_path / "big.npz", images=np.zeros((100, 100, 100), np.uint8))  # 1 MB, a few kB zipped
+    monkeypatch.setattr(io_utils, "MAX_NPZ_BYTES", 100_000)
+    with pytest.raises(UserError, match="1,000,000 bytes"):
+        io_utils.read_npz(tmp_path / "big.npz")
+
+
+@pytest.mark.parametrize("damage", ["progress", "index"])
+def test_a_damaged_progress_or_index_in_out_is_one_line(tmp_path, damage):
+    src = _images(tmp_path / "src", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    if damage == "progress":
+        (out / shards.PROGRESS).write_text('{"options": ')
+    else:
+        (out / shards.INDEX).write_text("[]")
+    res = run("prepare", str(src), "--out", str(out), "--resolution", "8", "--workers", "1")
+    _assert_user_error(res, str(out), "delete")
+
+
+def test_prepare_workers_are_checked_and_bounded(tmp_path, monkeypatch):
+    src = _images(tmp_path / "src", 3)
+    before = _listing(tmp_path)
+    _assert_user_error(run("prepare", str(src), "--out", str(tmp_path / "o"), "--workers", "-1"), "--workers -1")
+    _assert_user_error(run("prepare", str(src), "--out", str(tmp_path / "o"), "--workers", "10000"),
+                       "--workers 10000")
+    assert _listing(tmp_path) == before
+    pools = []
+    real = prep.get_context("spawn").Pool
+    monkeypatch.setattr(prep, "_pool", lambda n: pools.append(n) or real(n))
+    monkeypatch.setattr(prep.os, "cpu_count", lambda: 8)
+    _prepare(src, tmp_path / "out", workers=8)
+    assert pools == [3]  # no more processes than images
+
+
+def test_rerunning_a_finished_prepare_says_complete_or_that_the_source_changed(tmp_path):
+    src = _images(tmp_path / "src", 3)
+    out = tmp_path / "out"
+    args = ["prepare", str(src), "--out", str(out), "--resolution", "8", "--workers", "1"]
+    assert run(*args).returncode == 0
+    again = run(*args)
+    assert again.returncode == 0 and "already complete" in again.stdout and "interrupted" not in again.stdout
+    _images(src, 1, start=7)
+    _assert_user_error(run(*args), "4 images", "3", "new --out")
+
+
+def test_a_bad_background_names_the_accepted_forms():
+    with pytest.raises(UserError, match="white, black or #rrggbb"):
+        prep._check_options(prep.Options("x", background="#zzzzzz"))
+
+
+def test_ctrl_c_during_a_pooled_prepare_says_how_to_resume_and_leaks_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(src / f"{i:03d}.png")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "ganforge", "prepare", str(src), "--out", str(out), "--resolution", "32",
+            "--workers", "2", "--shard-size", "4"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background
+    # job (a CI runner, ``cmd &``) starts with SIGINT ignored, which Python would keep
+    deadline = time.monotonic() + 240
+    while not (out / shards.PROGRESS).is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the prepare ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "leaked" not in err, err
+    assert "run the same command again" in err
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "300 images" in done.stdout, done.stderr
