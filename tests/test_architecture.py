@@ -299,3 +299,16 @@ def test_families_without_their_own_spec_train_with_the_train_keys_optimiser():
     assert adam.defaults["fused"] and adam.param_groups[0]["eps"] == 1e-8
     rms = make_optimizer(p, 5e-5, TrainConfig(optimizer="rmsprop"), torch.device("cpu"))
     assert isinstance(rms, torch.optim.RMSprop) and rms.param_groups[0]["lr"] == 5e-5
+
+
+@pytest.mark.parametrize("where", ["train", "apps", "cli", "config"])
+def test_general_code_asks_the_output_kind_instead_of_comparing_its_name(where):
+    """``families/outputs.py`` owns what differs between images, points and translations: general code asks
+    ``output_of(cfg)`` (``.images``, ``.translations``, ``.describe``, ``.save_samples`` ...), never compares the
+    name that ``output_kind`` returns."""
+    # (a dataset's own ``ds.kind`` -- images, points or pairs -- is the data's, not the run's output)
+    pattern = re.compile(r"output_kind\(.*[=!]=|(?<!\.)\bkind\s*[=!]=\s*[\"'](points|images|translations)[\"']")
+    root = PACKAGE / where
+    hits = [f"{f.relative_to(PACKAGE)}:{no}: {code.strip()}" for f in sorted(root.rglob("*.py"))
+            for no, code in _code_lines(f) if pattern.search(code)]
+    assert hits == []

@@ -273,12 +273,12 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _ada_needs_images(self) -> "RunConfig":
         """ADA augments the images a noise-to-image D judges: not points, not translations' pairs."""
-        from ganforge.families import output_kind
+        from ganforge.families.outputs import output_of
 
-        kind = output_kind(self.model)
-        if self.train.augment == "ada" and kind != "images":
+        kind = output_of(self.model)
+        if self.train.augment == "ada" and (not kind.images or kind.translations):
             raise ValueError(f"train.augment=ada augments generated images; model.family={self.model.family!r} "
-                             f"makes {kind}: leave train.augment at none")
+                             f"makes {kind.name}: leave train.augment at none")
         return self
 
     @property
