@@ -312,3 +312,149 @@ def test_ctrl_c_during_a_pooled_prepare_says_how_to_resume_and_leaks_nothing(tmp
     assert "run the same command again" in err
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "300 images" in done.stdout, done.stderr
+
+
+# ------------------------------------------------------------------------------------------------------- shards
+from ganforge.errors import DataError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A prepared set of 20 distinct 16x16 grey images in shards of 8 (8, 8, 4)."""
+    root = tmp_path_factory.mktemp("hostile-shards")
+    src = root / "src"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(src / f"{i:02d}.png")
+    _prepare(src, root / "set", resolution=16)
+    return root / "set"
+
+
+def _copy_set(prepared: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(prepared, to)
+    for p in to.iterdir():
+        p.chmod(0o644)
+    return to
+
+
+@pytest.mark.parametrize("index", [[1, 2, 3], {"format": shards.FORMAT}, {"format": shards.FORMAT, "shards": 5},
+                                   {"format": shards.FORMAT, "shards": [{"name": "x"}]},
+                                   {"format": shards.FORMAT, "shards": [7]}])
+def test_a_malformed_index_is_one_line(prepared, tmp_path, index):
+    from ganforge.data.build import build_spec
+
+    bad = _copy_set(prepared, tmp_path / "set")
+    (bad / shards.INDEX).write_text(json.dumps(index))
+    with pytest.raises(DataError, match="index.json"):
+        build_spec(f"shards:{bad}", channels=1, size=16)
+
+
+def test_offsets_outside_their_shard_are_refused_before_any_read(prepared, tmp_path):
+    from ganforge.data.build import build_spec
+
+    bad = _copy_set(prepared, tmp_path / "set")
+    index = json.loads((bad / shards.INDEX).read_text())
+    sizes = shards.unpack(index["shards"][0]["sizes"]).copy()
+    sizes[3] = 2 ** 40  # a hostile size: read() would allocate it
+    index["shards"][0]["sizes"] = shards.pack(sizes)
+    (bad / shards.INDEX).write_text(json.dumps(index))
+    with pytest.raises(DataError, match="outside"):
+        build_spec(f"shards:{bad}", channels=1, size=16)
+
+
+def test_a_lost_shard_is_counted_in_images_with_its_reason(prepared, tmp_path, tiny):
+    from ganforge.data.build import build_spec
+    from ganforge.train.loop import train
+
+    bad = _copy_set(prepared, tmp_path / "set")
+    (bad / "shard-000001.tar").unlink()
+    ds = build_spec(f"shards:{bad}", channels=1, size=16)
+    assert len(ds) == 12 and ds.skipped_images() == 8
+    assert "missing" in ds.skipped[0]
+    cfg = tiny("dcgan", steps=2, batch_size=4)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"shards:{bad}", "limit": None})})
+    lines: list[str] = []
+    train(cfg, tmp_path / "run", progress=False, log=lines.append)
+    warning = next(line for line in lines if line.startswith("warning:") and "skipped" in line)
+    assert "8 images" in warning and "shard" in warning, warning
+    listed = (tmp_path / "run" / "skipped_files.txt").read_text()
+    assert "shard-000001.tar" in listed and "missing" in listed
+
+
+def test_strict_with_an_undecodable_image_leaves_no_run_directory(prepared, tmp_path):
+    import hashlib
+
+    bad = _copy_set(prepared, tmp_path / "set")
+    index = json.loads((bad / shards.INDEX).read_text())
+    entry = index["shards"][0]
+    shard = bad / entry["name"]
+    data = bytearray(shard.read_bytes())
+    offsets = shards.unpack(entry["offsets"])
+    for off in offsets:  # every image of the first shard: whichever the first batch takes, it fails
+        data[int(off) + 16: int(off) + 24] = b"\xff" * 8  # the IHDR's size: no longer a PNG that decodes
+    shard.write_bytes(bytes(data))
+    entry["sha256"] = hashlib.sha256(bytes(data)).hexdigest()  # a set whose checks pass but whose image is bad
+    (bad / shards.INDEX).write_text(json.dumps(index))
+    res = run("train", "dcgan-mnist", "--data", f"shards:{bad}", "--strict", "--steps", "2", "--batch-size", "20",
+              "--out", str(tmp_path / "run"), "--set", "model.image_size=16", "--set", "train.device=cpu",
+              "--set", "eval.final=false")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "BytesIO" not in res.stderr
+    assert "shard-000000.tar" in res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_lists_an_unreadable_file_whose_name_is_not_utf8(tmp_path, tiny):
+    from ganforge.train.loop import train
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(src / f"{i}.png")
+    with open(bytes(src) + b"/caf\xe9.png", "wb") as f:
+        f.write(b"junk")
+    cfg = tiny("dcgan", steps=1, batch_size=4)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"folder:{src}", "limit": None})})
+    train(cfg, tmp_path / "run", **quiet)
+    assert "caf" in (tmp_path / "run" / "skipped_files.txt").read_text()
+
+
+# ------------------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("key", ["train.ada_kimg", "train.lr_g", "train.time_limit", "train.dist_timeout",
+                                 "train.ada_target"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_no_config_number_takes_infinity_or_nan(key, value):
+    from ganforge.config import load_config
+
+    with pytest.raises(UserError, match=key.split(".")[1]):
+        load_config("dcgan-small", ["train.augment=ada", f"{key}={value}"])
+
+
+def test_batch_per_device_above_the_share_is_refused_by_dry_run(tiny):
+    from ganforge.train.loop import train
+
+    with pytest.raises(UserError, match="batch_per_device=64"):
+        train(tiny("dcgan", batch_size=32, batch_per_device=64), None, dry_run=True, **quiet)
+    assert train(tiny("dcgan", batch_size=32, batch_per_device=32), None, dry_run=True, **quiet).steps == 0
+
+
+# ------------------------------------------------------------------------------------------------------- preflight
+def test_paired_data_for_a_noise_family_and_images_for_a_translator_are_refused_by_dry_run(tmp_path, tiny):
+    from ganforge.train.loop import train
+
+    noise = tiny("dcgan")
+    paired = noise.model_copy(update={"data": noise.data.model_copy(update={"spec": "digits-sr", "split": "train"})})
+    with pytest.raises(UserError, match="pairs"):
+        train(paired, None, dry_run=True, **quiet)
+    translator = tiny("pix2pix")
+    single = translator.model_copy(update={"data": translator.data.model_copy(update={"spec": "mnist-embedded"})})
+    with pytest.raises(UserError, match="pairs"):
+        train(single, None, dry_run=True, **quiet)
+    res = run("train", "dcgan-mnist", "--data", "digits-sr", "--steps", "1", "--out", str(tmp_path / "run"),
+              "--set", "train.device=cpu")
+    _assert_user_error(res, "digits-sr", "pairs")
+    assert not (tmp_path / "run").exists()

@@ -32,7 +32,7 @@ from ganforge.checkpoint import (capture_rng, flatten_modules, flatten_optimizer
 from ganforge.config import RunConfig, dump_config
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
-from ganforge.io_utils import atomic_write_text, check_output_dir
+from ganforge.io_utils import atomic_write_bytes, atomic_write_text, check_output_dir
 from ganforge.families import batch_multiple, build_networks, count_parameters, get_family, output_kind
 from ganforge.train import compiling, determinism, fingerprint as fp, graphs, tensorboard
 from ganforge.train.batches import BatchSource
@@ -181,8 +181,11 @@ def train(
 
 def accumulation(per_device: Optional[int], local: int, multiple: int) -> int:
     """Micro-batches per update for train.batch_per_device; a UserError unless they split the share evenly."""
-    if per_device is None or per_device >= local:
+    if per_device is None or per_device == local:
         return 1
+    if per_device > local:
+        raise UserError(f"train.batch_per_device={per_device} is more than each device's share of the batch "
+                        f"({local}): use at most {local}, or leave it unset")
     if local % per_device or per_device % multiple:
         raise UserError(f"train.batch_per_device={per_device} must divide each device's share of the batch "
                         f"({local}) and be a multiple of the model's batch multiple {multiple}")
@@ -198,7 +201,8 @@ def _discard_unstarted(run_dir: Path, existed: bool) -> bool:
     to ``--resume``, and ``--out`` refuses the folder); True when it did."""
     import shutil
 
-    if not run_dir.is_dir() or list_checkpoints(run_dir / "checkpoints"):
+    trained = [p for p in list_checkpoints(run_dir / "checkpoints") if not p.name.endswith("-s00000000")]
+    if not run_dir.is_dir() or trained:  # a step-0 checkpoint holds no training: resuming it is starting again
         return False
     if not existed:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -228,6 +232,7 @@ class Run:
         self._check_options()
         # the data: one fixed order per epoch, this rank's slice of every global batch
         self.dataset = build_dataset(cfg.data, mc, seed=tc.seed, strict=strict_data)
+        self._check_data_kind()
         self._check_labels()
         dist.local_batch(tc.batch_size, batch_multiple(mc))  # a UserError unless the batch splits evenly
         self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
@@ -269,6 +274,20 @@ class Run:
         if launcher_precision in ("bf16", "fp16") and launcher_precision != tc.precision:
             self.log(f"warning: accelerate's mixed precision ({launcher_precision}) is not applied; ganforge uses "
                      f"train.precision={tc.precision}: pass --set train.precision={launcher_precision}")
+
+    def _check_data_kind(self) -> None:
+        """The data must be what the family declares it learns from: (A, B) pairs for a translating family,
+        single images (or points) for the others; refused here, before a model is built or a folder made."""
+        spec, family = self.cfg.data.spec, self.cfg.model.family
+        pairs = self.dataset.kind == "pairs"
+        if pairs and not self.family.translation:
+            raise UserError(f"--data {spec} holds (A, B) image pairs, for image-to-image families; {family!r} draws "
+                            "from noise and learns from single images: give it an image set, or pick a "
+                            "translation preset (see 'ganforge presets')")
+        if self.family.translation and not pairs:
+            raise UserError(f"{family!r} translates images and learns from (A, B) pairs, but --data {spec} holds "
+                            f"single {self.dataset.kind}: use paired:DIR, unpaired:DIR, a digits-* task or a set "
+                            "prepared with 'ganforge prepare --pairs'")
 
     def _check_labels(self) -> None:
         mc = self.cfg.model
@@ -593,8 +612,7 @@ class Run:
         if self.at.step > 0 and self.dist.is_main:
             self._write_pictures()
         if self.dataset.skipped:
-            self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
-                     f"{self.run_dir / 'skipped_files.txt'}")
+            self.log(f"warning: {self.dataset.skip_note()}; see {self.run_dir / 'skipped_files.txt'}")
         self.log(f"done: {self.at.step} steps in {seconds:.0f}s; run directory {self.run_dir}")
         self._log_classes()
         return self.summary(seconds)
@@ -634,7 +652,8 @@ class Run:
         if m.updater.scalers:  # fp16 loss scales: plain numbers
             state["scalers"] = {name.lower(): s.state_dict() for name, s in m.updater.scalers.items()}
         if self.dataset.skipped:  # unreadable images, listed for the user (and counted in the log)
-            atomic_write_text(self.run_dir / "skipped_files.txt", "".join(f"{p}\n" for p in self.dataset.skipped))
+            text = "".join(f"{p}\n" for p in self.dataset.skipped)  # a name need not be UTF-8: its bytes as \xNN
+            atomic_write_bytes(self.run_dir / "skipped_files.txt", text.encode("utf-8", "backslashreplace"))
         return save_checkpoint(self.files.ckpt_root, epoch=self.at.epoch, step=self.at.step, weights=weights,
                                optim=optim, state=state, keep=self.cfg.train.keep_checkpoints, best=best)
 
