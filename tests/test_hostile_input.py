@@ -458,3 +458,82 @@ def test_paired_data_for_a_noise_family_and_images_for_a_translator_are_refused_
               "--set", "train.device=cpu")
     _assert_user_error(res, "digits-sr", "pairs")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------------- export
+@pytest.fixture(scope="module")
+def broken_newest(tmp_path_factory):
+    """A run whose newest checkpoint passes its manifest but holds a wrongly shaped G tensor, and an older good
+    one (a copy of it before the damage)."""
+    import hashlib
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from conftest import tiny_config
+    from ganforge.checkpoint import list_checkpoints
+    from ganforge.train.loop import train
+
+    run_dir = tmp_path_factory.mktemp("broken") / "run"
+    train(tiny_config("dcgan", steps=2), run_dir, **quiet)
+    newest = list_checkpoints(run_dir / "checkpoints")[0]
+    shutil.copytree(newest, run_dir / "checkpoints" / "ckpt-e0000-s00000001")
+    weights = load_file(str(newest / "weights.safetensors"))
+    key = next(k for k in weights if k.startswith("G.") and weights[k].dim() > 1)
+    weights[key] = torch_zeros(tuple(s + 1 for s in weights[key].shape))
+    save_file(weights, str(newest / "weights.safetensors"))
+    manifest = json.loads((newest / "manifest.json").read_text())
+    manifest["sha256"]["weights.safetensors"] = hashlib.sha256((newest / "weights.safetensors").read_bytes()).hexdigest()
+    (newest / "manifest.json").write_text(json.dumps(manifest))
+    return run_dir
+
+
+def torch_zeros(shape):
+    import torch
+
+    return torch.zeros(shape)
+
+
+def test_export_and_sampling_fall_back_past_a_checkpoint_whose_tensors_do_not_fit(broken_newest, tmp_path):
+    from ganforge.apps.export import export
+    from ganforge.apps.sampling import load_generator
+
+    g = load_generator(broken_newest, "cpu")
+    assert g.checkpoint.name == "ckpt-e0000-s00000001"
+    lines: list[str] = []
+    meta = export(broken_newest, "folder", tmp_path / "out", log=lines.append)
+    assert meta["source"]["checkpoint"].endswith("ckpt-e0000-s00000001")
+    res = run("export", str(broken_newest), "--format", "folder", "--out", str(tmp_path / "cli"))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "skipping" in res.stderr and "shape" in res.stderr
+
+
+def test_every_file_of_a_folder_export_has_the_same_mode(broken_newest, tmp_path):
+    import os
+    import stat
+
+    from ganforge.apps.export import export
+
+    old = os.umask(0o022)
+    try:
+        export(broken_newest, "folder", tmp_path / "out", log=lambda s: None)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_the_torchscript_card_says_it_is_a_pickle_archive():
+    from ganforge.apps.model_card import model_card
+
+    meta = {"format": "torchscript", "family": "dcgan", "preset": "p", "image_size": 16, "channels": 1,
+            "z_dim": 16, "z_dist": "normal", "conditional": False, "num_classes": None, "output": "images",
+            "value_range": [-1.0, 1.0], "weights": "trained", "networks": {"G": "G"},
+            "graphs": {"G": {"file": "G.pt", "description": "z -> image",
+                             "inputs": {"z": {"shape": ["batch", 16], "dtype": "float32"}},
+                             "output": {"name": "image", "shape": ["batch", 1, 16, 16], "dtype": "float32"},
+                             "check": {"runtime": "torch", "max_abs_error": 0.0, "max_abs_error_by_batch": {"1": 0.0},
+                                       "tolerance": 1e-4, "ok": True}}},
+            "reference": {"file": "reference.npz", "seed": 0, "n": 3}, "source": {}, "run_config": {}}
+    card = model_card(meta, None)
+    assert "pickle" in card and "trusted" in card and "onnx" in card.lower()

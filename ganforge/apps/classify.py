@@ -41,7 +41,7 @@ class Classifier:
 
 def load_classifier(run_dir: Path, device: str = "cpu") -> Classifier:
     """The discriminator of a run whose family classifies (``ssgan``), from its newest good checkpoint."""
-    from ganforge.checkpoint import load_latest
+    from ganforge.checkpoint import load_newest
     from ganforge.config import load_run_config
     from ganforge.families import build_networks, get_family
     from ganforge.devices import pick_device
@@ -54,8 +54,7 @@ def load_classifier(run_dir: Path, device: str = "cpu") -> Classifier:
         raise UserError(f"{run_dir} is a {cfg.model.family!r} run, whose discriminator does not classify: "
                         "'ganforge classify' needs a semi-supervised run (see 'ganforge presets')")
     D = build_networks(cfg.model)["D"]
-    ckpt = load_latest(run_dir / "checkpoints")
-    D.load_state_dict(ckpt.module_state("D"))
+    load_newest(run_dir / "checkpoints", lambda ckpt: D.load_state_dict(ckpt.module_state("D")))  # fitting ones
     dev = pick_device(device)
     return Classifier(D.to(dev).eval(), cfg, dev)
 
