@@ -537,3 +537,20 @@ def test_the_torchscript_card_says_it_is_a_pickle_archive():
             "reference": {"file": "reference.npz", "seed": 0, "n": 3}, "source": {}, "run_config": {}}
     card = model_card(meta, None)
     assert "pickle" in card and "trusted" in card and "onnx" in card.lower()
+
+
+def test_every_reader_of_user_images_checks_the_header_size_first(tmp_path, monkeypatch):
+    """The demo's uploads, classify/translate --input, side-by-side pairs and shards: none decodes a bomb."""
+    from ganforge.apps.classify import read_inputs
+    from ganforge.apps.demo import decode_upload
+    from ganforge.data.imageops import check_pixels
+
+    bomb = png_claiming(12000, 12000)
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    with pytest.raises(UserError, match="12000x12000 pixels"):
+        read_inputs(tmp_path / "bomb.png")
+    with pytest.raises(Image.DecompressionBombError):
+        check_pixels(Image.open(io.BytesIO(bomb)))
+    with pytest.raises(UserError) as err:
+        decode_upload(b"not an image at all")
+    assert "BytesIO" not in str(err.value) and "0x" not in str(err.value)

@@ -104,10 +104,10 @@ def _read_image(path: Path) -> torch.Tensor:
     """One file as uint8 (1, 3, H, W)."""
     from PIL import Image
 
-    from ganforge.data.imageops import to_channels
+    from ganforge.data.imageops import check_pixels, to_channels
 
     with Image.open(path) as img:
-        rgb = np.asarray(to_channels(img, 3), dtype=np.uint8)
+        rgb = np.asarray(to_channels(check_pixels(img), 3), dtype=np.uint8)
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
 
 

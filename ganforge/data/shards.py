@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from ganforge.data.base import GanDataset
-from ganforge.data.imageops import Size, as_hw, error_text, per_image_note, pil_to_tensor
+from ganforge.data.imageops import Size, as_hw, check_pixels, error_text, per_image_note, pil_to_tensor
 from ganforge.errors import DataError
 
 PREFIX = "shards:"
@@ -239,7 +239,7 @@ class ShardsDataset(GanDataset):
         images = []
         for part in range(self.parts):
             with Image.open(io.BytesIO(self.read_bytes(i, part))) as img:
-                img.load()
+                check_pixels(img).load()
                 images.append(pil_to_tensor(img, self.channels, self.size))
         return torch.cat(images[::-1] if self.swap else images, 0)
 
