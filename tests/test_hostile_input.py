@@ -239,15 +239,20 @@ def test_npz_members_are_bounded_by_their_declared_size(tmp_path, monkeypatch):
         io_utils.read_npz(tmp_path / "big.npz")
 
 
-@pytest.mark.parametrize("damage", ["progress", "index"])
+@pytest.mark.parametrize("damage", ["progress", "index", "escape"])
 def test_a_damaged_progress_or_index_in_out_is_one_line(tmp_path, damage):
     src = _images(tmp_path / "src", 3)
     out = tmp_path / "out"
     out.mkdir()
     if damage == "progress":
         (out / shards.PROGRESS).write_text('{"options": ')
-    else:
+    elif damage == "index":
         (out / shards.INDEX).write_text("[]")
+    else:  # a shard entry naming a file outside the folder: never opened, hashed or removed
+        entry = {"name": "../../etc/passwd", "bytes": 1, "sha256": "0", "count": 1, "offsets": "", "sizes": "",
+                 "labels": "", "next": 1}
+        (out / shards.PROGRESS).write_text(json.dumps({"options": {}, "shards": [entry], "next": 1, "hashes": [],
+                                                       "skipped": [], "duplicates": []}))
     res = run("prepare", str(src), "--out", str(out), "--resolution", "8", "--workers", "1")
     _assert_user_error(res, str(out), "delete")
 

@@ -210,10 +210,12 @@ def sample(demo: Demo, p: Params) -> bytes:
     """A grid of ``n`` samples of ``seed`` (every class in turn, or one ``label``); a scatter for points."""
     g = _generator(demo)
     seed = p.number("seed", 0, 0, 2 ** 31 - 1)
+    label, psi = _label(demo, p), _style(demo, p)  # checked for every run: one without them refuses them
     if demo.points:
-        return png_points(g.sample(p.number("n", 1024, 1, MAX_POINTS), seed=seed))
-    n, label = p.number("n", 16, 1, MAX_SAMPLES), _label(demo, p)
-    images = g.sample(n, seed=seed, labels=None if label is None else [label], truncation=_style(demo, p))
+        return png_points(g.sample(p.number("n", 1024, 1, MAX_POINTS), seed=seed,
+                                   labels=None if label is None else [label]))
+    n = p.number("n", 16, 1, MAX_SAMPLES)
+    images = g.sample(n, seed=seed, labels=None if label is None else [label], truncation=psi)
     return png_grid(images)
 
 

@@ -105,7 +105,7 @@ def load_index(folder: str | Path) -> dict:
                         "ganforge prepare again")
     entries = index.get("shards")
     bad = "no list of shards" if not isinstance(entries, list) else next(
-        (f"shard entry {i} is {str(e)[:40]}" for i, e in enumerate(entries) if not _entry_ok(e)), "")
+        (f"shard entry {i} is {str(e)[:40]}" for i, e in enumerate(entries) if not entry_ok(e)), "")
     if bad:
         raise DataError(f"{path} is damaged ({bad}): run ganforge prepare again")
     return index
@@ -114,7 +114,7 @@ def load_index(folder: str | Path) -> dict:
 ENTRY_KEYS = {"name": str, "bytes": int, "sha256": str, "count": int, "offsets": str, "sizes": str, "labels": str}
 
 
-def _entry_ok(entry: object) -> bool:
+def entry_ok(entry: object) -> bool:
     return isinstance(entry, dict) and all(isinstance(entry.get(k), t) for k, t in ENTRY_KEYS.items()) \
         and Path(entry["name"]).name == entry["name"] and entry["count"] >= 0
 
