@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from ganforge.io_utils import atomic_write_text, fsync_dir
 FORMAT_VERSION = 1
 _FILES = ("weights.safetensors", "optim.safetensors", "state.json")
 _NAME_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)$")
+
+
+T = TypeVar("T")
 
 
 class CheckpointError(UserError):
@@ -261,6 +264,15 @@ def _warn_stderr(message: str) -> None:
 
 def load_latest(root: Path, map_location: str | torch.device = "cpu", warn=None) -> Checkpoint:
     """The newest checkpoint that verifies: ``latest`` first, then older ones (a corrupt one is reported, skipped)."""
+    return load_newest(root, lambda ckpt: ckpt, map_location, warn)
+
+
+def load_newest(root: Path, use: Callable[[Checkpoint], T], map_location: str | torch.device = "cpu",
+                warn=None) -> T:
+    """``use`` of the newest checkpoint it accepts, ``latest`` first: one that is corrupt, or that verifies but
+    whose tensors do not fit the networks (``load_state_dict``'s RuntimeError), is reported and skipped, so
+    sampling, export and the demo fall back to an older one as resume does. A UserError from ``use`` (the wrong
+    kind of run) is not the checkpoint's fault and is raised."""
     root = Path(root)
     warn = warn or _warn_stderr
     candidates = list_checkpoints(root)
@@ -275,8 +287,9 @@ def load_latest(root: Path, map_location: str | torch.device = "cpu", warn=None)
     errors = []
     for cand in candidates:
         try:
-            return load_checkpoint(cand, map_location)
-        except (CheckpointError, OSError, ValueError, RuntimeError) as exc:
-            errors.append(str(exc))
-            warn(f"warning: skipping {cand.name}: {exc}")
+            return use(load_checkpoint(cand, map_location))
+        except (CheckpointError, OSError, ValueError, RuntimeError, KeyError) as exc:
+            why = " ".join(str(exc).split())[:300]
+            errors.append(why)
+            warn(f"warning: skipping {cand.name}: {why}")
     raise CheckpointError(f"no loadable checkpoint in {root}: " + "; ".join(errors))

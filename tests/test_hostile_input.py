@@ -239,15 +239,20 @@ def test_npz_members_are_bounded_by_their_declared_size(tmp_path, monkeypatch):
         io_utils.read_npz(tmp_path / "big.npz")
 
 
-@pytest.mark.parametrize("damage", ["progress", "index"])
+@pytest.mark.parametrize("damage", ["progress", "index", "escape"])
 def test_a_damaged_progress_or_index_in_out_is_one_line(tmp_path, damage):
     src = _images(tmp_path / "src", 3)
     out = tmp_path / "out"
     out.mkdir()
     if damage == "progress":
         (out / shards.PROGRESS).write_text('{"options": ')
-    else:
+    elif damage == "index":
         (out / shards.INDEX).write_text("[]")
+    else:  # a shard entry naming a file outside the folder: never opened, hashed or removed
+        entry = {"name": "../../etc/passwd", "bytes": 1, "sha256": "0", "count": 1, "offsets": "", "sizes": "",
+                 "labels": "", "next": 1}
+        (out / shards.PROGRESS).write_text(json.dumps({"options": {}, "shards": [entry], "next": 1, "hashes": [],
+                                                       "skipped": [], "duplicates": []}))
     res = run("prepare", str(src), "--out", str(out), "--resolution", "8", "--workers", "1")
     _assert_user_error(res, str(out), "delete")
 
@@ -312,3 +317,245 @@ def test_ctrl_c_during_a_pooled_prepare_says_how_to_resume_and_leaks_nothing(tmp
     assert "run the same command again" in err
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "300 images" in done.stdout, done.stderr
+
+
+# ------------------------------------------------------------------------------------------------------- shards
+from ganforge.errors import DataError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A prepared set of 20 distinct 16x16 grey images in shards of 8 (8, 8, 4)."""
+    root = tmp_path_factory.mktemp("hostile-shards")
+    src = root / "src"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(src / f"{i:02d}.png")
+    _prepare(src, root / "set", resolution=16)
+    return root / "set"
+
+
+def _copy_set(prepared: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(prepared, to)
+    for p in to.iterdir():
+        p.chmod(0o644)
+    return to
+
+
+@pytest.mark.parametrize("index", [[1, 2, 3], {"format": shards.FORMAT}, {"format": shards.FORMAT, "shards": 5},
+                                   {"format": shards.FORMAT, "shards": [{"name": "x"}]},
+                                   {"format": shards.FORMAT, "shards": [7]}])
+def test_a_malformed_index_is_one_line(prepared, tmp_path, index):
+    from ganforge.data.build import build_spec
+
+    bad = _copy_set(prepared, tmp_path / "set")
+    (bad / shards.INDEX).write_text(json.dumps(index))
+    with pytest.raises(DataError, match="index.json"):
+        build_spec(f"shards:{bad}", channels=1, size=16)
+
+
+def test_offsets_outside_their_shard_are_refused_before_any_read(prepared, tmp_path):
+    from ganforge.data.build import build_spec
+
+    bad = _copy_set(prepared, tmp_path / "set")
+    index = json.loads((bad / shards.INDEX).read_text())
+    sizes = shards.unpack(index["shards"][0]["sizes"]).copy()
+    sizes[3] = 2 ** 40  # a hostile size: read() would allocate it
+    index["shards"][0]["sizes"] = shards.pack(sizes)
+    (bad / shards.INDEX).write_text(json.dumps(index))
+    with pytest.raises(DataError, match="outside"):
+        build_spec(f"shards:{bad}", channels=1, size=16)
+
+
+def test_a_lost_shard_is_counted_in_images_with_its_reason(prepared, tmp_path, tiny):
+    from ganforge.data.build import build_spec
+    from ganforge.train.loop import train
+
+    bad = _copy_set(prepared, tmp_path / "set")
+    (bad / "shard-000001.tar").unlink()
+    ds = build_spec(f"shards:{bad}", channels=1, size=16)
+    assert len(ds) == 12 and ds.skipped_images() == 8
+    assert "missing" in ds.skipped[0]
+    cfg = tiny("dcgan", steps=2, batch_size=4)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"shards:{bad}", "limit": None})})
+    lines: list[str] = []
+    train(cfg, tmp_path / "run", progress=False, log=lines.append)
+    warning = next(line for line in lines if line.startswith("warning:") and "skipped" in line)
+    assert "8 images" in warning and "shard" in warning, warning
+    listed = (tmp_path / "run" / "skipped_files.txt").read_text()
+    assert "shard-000001.tar" in listed and "missing" in listed
+
+
+def test_strict_with_an_undecodable_image_leaves_no_run_directory(prepared, tmp_path):
+    import hashlib
+
+    bad = _copy_set(prepared, tmp_path / "set")
+    index = json.loads((bad / shards.INDEX).read_text())
+    entry = index["shards"][0]
+    shard = bad / entry["name"]
+    data = bytearray(shard.read_bytes())
+    offsets = shards.unpack(entry["offsets"])
+    for off in offsets:  # every image of the first shard: whichever the first batch takes, it fails
+        data[int(off) + 16: int(off) + 24] = b"\xff" * 8  # the IHDR's size: no longer a PNG that decodes
+    shard.write_bytes(bytes(data))
+    entry["sha256"] = hashlib.sha256(bytes(data)).hexdigest()  # a set whose checks pass but whose image is bad
+    (bad / shards.INDEX).write_text(json.dumps(index))
+    res = run("train", "dcgan-mnist", "--data", f"shards:{bad}", "--strict", "--steps", "2", "--batch-size", "20",
+              "--out", str(tmp_path / "run"), "--set", "model.image_size=16", "--set", "train.device=cpu",
+              "--set", "eval.final=false")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "BytesIO" not in res.stderr
+    assert "shard-000000.tar" in res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_lists_an_unreadable_file_whose_name_is_not_utf8(tmp_path, tiny):
+    from ganforge.train.loop import train
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(src / f"{i}.png")
+    with open(bytes(src) + b"/caf\xe9.png", "wb") as f:
+        f.write(b"junk")
+    cfg = tiny("dcgan", steps=1, batch_size=4)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spec": f"folder:{src}", "limit": None})})
+    train(cfg, tmp_path / "run", **quiet)
+    assert "caf" in (tmp_path / "run" / "skipped_files.txt").read_text()
+
+
+# ------------------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("key", ["train.ada_kimg", "train.lr_g", "train.time_limit", "train.dist_timeout",
+                                 "train.ada_target"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_no_config_number_takes_infinity_or_nan(key, value):
+    from ganforge.config import load_config
+
+    with pytest.raises(UserError, match=key.split(".")[1]):
+        load_config("dcgan-small", ["train.augment=ada", f"{key}={value}"])
+
+
+def test_batch_per_device_above_the_share_is_refused_by_dry_run(tiny):
+    from ganforge.train.loop import train
+
+    with pytest.raises(UserError, match="batch_per_device=64"):
+        train(tiny("dcgan", batch_size=32, batch_per_device=64), None, dry_run=True, **quiet)
+    assert train(tiny("dcgan", batch_size=32, batch_per_device=32), None, dry_run=True, **quiet).steps == 0
+
+
+# ------------------------------------------------------------------------------------------------------- preflight
+def test_paired_data_for_a_noise_family_and_images_for_a_translator_are_refused_by_dry_run(tmp_path, tiny):
+    from ganforge.train.loop import train
+
+    noise = tiny("dcgan")
+    paired = noise.model_copy(update={"data": noise.data.model_copy(update={"spec": "digits-sr", "split": "train"})})
+    with pytest.raises(UserError, match="pairs"):
+        train(paired, None, dry_run=True, **quiet)
+    translator = tiny("pix2pix")
+    single = translator.model_copy(update={"data": translator.data.model_copy(update={"spec": "mnist-embedded"})})
+    with pytest.raises(UserError, match="pairs"):
+        train(single, None, dry_run=True, **quiet)
+    res = run("train", "dcgan-mnist", "--data", "digits-sr", "--steps", "1", "--out", str(tmp_path / "run"),
+              "--set", "train.device=cpu")
+    _assert_user_error(res, "digits-sr", "pairs")
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------------- export
+@pytest.fixture(scope="module")
+def broken_newest(tmp_path_factory):
+    """A run whose newest checkpoint passes its manifest but holds a wrongly shaped G tensor, and an older good
+    one (a copy of it before the damage)."""
+    import hashlib
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from conftest import tiny_config
+    from ganforge.checkpoint import list_checkpoints
+    from ganforge.train.loop import train
+
+    run_dir = tmp_path_factory.mktemp("broken") / "run"
+    train(tiny_config("dcgan", steps=2), run_dir, **quiet)
+    newest = list_checkpoints(run_dir / "checkpoints")[0]
+    shutil.copytree(newest, run_dir / "checkpoints" / "ckpt-e0000-s00000001")
+    weights = load_file(str(newest / "weights.safetensors"))
+    key = next(k for k in weights if k.startswith("G.") and weights[k].dim() > 1)
+    weights[key] = torch_zeros(tuple(s + 1 for s in weights[key].shape))
+    save_file(weights, str(newest / "weights.safetensors"))
+    manifest = json.loads((newest / "manifest.json").read_text())
+    manifest["sha256"]["weights.safetensors"] = hashlib.sha256((newest / "weights.safetensors").read_bytes()).hexdigest()
+    (newest / "manifest.json").write_text(json.dumps(manifest))
+    return run_dir
+
+
+def torch_zeros(shape):
+    import torch
+
+    return torch.zeros(shape)
+
+
+def test_export_and_sampling_fall_back_past_a_checkpoint_whose_tensors_do_not_fit(broken_newest, tmp_path):
+    from ganforge.apps.export import export
+    from ganforge.apps.sampling import load_generator
+
+    g = load_generator(broken_newest, "cpu")
+    assert g.checkpoint.name == "ckpt-e0000-s00000001"
+    lines: list[str] = []
+    meta = export(broken_newest, "folder", tmp_path / "out", log=lines.append)
+    assert meta["source"]["checkpoint"].endswith("ckpt-e0000-s00000001")
+    res = run("export", str(broken_newest), "--format", "folder", "--out", str(tmp_path / "cli"))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "skipping" in res.stderr and "shape" in res.stderr
+
+
+def test_every_file_of_a_folder_export_has_the_same_mode(broken_newest, tmp_path):
+    import os
+    import stat
+
+    from ganforge.apps.export import export
+
+    old = os.umask(0o022)
+    try:
+        export(broken_newest, "folder", tmp_path / "out", log=lambda s: None)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_the_torchscript_card_says_it_is_a_pickle_archive():
+    from ganforge.apps.model_card import model_card
+
+    meta = {"format": "torchscript", "family": "dcgan", "preset": "p", "image_size": 16, "channels": 1,
+            "z_dim": 16, "z_dist": "normal", "conditional": False, "num_classes": None, "output": "images",
+            "value_range": [-1.0, 1.0], "weights": "trained", "networks": {"G": "G"},
+            "graphs": {"G": {"file": "G.pt", "description": "z -> image",
+                             "inputs": {"z": {"shape": ["batch", 16], "dtype": "float32"}},
+                             "output": {"name": "image", "shape": ["batch", 1, 16, 16], "dtype": "float32"},
+                             "check": {"runtime": "torch", "max_abs_error": 0.0, "max_abs_error_by_batch": {"1": 0.0},
+                                       "tolerance": 1e-4, "ok": True}}},
+            "reference": {"file": "reference.npz", "seed": 0, "n": 3}, "source": {}, "run_config": {}}
+    card = model_card(meta, None)
+    assert "pickle" in card and "trusted" in card and "onnx" in card.lower()
+
+
+def test_every_reader_of_user_images_checks_the_header_size_first(tmp_path, monkeypatch):
+    """The demo's uploads, classify/translate --input, side-by-side pairs and shards: none decodes a bomb."""
+    from ganforge.apps.classify import read_inputs
+    from ganforge.apps.demo import decode_upload
+    from ganforge.data.imageops import check_pixels
+
+    bomb = png_claiming(12000, 12000)
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    with pytest.raises(UserError, match="12000x12000 pixels"):
+        read_inputs(tmp_path / "bomb.png")
+    with pytest.raises(Image.DecompressionBombError):
+        check_pixels(Image.open(io.BytesIO(bomb)))
+    with pytest.raises(UserError) as err:
+        decode_upload(b"not an image at all")
+    assert "BytesIO" not in str(err.value) and "0x" not in str(err.value)

@@ -41,7 +41,7 @@ class Classifier:
 
 def load_classifier(run_dir: Path, device: str = "cpu") -> Classifier:
     """The discriminator of a run whose family classifies (``ssgan``), from its newest good checkpoint."""
-    from ganforge.checkpoint import load_latest
+    from ganforge.checkpoint import load_newest
     from ganforge.config import load_run_config
     from ganforge.families import build_networks, get_family
     from ganforge.devices import pick_device
@@ -54,8 +54,7 @@ def load_classifier(run_dir: Path, device: str = "cpu") -> Classifier:
         raise UserError(f"{run_dir} is a {cfg.model.family!r} run, whose discriminator does not classify: "
                         "'ganforge classify' needs a semi-supervised run (see 'ganforge presets')")
     D = build_networks(cfg.model)["D"]
-    ckpt = load_latest(run_dir / "checkpoints")
-    D.load_state_dict(ckpt.module_state("D"))
+    load_newest(run_dir / "checkpoints", lambda ckpt: D.load_state_dict(ckpt.module_state("D")))  # fitting ones
     dev = pick_device(device)
     return Classifier(D.to(dev).eval(), cfg, dev)
 
@@ -105,10 +104,10 @@ def _read_image(path: Path) -> torch.Tensor:
     """One file as uint8 (1, 3, H, W)."""
     from PIL import Image
 
-    from ganforge.data.imageops import to_channels
+    from ganforge.data.imageops import check_pixels, to_channels
 
     with Image.open(path) as img:
-        rgb = np.asarray(to_channels(img, 3), dtype=np.uint8)
+        rgb = np.asarray(to_channels(check_pixels(img), 3), dtype=np.uint8)
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
 
 

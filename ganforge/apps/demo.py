@@ -136,7 +136,7 @@ def decode_upload(data: bytes) -> torch.Tensor:
     """An uploaded file as uint8 (1, 3, H, W); one line when it is no image."""
     from PIL import Image
 
-    from ganforge.data.imageops import to_channels
+    from ganforge.data.imageops import error_text, to_channels
 
     if not data:
         raise UserError("no image in the request: upload a PNG or JPEG file")
@@ -145,7 +145,7 @@ def decode_upload(data: bytes) -> torch.Tensor:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))  # lazy: reads the header only
     except Exception as exc:  # noqa: BLE001 - any failure to read the header is the user's file
-        raise UserError(f"not a readable image ({' '.join(str(exc).split())[:100]})") from None
+        raise UserError(f"the upload is not a readable image ({error_text(exc, 100)})") from None
     with img:
         w, h = img.size
         if w * h > MAX_UPLOAD_PIXELS:
@@ -154,7 +154,7 @@ def decode_upload(data: bytes) -> torch.Tensor:
         try:
             rgb = np.asarray(to_channels(img, 3), dtype=np.uint8)
         except Exception as exc:  # noqa: BLE001 - any decode failure is the user's file
-            raise UserError(f"not a readable image ({' '.join(str(exc).split())[:100]})") from None
+            raise UserError(f"the upload is not a readable image ({error_text(exc, 100)})") from None
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
 
 
@@ -210,10 +210,12 @@ def sample(demo: Demo, p: Params) -> bytes:
     """A grid of ``n`` samples of ``seed`` (every class in turn, or one ``label``); a scatter for points."""
     g = _generator(demo)
     seed = p.number("seed", 0, 0, 2 ** 31 - 1)
+    label, psi = _label(demo, p), _style(demo, p)  # checked for every run: one without them refuses them
     if demo.points:
-        return png_points(g.sample(p.number("n", 1024, 1, MAX_POINTS), seed=seed))
-    n, label = p.number("n", 16, 1, MAX_SAMPLES), _label(demo, p)
-    images = g.sample(n, seed=seed, labels=None if label is None else [label], truncation=_style(demo, p))
+        return png_points(g.sample(p.number("n", 1024, 1, MAX_POINTS), seed=seed,
+                                   labels=None if label is None else [label]))
+    n = p.number("n", 16, 1, MAX_SAMPLES)
+    images = g.sample(n, seed=seed, labels=None if label is None else [label], truncation=psi)
     return png_grid(images)
 
 

@@ -213,6 +213,7 @@ def write_folder(graphs: dict[str, ExportGraph], refs: dict[str, Reference], tmp
     weights = {f"{name}.{k}": v.detach().cpu().contiguous().clone()
                for name, net in model.nets.items() for k, v in net.state_dict().items()}
     save_file(weights, str(tmp / EXPORT_WEIGHTS), metadata={"format": "pt"})
+    os.chmod(tmp / EXPORT_WEIGHTS, 0o666 & ~_umask())  # safetensors writes 0600; the folder's other files follow umask
     (tmp / EXPORT_CONFIG).write_text(json.dumps(export_config(model, "folder", graphs, {}), indent=1))
     cfg, nets = exported_networks(tmp)
     again = export_graphs(cfg.model, nets)
@@ -224,6 +225,12 @@ def write_folder(graphs: dict[str, ExportGraph], refs: dict[str, Reference], tmp
 
         out[name] = {"file": None, "check": check_graph(run, refs[name], "ganforge (load_generator / load_translator)")}
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript, "folder": write_folder}

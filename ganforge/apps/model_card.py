@@ -106,7 +106,8 @@ def _usage(meta: dict) -> str:
         return head + ("With plain torch (no ganforge):\n\n```python\nimport numpy as np\nimport torch\n\n"
                        f'model = torch.jit.load("{g["file"]}").eval()\nref = np.load("reference.npz")\n'
                        f"with torch.no_grad():\n    out = model({args}).numpy()\n"
-                       f'print(np.abs(out - ref["{name}.output"]).max())  # <= 1e-4\n' + to_uint8 + "```\n")
+                       f'print(np.abs(out - ref["{name}.output"]).max())  # <= 1e-4\n' + to_uint8 + "```\n\n"
+                       + TORCHSCRIPT_TRUST)
     use = ('g = load_generator("THIS_FOLDER")\nimages = g.sample(16, seed=0)  # (16, C, H, W) float in [-1, 1]\n'
            if not meta["output"] == "translations" else
            'translator = load_translator("THIS_FOLDER", "AtoB")\nout = translator(images)  # float NCHW in [-1, 1]\n')
@@ -120,6 +121,11 @@ def _usage(meta: dict) -> str:
 
 
 EXPORT_WEIGHTS_NAME = "model.safetensors"
+TORCHSCRIPT_TRUST = ("**Load only trusted TorchScript files.** A `.pt` TorchScript archive is a zip holding "
+                     "pickle-based data and code that `torch.jit.load` runs; a file from someone else could hold "
+                     "anything. To share this model, or to load one from elsewhere, use the safe formats: ONNX "
+                     "(`ganforge export RUN_DIR --format onnx`) or the folder format (`--format folder`, weights in "
+                     "safetensors), which hold no code.\n")
 
 
 def _files(meta: dict) -> str:

@@ -163,7 +163,7 @@ def _read_state(path: Path) -> dict:
     try:
         state = json.loads(path.read_text())
         ok = isinstance(state, dict) and all(k in state for k in STATE_KEYS[path.name]) \
-            and isinstance(state["shards"], list) and all(isinstance(e, dict) for e in state["shards"])
+            and isinstance(state["shards"], list) and all(shards.entry_ok(e) for e in state["shards"])
     except (OSError, ValueError) as exc:
         ok, state = False, error_text(exc, 80)
     if not ok:

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ganforge.checkpoint import Checkpoint, load_checkpoint, load_latest
+from ganforge.checkpoint import Checkpoint, load_checkpoint, load_newest
 from ganforge.config import RunConfig, load_run_config, validate
 from ganforge.devices import pick_device
 from ganforge.errors import UserError
@@ -153,9 +153,14 @@ def exported_networks(folder: Path) -> tuple[RunConfig, dict[str, nn.Module]]:
         raise UserError(f"{folder} is a --format {meta.get('format')} export, without {EXPORT_WEIGHTS}: load its "
                         "graphs with onnxruntime or torch (see its README.md), or export --format folder")
     cfg = validate(run_config, source=f"{folder}/{EXPORT_CONFIG}", written_by_ganforge=True)
-    weights, nets = load_file(str(folder / EXPORT_WEIGHTS)), build_networks(cfg.model)
-    for name in names:
-        nets[name].load_state_dict({k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")})
+    nets = build_networks(cfg.model)
+    try:
+        weights = load_file(str(folder / EXPORT_WEIGHTS))
+        for name in names:
+            nets[name].load_state_dict({k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")})
+    except Exception as exc:  # noqa: BLE001 - a damaged file or tensors that do not fit the config
+        raise UserError(f"{folder}/{EXPORT_WEIGHTS} does not load into the model its {EXPORT_CONFIG} describes "
+                        f"({' '.join(str(exc).split())[:160]}): export the run again") from None
     return cfg, {name: nets[name] for name in names}
 
 
@@ -178,8 +183,6 @@ def load_generator(run_dir: str | Path, device: str = "cpu", checkpoint: Optiona
     if checkpoint is None and is_export(run_dir):
         return generator_from_export(run_dir, dev)
     if checkpoint is not None:
-        ckpt = load_checkpoint(Path(checkpoint))
-    else:
-        load_run_config(run_dir)  # a clear error when this is not a run directory
-        ckpt = load_latest(run_dir / "checkpoints")
-    return generator_from_checkpoint(ckpt, dev)
+        return generator_from_checkpoint(load_checkpoint(Path(checkpoint)), dev)
+    load_run_config(run_dir)  # a clear error when this is not a run directory
+    return load_newest(run_dir / "checkpoints", lambda ckpt: generator_from_checkpoint(ckpt, dev))

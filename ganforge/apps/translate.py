@@ -37,7 +37,7 @@ class Translator:
 def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu") -> Translator:
     """The generator of a translation run for ``direction`` (relative to the run's own A -> B), EMA copy first."""
     from ganforge.apps.sampling import exported_networks, is_export
-    from ganforge.checkpoint import load_latest
+    from ganforge.checkpoint import load_newest
     from ganforge.config import load_run_config
     from ganforge.families import build_networks, get_family
     from ganforge.devices import pick_device
@@ -61,10 +61,12 @@ def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu")
     dev = pick_device(device)
     if exported:
         return Translator(nets[name].to(dev).eval(), cfg, dev, run_dir)
-    ckpt = load_latest(run_dir / "checkpoints")
-    net = build_networks(cfg.model)[name]
-    net.load_state_dict(ckpt.module_state(f"{name}_ema") or ckpt.module_state(name))
-    return Translator(net.to(dev).eval(), cfg, dev, ckpt.path)
+    def use(ckpt) -> Translator:
+        net = build_networks(cfg.model)[name]
+        net.load_state_dict(ckpt.module_state(f"{name}_ema") or ckpt.module_state(name))
+        return Translator(net.to(dev).eval(), cfg, dev, ckpt.path)
+
+    return load_newest(run_dir / "checkpoints", use)  # one whose tensors do not fit is skipped
 
 
 def to_uint8_nhwc(x: torch.Tensor) -> np.ndarray:

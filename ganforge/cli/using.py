@@ -152,7 +152,7 @@ def prepare_command(
     shard_size: int = typer.Option(10_000, "--shard-size", help="Images per tar shard."),
     pairs: bool = typer.Option(False, "--pairs", help="SRC/A and SRC/B with matching file names: (A, B) pairs "
                                "for image-to-image families."),
-    workers: int = typer.Option(0, "--workers", help="Decoding processes (0: one per core)."),
+    workers: int = typer.Option(0, "--workers", help="Decoding processes (0: one per core; at most 4 per core, never more than the images)."),
     root: str = typer.Option("data", "--root", help="Where named sets are (or are downloaded to)."),
     download: bool = typer.Option(False, "--download", help="Download a named set that is not under --root."),
 ) -> None:

@@ -58,6 +58,14 @@ class GanDataset(Dataset):
     def __len__(self) -> int:  # pragma: no cover - subclasses define it
         raise NotImplementedError
 
+    def skipped_images(self) -> int:
+        """Images left out so far; a source whose ``skipped`` entries stand for many images (a shard) says so."""
+        return len(self.skipped)
+
+    def skip_note(self) -> str:
+        """One phrase for the log: how many images were skipped, and why."""
+        return f"{self.skipped_images():,} unreadable files skipped"
+
     def take(self, index: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
         """Keep only the items at ``index`` (ascending), relabelled ``labels`` (None: unlabelled): data.limit and
         data.classes on a set already built."""

@@ -164,5 +164,5 @@ def describe(ds: GanDataset) -> str:
     unit = "modes" if ds.kind == "points" else "classes"
     classes = f"{ds.num_classes} {unit}" if ds.num_classes else "no labels"
     where = "in memory" if ds.tensor is not None else "read from disk"
-    skipped = f", {len(ds.skipped):,} unreadable files skipped" if ds.skipped else ""
+    skipped = f", {ds.skip_note()}" if ds.skipped else ""
     return f"{ds.name}: {what}, {classes}, {where}{skipped}"

@@ -144,6 +144,15 @@ def parse_colour(text: str) -> tuple[int, int, int]:
     raise ValueError(f"{text!r} is not a colour: write white, black or #rrggbb (six hex digits, e.g. #808080)")
 
 
+def check_pixels(img: Image.Image) -> Image.Image:
+    """Refuse, from the header alone (PIL opens lazily), an image whose decoded size is over MAX_IMAGE_PIXELS: a
+    few hundred bytes of PNG can claim 12000x12000 (PIL itself only warns below twice its bound)."""
+    w, h = img.size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(f"{w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS:,}")
+    return img
+
+
 def error_text(exc: BaseException, limit: int = 160) -> str:
     """A decode error on one line, without the in-memory stream PIL names (``<_io.BytesIO object at 0x...>``),
     which says nothing to the user: the caller names the file beside it."""

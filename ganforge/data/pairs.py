@@ -26,7 +26,7 @@ from PIL import Image
 
 from ganforge.data import digit_tasks, embedded, folder
 from ganforge.data.base import GanDataset, TensorGanDataset
-from ganforge.data.imageops import Size, as_hw, batch_to_tensor, pil_to_tensor, upright
+from ganforge.data.imageops import Size, as_hw, batch_to_tensor, check_pixels, pil_to_tensor, upright
 from ganforge.errors import DataError
 
 DIGIT_SPECS = ("digits-sr", "digits-inpaint", "digits-edges", "digits-thin2thick")
@@ -198,7 +198,7 @@ class PairedFolder(_Swappable, GanDataset):
         a_path, b_path = self.items[index]
         if b_path is None:
             with Image.open(a_path) as img:
-                img = upright(img)
+                img = upright(check_pixels(img))
                 img.load()
                 w, h = img.size
                 if w < 2:

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from ganforge.data.base import GanDataset
-from ganforge.data.imageops import Size, as_hw, per_image_note, pil_to_tensor
+from ganforge.data.imageops import Size, as_hw, check_pixels, error_text, per_image_note, pil_to_tensor
 from ganforge.errors import DataError
 
 PREFIX = "shards:"
@@ -100,9 +100,41 @@ def load_index(folder: str | Path) -> dict:
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} is not readable JSON ({exc}): run ganforge prepare again") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise DataError(f"{path} is not a ganforge prepared set (format {index.get('format')!r}, "
-                        f"expected {FORMAT!r}): run ganforge prepare again")
+        found = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise DataError(f"{path} is not a ganforge prepared set (format {found!r}, expected {FORMAT!r}): run "
+                        "ganforge prepare again")
+    entries = index.get("shards")
+    bad = "no list of shards" if not isinstance(entries, list) else next(
+        (f"shard entry {i} is {str(e)[:40]}" for i, e in enumerate(entries) if not entry_ok(e)), "")
+    if bad:
+        raise DataError(f"{path} is damaged ({bad}): run ganforge prepare again")
     return index
+
+
+ENTRY_KEYS = {"name": str, "bytes": int, "sha256": str, "count": int, "offsets": str, "sizes": str, "labels": str}
+
+
+def entry_ok(entry: object) -> bool:
+    return isinstance(entry, dict) and all(isinstance(entry.get(k), t) for k, t in ENTRY_KEYS.items()) \
+        and Path(entry["name"]).name == entry["name"] and entry["count"] >= 0
+
+
+def entry_arrays(entry: dict, parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets, sizes) as (count, parts) and labels of one index entry, refused unless every image lies inside
+    its shard: a size read from the index is what ``read_bytes`` asks the file for (and allocates)."""
+    try:
+        offsets, sizes, labels = unpack(entry["offsets"]), unpack(entry["sizes"]), unpack(entry["labels"], "<i4")
+    except ValueError as exc:  # bad base64, or a length that is no whole number of values
+        raise DataError(f"{INDEX}: shard {entry['name']}'s offsets are unreadable ({exc}); run ganforge prepare "
+                        "again") from None
+    n = entry["count"]
+    if len(offsets) != n * parts or len(sizes) != n * parts or len(labels) != n:
+        raise DataError(f"{INDEX}: shard {entry['name']} lists {len(offsets)} offsets and {len(labels)} labels for "
+                        f"{n} samples; run ganforge prepare again")
+    if n and (offsets.min() < 0 or sizes.min() < 0 or (offsets + sizes).max() > entry["bytes"]):
+        raise DataError(f"{INDEX}: shard {entry['name']} has images outside its {entry['bytes']:,} bytes; run "
+                        "ganforge prepare again")
+    return offsets.reshape(-1, parts), sizes.reshape(-1, parts), labels
 
 
 def check_shard(root: Path, entry: dict) -> str:
@@ -140,11 +172,13 @@ class ShardsDataset(GanDataset):
         self.index_sha256 = hashlib.sha256((root / INDEX).read_bytes()).hexdigest()  # the data fingerprint
         self.bad_shards = self._check(root, index["shards"]) if verify else []
         good = [e for e in index["shards"] if e["name"] not in dict(self.bad_shards)]
+        self.lost = sum(e["count"] for e in index["shards"] if e["name"] in dict(self.bad_shards))
+        arrays = [entry_arrays(e, self.parts) for e in good]
         self.shard_names = [e["name"] for e in good]
         self.shard_of = np.concatenate([np.full(e["count"], i, "<i4") for i, e in enumerate(good)] or [np.zeros(0)])
-        self.offsets = np.concatenate([unpack(e["offsets"]) for e in good] or [np.zeros(0, "<i8")]).reshape(-1, self.parts)
-        self.sizes = np.concatenate([unpack(e["sizes"]) for e in good] or [np.zeros(0, "<i8")]).reshape(-1, self.parts)
-        labels = np.concatenate([unpack(e["labels"], "<i4") for e in good] or [np.zeros(0, "<i4")])
+        self.offsets = np.concatenate([a[0] for a in arrays] or [np.zeros((0, self.parts), "<i8")])
+        self.sizes = np.concatenate([a[1] for a in arrays] or [np.zeros((0, self.parts), "<i8")])
+        labels = np.concatenate([a[2] for a in arrays] or [np.zeros(0, "<i4")])
         self.targets = torch.from_numpy(labels.astype(np.int64)) if names else None
         if len(self.offsets) == 0:
             raise DataError(f"--data shards:{folder}: no readable shard ({self.bad_shards[0][0]}: "
@@ -164,8 +198,17 @@ class ShardsDataset(GanDataset):
                                 "to skip it")
             if problem:
                 bad.append((e["name"], problem))
-                self.skipped.append(str(root / e["name"]))
+                self.skipped.append(f"{root / e['name']}\t{problem}: its {e['count']} images left out")
         return bad
+
+    def skipped_images(self) -> int:
+        """Images left out: those of the shards that failed their check, and those that did not decode."""
+        return self.lost + len(self._bad)
+
+    def skip_note(self) -> str:
+        shards = f"{self.lost} in {len(self.bad_shards)} unreadable shards" if self.bad_shards else ""
+        images = f"{len(self._bad)} that did not decode" if self._bad else ""
+        return f"{self.skipped_images():,} images skipped ({', '.join(filter(None, (shards, images)))})"
 
     def __len__(self) -> int:
         return int(self.offsets.shape[0])
@@ -196,7 +239,7 @@ class ShardsDataset(GanDataset):
         images = []
         for part in range(self.parts):
             with Image.open(io.BytesIO(self.read_bytes(i, part))) as img:
-                img.load()
+                check_pixels(img).load()
                 images.append(pil_to_tensor(img, self.channels, self.size))
         return torch.cat(images[::-1] if self.swap else images, 0)
 
@@ -214,8 +257,9 @@ class ShardsDataset(GanDataset):
             except Exception as exc:  # a damaged member decodes as OSError, SyntaxError, ValueError, ...
                 where = f"{self.shard_names[int(self.shard_of[i])]} at byte {int(self.offsets[i, 0])}"
                 if self.strict:
-                    raise DataError(f"cannot decode the image in shard {where} ({exc}); prepare again, or drop "
-                                    "--strict to skip it") from exc
+                    raise DataError(f"cannot decode the image in shard {where} ({error_text(exc, 120)}); prepare "
+                                    "again, or drop --strict to skip it") from exc
                 self._bad.add(i)
-                self.skipped.append(where)
+                self.skipped.append(f"{self.root / where.split(' at ')[0]}\tbyte {int(self.offsets[i, 0])}: "
+                                    f"{error_text(exc, 120)}")
         raise DataError(f"no decodable image in {self.root}")

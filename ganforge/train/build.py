@@ -33,8 +33,11 @@ def seed_everything(seed: int) -> None:
 
 def accumulation(per_device: Optional[int], local: int, multiple: int) -> int:
     """Micro-batches per update for train.batch_per_device; a UserError unless they split the share evenly."""
-    if per_device is None or per_device >= local:
+    if per_device is None or per_device == local:
         return 1
+    if per_device > local:
+        raise UserError(f"train.batch_per_device={per_device} is more than each device's share of the batch "
+                        f"({local}): use at most {local}, or leave it unset")
     if local % per_device or per_device % multiple:
         raise UserError(f"train.batch_per_device={per_device} must divide each device's share of the batch "
                         f"({local}) and be a multiple of the model's batch multiple {multiple}")

@@ -33,6 +33,21 @@ def check_options(cfg, family: Family, dist, log: Callable[[str], None], fp16_de
             f"train.precision={tc.precision}: pass --set train.precision={launcher_precision}")
 
 
+def check_data_kind(cfg, family: Family, dataset) -> None:
+    """The data must be what the family declares it learns from: (A, B) pairs for a translating family,
+    single images (or points) for the others; refused here, before a model is built or a folder made."""
+    spec, name = cfg.data.spec, cfg.model.family
+    pairs = dataset.kind == "pairs"
+    if pairs and not family.translation:
+        raise UserError(f"--data {spec} holds (A, B) image pairs, for image-to-image families; {name!r} draws "
+                        "from noise and learns from single images: give it an image set, or pick a "
+                        "translation preset (see 'ganforge presets')")
+    if family.translation and not pairs:
+        raise UserError(f"{name!r} translates images and learns from (A, B) pairs, but --data {spec} holds "
+                        f"single {dataset.kind}: use paired:DIR, unpaired:DIR, a digits-* task or a set "
+                        "prepared with 'ganforge prepare --pairs'")
+
+
 def check_labels(cfg, family: Family, dataset) -> None:
     """A conditional family needs labels, and at most ``model.num_classes`` classes of them."""
     mc = cfg.model

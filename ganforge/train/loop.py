@@ -25,12 +25,12 @@ from ganforge.checkpoint import load_latest
 from ganforge.config import RunConfig, dump_config
 from ganforge.data import build_dataset, describe
 from ganforge.errors import UserError
-from ganforge.io_utils import atomic_write_text
+from ganforge.io_utils import atomic_write_bytes, atomic_write_text
 from ganforge.families import batch_multiple, get_family
 from ganforge.families.outputs import output_of
 from ganforge.train import compiling, determinism, fingerprint as fp, graphs, state
 from ganforge.train.batches import BatchSource
-from ganforge.train.checks import check_labels, check_options
+from ganforge.train.checks import check_data_kind, check_labels, check_options
 from ganforge.train.build import (AMP_DTYPES, SKIPPED, accumulation, build_models, probe_step,  # noqa: F401
                                   seed_everything)
 from ganforge.train.distributed import Dist, LostWorker, elastic_resume, init_from_env, watch
@@ -123,6 +123,7 @@ class Run:
         check_options(cfg, self.family, dist, log, FP16_DEVICES)  # train/checks.py: before any work
         # the data: one fixed order per epoch, this rank's slice of every global batch
         self.dataset = build_dataset(cfg.data, mc, seed=tc.seed, strict=strict_data)
+        check_data_kind(cfg, self.family, self.dataset)
         check_labels(cfg, self.family, self.dataset)
         dist.local_batch(tc.batch_size, batch_multiple(mc))  # a UserError unless the batch splits evenly
         self.source = BatchSource(self.dataset, tc.batch_size, tc.seed, cfg.data.num_workers, group=tc.d_steps,
@@ -400,8 +401,7 @@ class Run:
         if self.at.step > 0 and self.dist.is_main:
             write_pictures(self.run_dir, self.models.trainer, self._real_vs_fake, self.log)  # train/pictures.py
         if self.dataset.skipped:
-            self.log(f"warning: {len(self.dataset.skipped)} unreadable images were skipped; see "
-                     f"{self.run_dir / 'skipped_files.txt'}")
+            self.log(f"warning: {self.dataset.skip_note()}; see {self.run_dir / 'skipped_files.txt'}")
         self.log(f"done: {self.at.step} steps in {seconds:.0f}s; run directory {self.run_dir}")
         self._log_classes()
         return self.summary(seconds)
@@ -420,7 +420,8 @@ class Run:
 
     def _write_checkpoint(self, reason: str, best: bool) -> Optional[Path]:
         if self.dataset.skipped:  # unreadable images, listed for the user (and counted in the log)
-            atomic_write_text(self.run_dir / "skipped_files.txt", "".join(f"{p}\n" for p in self.dataset.skipped))
+            text = "".join(f"{p}\n" for p in self.dataset.skipped)  # a name need not be UTF-8: its bytes as \xNN
+            atomic_write_bytes(self.run_dir / "skipped_files.txt", text.encode("utf-8", "backslashreplace"))
         path = state.write_checkpoint(self.files.ckpt_root, self.models, self.at, self.window,
                                       self.cfg.model_dump(mode="json"), self.fingerprint, reason, best,
                                       self.cfg.train.keep_checkpoints)

@@ -28,7 +28,8 @@ class Interrupted(KeyboardInterrupt):
 def discard_unstarted(run_dir: Path, existed: bool) -> bool:
     """Remove what a new run wrote when it stopped before its first checkpoint (a dead end otherwise: nothing
     to ``--resume``, and ``--out`` refuses the folder); True when it did."""
-    if not run_dir.is_dir() or list_checkpoints(run_dir / "checkpoints"):
+    trained = [p for p in list_checkpoints(run_dir / "checkpoints") if not p.name.endswith("-s00000000")]
+    if not run_dir.is_dir() or trained:  # a step-0 checkpoint holds no training: resuming it is starting again
         return False
     if not existed:
         shutil.rmtree(run_dir, ignore_errors=True)
