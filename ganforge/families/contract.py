@@ -42,6 +42,11 @@ class Phase:
 Schedule = Callable[[int, int], float]  # (step, total_steps) -> a hyper-parameter's value before that update
 
 
+def _ramp_fraction(step: int, span: int) -> float:
+    """How far along its ramp a schedule is: 0 at the start, 1 from ``span`` updates on (and for an empty span)."""
+    return min(1.0, step / span) if span > 0 else 1.0
+
+
 @dataclass(frozen=True)
 class Cosine:
     """``start`` -> ``end`` along half a cosine over the first ``steps`` updates (None: the run's whole budget),
@@ -52,8 +57,7 @@ class Cosine:
     steps: Optional[int] = None
 
     def __call__(self, step: int, total_steps: int) -> float:
-        span = self.steps or total_steps
-        t = min(1.0, step / span) if span > 0 else 1.0
+        t = _ramp_fraction(step, self.steps or total_steps)
         return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
@@ -66,8 +70,7 @@ class Linear:
     steps: Optional[int] = None
 
     def __call__(self, step: int, total_steps: int) -> float:
-        span = self.steps or total_steps
-        t = min(1.0, step / span) if span > 0 else 1.0
+        t = _ramp_fraction(step, self.steps or total_steps)
         return self.start + (self.end - self.start) * t
 
 
