@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Optional
+from typing import Callable, Optional, Union
+
+import torch
 
 from ganforge.data.embedded import heldout_split  # noqa: F401  (re-exported: the classifier's split)
 from ganforge.errors import UserError
@@ -64,14 +66,23 @@ def resolve(name: str, ref_spec: str) -> str:
 
 
 def get_extractor(name: str, device: Device = "cpu", inception_weights=None, batch_size: Optional[int] = None,
-                  weights=None) -> FeatureExtractor:
+                  weights=None, reference: Union[None, torch.Tensor, Callable[[], torch.Tensor]] = None) -> FeatureExtractor:
     """The extractor called ``name`` on ``device``; ``weights``: a local weights file where the extractor has one
-    (``inception_weights``: the same, its older name)."""
+    (``inception_weights``: the same, its older name). ``reference``: the reference images (or a function
+    returning them), which an extractor that learns from the data (``ssl-conv``) needs and every other ignores."""
     check_name(name)
     if name == "auto":
         raise UserError("extractor 'auto' needs the reference data to pick: call resolve(name, ref) first")
-    kw = {} if batch_size is None else {"batch_size": batch_size}
-    return registry()[name].build(device, weights if weights is not None else inception_weights, **kw)
+    spec = registry()[name]
+    kw: dict = {} if batch_size is None else {"batch_size": batch_size}
+    if spec.fits_reference:
+        kw["reference"] = reference
+    return spec.build(device, weights if weights is not None else inception_weights, **kw)
+
+
+def fits_reference(name: str) -> bool:
+    """Whether extractor ``name`` learns from the reference images (then ``get_extractor`` needs ``reference=``)."""
+    return name in registry() and registry()[name].fits_reference
 
 
 EXTRACTOR_NAMES = extractor_names()
