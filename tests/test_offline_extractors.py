@@ -90,12 +90,12 @@ def test_every_offline_extractor_ranks_clean_noised_noise(digits, cache):
         assert clean < 0.25 * noisy, (ext.name, clean, noisy)
 
 
-def test_get_extractor_hands_ssl_conv_the_reference(monkeypatch):
+def test_get_extractor_hands_ssl_conv_the_reference(monkeypatch, tmp_path):
     seen = []
 
     def fake_fit(images, settings, use_cache=True, log=print):
         seen.append(images)
-        return ssl_conv.ConvEncoder(norm=True).eval(), 32, None
+        return ssl_conv.ConvEncoder(norm=True).eval(), 32, tmp_path / "enc.safetensors"
 
     monkeypatch.setattr(ssl_conv, "fit", fake_fit)
     ref = torch.zeros(4, 3, 32, 32)
