@@ -101,3 +101,13 @@ def test_get_extractor_hands_ssl_conv_the_reference(monkeypatch, tmp_path):
     ref = torch.zeros(4, 3, 32, 32)
     ext = ex.get_extractor("ssl-conv", "cpu", reference=lambda: ref)
     assert ext.name == "ssl-conv" and seen and seen[0] is ref
+
+
+def test_auto_picks_the_digit_classifier_for_digits_and_ssl_conv_otherwise(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (32, 32), (200, 30 * i, 10)).save(tmp_path / f"{i}.png")
+    assert ex.resolve("auto", "mnist-embedded") == "mnist-cnn"
+    assert ex.resolve("auto", f"folder:{tmp_path}") == "ssl-conv"
+    assert ex.registry()["ssl-conv"].offline and not ex.registry()["dinov2-vit-b-14"].offline

@@ -6,7 +6,11 @@ extractor is one new module here, nothing else to edit. Each takes images as gen
 CPU; its ``name`` labels every metric it feeds (``fid[mnist-cnn]``), since numbers from two feature spaces never
 compare.
 
-``auto`` picks per data: the shipped digit classifier for MNIST-like sets, else ``AUTO_OTHER``.
+``auto`` picks per data, by measurement (``ganforge bench metric-agreement``, table in docs/BENCHMARKS.md): the
+shipped digit classifier (``mnist-cnn``) for MNIST-like sets, since it knows the classes; ``ssl-conv`` for
+everything else, an encoder trained self-supervised on the reference itself, which ranked image sets closest to a
+class judge among the extractors that need no download (random-conv, random-conv-x4, raw pixels). ``inception-v3``
+and ``dinov2-vit-b-14`` are never picked by ``auto``: they are for figures comparable with papers, and download.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from ganforge.metrics.extractors.mnist_cnn import (FEATURE_DIM, MNIST_CNN_FILE, 
                                                    mnist_cnn_metadata, prepare_digits, register_torch_fidelity)
 
 AUTO_DIGITS = "mnist-cnn"
-AUTO_OTHER = "inception-v3"
+AUTO_OTHER = "ssl-conv"  # measured: see the module docstring
 
 _REGISTRY: dict[str, ExtractorSpec] = {}
 
