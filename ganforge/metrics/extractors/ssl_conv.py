@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +45,11 @@ class SslSettings:
     temperature: float = 0.2
     proj_dim: int = 64
     max_images: int = 5000  # the first this many reference images are trained on
+
+
+def _stderr(message: str) -> None:
+    """Progress goes to stderr: ``ganforge evaluate`` prints its table on stdout."""
+    print(message, file=sys.stderr)
 
 
 def cache_dir() -> Path:
@@ -91,7 +97,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, target)
 
 
-def train_encoder(x: torch.Tensor, settings: SslSettings, log: Callable[[str], None] = print) -> tuple[ConvEncoder, dict]:
+def train_encoder(x: torch.Tensor, settings: SslSettings, log: Callable[[str], None] = _stderr) -> tuple[ConvEncoder, dict]:
     """Train on prepared images ``x`` (N, 3, S, S) on the CPU; returns the encoder (eval mode) and a summary."""
     torch.manual_seed(settings.seed)  # dropout-free, but BatchNorm and the optimiser see only seeded tensors
     gen = torch.Generator().manual_seed(settings.seed)
@@ -148,14 +154,15 @@ def load_encoder(path: Path) -> ConvEncoder:
 
 
 def fit(images: torch.Tensor, settings: SslSettings = SslSettings(), use_cache: bool = True,
-        log: Callable[[str], None] = print) -> tuple[ConvEncoder, int, Path]:
+        log: Callable[[str], None] = _stderr) -> tuple[ConvEncoder, int, Path]:
     """The encoder for these reference images: from the cache, else trained now and cached. Returns it, its input
     side and the cache file."""
     if images.dim() != 4 or images.shape[0] < 2:
         raise UserError(f"ssl-conv needs at least 2 reference images to learn from, got {tuple(images.shape)}")
     side = side_for(*images.shape[-2:])
     ref = images[:settings.max_images]
-    key = cache_key(fingerprint(ref), side, settings)
+    data_fp = fingerprint(ref)
+    key = cache_key(data_fp, side, settings)
     path = cache_dir() / f"ssl-conv-{key}.safetensors"
     if use_cache and path.is_file():
         return load_encoder(path), side, path
@@ -164,7 +171,7 @@ def fit(images: torch.Tensor, settings: SslSettings = SslSettings(), use_cache: 
     with torch.inference_mode(False), torch.enable_grad():
         x = to_rgb_side(ref, side).clone()
         enc, summary = train_encoder(x, settings, log)
-    meta = {"format": FORMAT, "key": key, "data_sha256": fingerprint(ref), "side": side, **asdict(settings), **summary}
+    meta = {"format": FORMAT, "key": key, "data_sha256": data_fp, "side": side, **asdict(settings), **summary}
     _save(enc, path, meta)
     log(f"ssl-conv: trained in {summary['cpu_seconds']} CPU s (contrastive loss {summary['first_loss']:.3f} -> "
         f"{summary['final_loss']:.3f})")
@@ -172,7 +179,7 @@ def fit(images: torch.Tensor, settings: SslSettings = SslSettings(), use_cache: 
 
 
 def ssl_conv(device="cpu", weights=None, reference=None, batch_size: int = 256, settings: Optional[SslSettings] = None,
-             log: Callable[[str], None] = print) -> EncoderExtractor:
+             log: Callable[[str], None] = _stderr) -> EncoderExtractor:
     """The extractor: an encoder file (``weights``) when given, else one fitted on ``reference`` (the reference
     images, or a function returning them)."""
     if weights is not None:
