@@ -1,9 +1,9 @@
 """The class judge of ``bench metric-agreement``: a small classifier whose feature space is the ground truth.
 
 A metric is trusted when it ranks image sets the way a network that knows the classes does. The judge is trained
-on one part of a labelled set (never the part the sets are drawn from), with augmentations (random crop with
-reflection padding, flips where the data allow them, small brightness/contrast changes), label smoothing and a
-cosine learning rate; its penultimate layer (256-d) is the space its Fréchet distance is measured in.
+on one part of a labelled set (never the part the sets are drawn from), with augmentations (random shifts with
+reflection padding, flips where the data allow them; nothing photometric), label smoothing and a one-cycle
+learning rate; its penultimate layer (256-d) is the space its Fréchet distance is measured in.
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class Judge(nn.Module):
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
-    """Random 4 px shifts (reflection padding), flips when ``flip``, brightness/contrast +-10%."""
+    """Random shifts of up to 4 px (reflection padding), flips when ``flip``. Nothing photometric: a judge taught
+    to ignore brightness or colour would call a tinted set perfect, and the ground truth must see every defect."""
     n, _, h, w = x.shape
     padded = F.pad(x, (4, 4, 4, 4), mode="reflect")
     dy, dx = torch.randint(0, 9, (2,), generator=gen).tolist()  # one shift per batch: cheap, still varied
@@ -51,9 +52,7 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
     if flip:
         mask = torch.rand(n, generator=gen) < 0.5
         out = torch.where(mask.view(n, 1, 1, 1), out.flip(3), out)
-    c = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.1
-    b = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.1
-    return ((out - out.mean(dim=(1, 2, 3), keepdim=True)) * c + out.mean(dim=(1, 2, 3), keepdim=True) + b).clamp(-1, 1)
+    return out
 
 
 @torch.no_grad()

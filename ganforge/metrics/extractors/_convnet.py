@@ -5,6 +5,8 @@ images over 48 px), then four stages of conv 3x3 + ReLU (+ BatchNorm when traine
 features are multi-scale: the input itself average-pooled to 4x4 (colour and layout), then the global average of
 every stage (edges, textures, parts), each block divided by the square root of its width, so that every scale
 weighs alike in a Fréchet distance and no block drowns the others (all times ``SCALE``, for readable numbers).
+``ssl-conv`` leaves the input block out and scales each image's vector to unit length: measured closer to a class
+judge that way (``bench metric-agreement``).
 """
 from __future__ import annotations
 
@@ -80,12 +82,15 @@ class ConvEncoder(nn.Module):
             outs.append(x)
         return outs
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) prepared images -> (N, feature_dim) multi-scale pooled features."""
-        blocks = [F.adaptive_avg_pool2d(x, LAYOUT).flatten(1) / math.sqrt(3 * LAYOUT * LAYOUT)]
+    def features(self, x: torch.Tensor, layout: bool = True, unit: bool = False) -> torch.Tensor:
+        """(N, 3, S, S) prepared images -> (N, feature_dim) multi-scale pooled features; ``layout``: with the
+        pooled input block; ``unit``: each image's vector scaled to length 1 (a trained encoder's features are
+        compared by direction, as its contrastive loss compares them)."""
+        blocks = [F.adaptive_avg_pool2d(x, LAYOUT).flatten(1) / math.sqrt(3 * LAYOUT * LAYOUT)] if layout else []
         for out in self.stage_outputs(x):
             blocks.append(out.mean(dim=(2, 3)) / math.sqrt(out.shape[1]))
-        return torch.cat(blocks, dim=1) * SCALE
+        f = torch.cat(blocks, dim=1)
+        return (F.normalize(f, dim=1) if unit else f) * SCALE
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's global average: what a contrastive head is trained on."""
@@ -98,13 +103,15 @@ class EncoderExtractor:
     num_classes: Optional[int] = None
 
     def __init__(self, name: str, encoders: Sequence[ConvEncoder], device="cpu", batch_size: int = 256,
-                 side: Optional[int] = None) -> None:
+                 side: Optional[int] = None, layout: bool = True, unit: bool = False) -> None:
         self.name = name
+        self.layout, self.unit = layout, unit
         self.device = torch.device(device)
         self.encoders = [e.to(self.device).eval().requires_grad_(False) for e in encoders]
         self.batch_size = int(batch_size)
         self.side = side  # None: chosen from each batch's size (side_for)
-        self.feature_dim = 3 * LAYOUT * LAYOUT * len(self.encoders) + sum(sum(e.widths) for e in self.encoders)
+        self.feature_dim = (3 * LAYOUT * LAYOUT * len(self.encoders) if layout else 0) + sum(sum(e.widths)
+                                                                                           for e in self.encoders)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> dict[str, Optional[torch.Tensor]]:
@@ -115,6 +122,6 @@ class EncoderExtractor:
         out = []
         for i in range(0, images.shape[0], self.batch_size):
             x = to_rgb_side(images[i:i + self.batch_size], side).to(self.device)
-            out.append(torch.cat([e.features(x) for e in self.encoders], dim=1).float().cpu())
+            out.append(torch.cat([e.features(x, self.layout, self.unit) for e in self.encoders], dim=1).float().cpu())
         feats = torch.cat(out) if out else torch.empty(0, self.feature_dim)
         return {"features": feats, "logits": None}

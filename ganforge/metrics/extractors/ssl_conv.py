@@ -9,7 +9,8 @@ distance cannot see, and blur, noise and colour shifts are exactly what a metric
 Training takes a CPU minute or two and is done once per reference: the encoder is cached under
 ``$GANFORGE_CACHE/ssl-conv`` (default ``~/.cache/ganforge``) as ``.safetensors`` + ``.json``, keyed by a SHA-256 of
 the reference images (quantised to 8 bits) and the settings. One seed gives the same encoder on one machine.
-Features: the trained encoder's multi-scale pooled activations (``_convnet``), not the projection head's.
+Features: the trained encoder's pooled activations of every stage (``_convnet``), each image's vector scaled to
+unit length, not the projection head's.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ganforge.metrics.extractors._convnet import ConvEncoder, EncoderExtractor, 
 from ganforge.metrics.extractors.base import ExtractorSpec
 
 FORMAT = "ganforge-ssl-conv/1"  # bump with any change to the encoder, the augmentations or the training
+FEATURES = "stages-unit"  # the features read from the encoder (part of the reference statistics' cache key)
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ def ssl_conv(device="cpu", weights=None, reference=None, batch_size: int = 256, 
     images, or a function returning them)."""
     if weights is not None:
         enc = load_encoder(Path(weights))
-        ext = EncoderExtractor("ssl-conv", [enc], device, batch_size)
+        ext = EncoderExtractor("ssl-conv", [enc], device, batch_size, layout=False, unit=True)
         ext.weights_path = Path(weights)
         return ext
     if reference is None:
@@ -192,9 +194,9 @@ def ssl_conv(device="cpu", weights=None, reference=None, batch_size: int = 256, 
                         "encoder file it saved)")
     images = reference() if callable(reference) else reference
     enc, side, path = fit(images, settings or SslSettings(), log=log)
-    ext = EncoderExtractor("ssl-conv", [enc], device, batch_size, side=side)
+    ext = EncoderExtractor("ssl-conv", [enc], device, batch_size, side=side, layout=False, unit=True)
     ext.weights_path = path
-    ext.cache_tag = path.stem  # the reference statistics' cache follows the encoder, not only the name
+    ext.cache_tag = f"{path.stem}-{FEATURES}"  # the reference statistics' cache follows the encoder and features
     return ext
 
 
