@@ -91,7 +91,8 @@ def test_dinov2_downloads_and_extracts(tmp_path, hub, monkeypatch):
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.05)
     src = tmp_path / "dinov2.pth"
-    torch.save(net.state_dict(), src)
+    official = {k.replace(".ffn.", ".mlp."): v for k, v in net.state_dict().items()}  # the published key names
+    torch.save(official, src)
     monkeypatch.setattr(vit_dinov2, "DINOV2_B14", published(tmp_path, src.read_bytes(), "dinov2_vitb14_pretrain.pth"))
     e = ex.get_extractor("dinov2-vit-b-14", "cpu", batch_size=3)
     assert e.weights_path == hub / "dinov2_vitb14_pretrain.pth"

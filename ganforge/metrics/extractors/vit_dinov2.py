@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -45,9 +46,9 @@ class Block(nn.Module):
         self.ls1 = nn.Module()
         self.ls1.gamma = nn.Parameter(torch.ones(dim))
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Sequential()
-        self.mlp.fc1 = nn.Linear(dim, 4 * dim)
-        self.mlp.fc2 = nn.Linear(4 * dim, dim)
+        self.ffn = nn.Sequential()  # the official file's feed-forward keys are renamed to this by _ffn_keys
+        self.ffn.fc1 = nn.Linear(dim, 4 * dim)
+        self.ffn.fc2 = nn.Linear(4 * dim, dim)
         self.ls2 = nn.Module()
         self.ls2.gamma = nn.Parameter(torch.ones(dim))
 
@@ -59,7 +60,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.ls1.gamma * self._attention(self.norm1(x))
-        return x + self.ls2.gamma * self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
+        return x + self.ls2.gamma * self.ffn.fc2(F.gelu(self.ffn.fc1(self.norm2(x))))
 
 
 class DinoViT(nn.Module):
@@ -118,6 +119,14 @@ def resolve_dinov2_weights(path=None) -> Path:
                           "extractor (ssl-conv, random-conv)")
 
 
+FFN_KEY = re.compile(r"^(blocks\.\d+\.)\w+(\.fc[12]\.)")
+
+
+def _ffn_keys(state: dict) -> dict:
+    """Each block's feed-forward layers (``fc1``, ``fc2``) under the name this module gives them."""
+    return {FFN_KEY.sub(r"\1ffn\2", k): v for k, v in state.items()}
+
+
 def load_dinov2(path: Path) -> DinoViT:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -129,7 +138,7 @@ def load_dinov2(path: Path) -> DinoViT:
     grid = int(math.sqrt(state["pos_embed"].shape[1] - 1))
     model = DinoViT(**ARCH_B14, grid=grid)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(_ffn_keys(state), strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"{path} is not DINOv2 ViT-B/14 ({first}); download {DINOV2_B14.url}") from None
