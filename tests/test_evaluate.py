@@ -287,8 +287,13 @@ def test_a_finished_run_is_scored_at_its_end_as_evaluate_would_score_it(tmp_path
     train(_with_final(tiny("dcgan", steps=4, log_every=2)), run, progress=False, log=lines.append)
     stored = json.loads((run / "eval.json").read_text())
     assert stored["by"] == "eval.final" and stored["step"] == 4 and stored["n_generated"] == 200
-    again = evaluate(run, "mnist-embedded", ["fid", "prc", "coverage"], n=200)
-    assert again["metrics"] == pytest.approx(stored["metrics"])
+    again = evaluate(run, "mnist-embedded", ["fid", "prc", "coverage", "copies"], n=200)
+    assert again["metrics"] == pytest.approx(stored["metrics"])  # 256 training images: the copy check is on
+    assert 0 <= stored["metrics"]["copies[mnist-cnn]"] <= 1 and (run / "copies.png").is_file()
+    proto = stored["protocol"]
+    assert proto["extractor"] == "mnist-cnn" and proto["weights"].startswith("sha256:") and len(proto["weights"]) == 71
+    assert proto["n_generated"] == 200 and proto["n_reference"] == 200 and proto["reference_split"] == "all"
+    assert "bilinear" in proto["resize_filter"] and "256 of 256" in proto["copy_reference"]
     assert {"fid[mnist-cnn]", "precision[mnist-cnn]", "recall[mnist-cnn]", "classes_covered"} <= set(stored["metrics"])
     said = next(l for l in lines if l.startswith("final evaluation:"))
     assert f"FID {stored['metrics']['fid[mnist-cnn]']:.2f}" in said and "classes" in said
