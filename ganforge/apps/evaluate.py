@@ -159,9 +159,9 @@ class Scorer:
 
             idx = check.closest(PAIRS_SHOWN)
             caps = [f"{'COPY ' if check.flagged[i] else ''}rms {check.pixel_distance[i]:.3f}" for i in idx]
-            viz.save_copy_pairs(gen.pixels[idx], train.pixels[check.nearest[idx]], caps,
-                                self.pictures / COPIES_PICTURE if self.pictures.is_dir() else self.pictures)
-            result["copies"]["picture"] = COPIES_PICTURE
+            dest = self.pictures / COPIES_PICTURE if self.pictures.is_dir() else self.pictures
+            viz.save_copy_pairs(gen.pixels[idx], train.pixels[check.nearest[idx]], caps, dest)
+            result["copies"]["picture"] = dest.name
 
 
 def _require_memory(metrics: Sequence[str], count: int, dim: int) -> None:

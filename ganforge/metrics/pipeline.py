@@ -158,5 +158,12 @@ def format_table(result: dict) -> str:
     head = (f"{result['source']} vs {result['ref']}  ({result['n_generated']:,} generated, "
             f"{result['n_reference']:,} reference, {shape}, {result['seconds']}s)")
     prep = [f"reference {result['ref']}: {result['reference_prep']}"] if result.get("reference_prep") else []
+    proto = result.get("protocol") or {}
+    if proto:
+        prep.append(f"extractor {proto.get('extractor')} (weights {proto.get('weights')}; {proto.get('resize_filter')});"
+                    f" reference split {proto.get('reference_split')}")
     lines = [head] + prep + [f"  {k:<{width}}  {v:.6g}" for k, v in rows] + _class_lines(result.get("class_shares"))
+    copies = result.get("copies")
+    if isinstance(copies, dict) and copies.get("picture"):
+        lines.append(f"  copy check: closest pairs in {copies['picture']}")
     return "\n".join(lines)
