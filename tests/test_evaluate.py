@@ -318,6 +318,9 @@ def test_a_translation_run_is_scored_on_its_held_out_pairs_at_its_end(tmp_path, 
     train(_with_final(tiny("pix2pix", steps=2)), run, **quiet)
     stored = json.loads((run / "eval.json").read_text())
     assert stored["by"] == "eval.final" and "accuracy" in stored["metrics"] and stored["n_generated"] <= 200
+    proto = stored["protocol"]  # digit pairs: the classifier's accuracy and FID, its weights named by their hash
+    assert proto["extractor"] == "mnist-cnn" and proto["weights"].startswith("sha256:")
+    assert proto["n_generated"] == stored["n_generated"] and proto["reference_split"] in ("train", "test")
 
 
 # ------------------------------------------------------------------------------------------------ the copy check
