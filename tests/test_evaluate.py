@@ -141,6 +141,22 @@ def test_periodic_evaluation_logs_and_keeps_the_best_checkpoint(tmp_path, tiny):
     assert len(list_checkpoints(run / "checkpoints")) <= 2
 
 
+def test_periodic_evaluation_falls_back_to_an_offline_extractor(tmp_path, tiny, monkeypatch):
+    """eval.extractor's weights absent (offline): the periodic evaluation says so once and scores with the offline
+    fallback rather than failing the run."""
+    from ganforge.train.reference import OFFLINE_FALLBACK
+
+    monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", str(tmp_path / "absent.pth"))
+    cfg = tiny("dcgan", steps=4)
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"every": 2, "n": 32, "best": None,
+                                                                     "extractor": "inception-v3"})})
+    said = []
+    train(cfg, tmp_path / "run", progress=False, log=said.append)
+    evals = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert [e["step"] for e in evals] == [2, 4] and all(f"fid[{OFFLINE_FALLBACK}]" in e["eval"] for e in evals)
+    assert sum("extractor inception-v3 unavailable" in s for s in said) == 1
+
+
 # ------------------------------------------------------------------------------------------ any size and shape
 
 

@@ -174,9 +174,12 @@ def _require_memory(metrics: Sequence[str], count: int, dim: int) -> None:
 
 def _run_source(run: Run, n: int, seed: int, device: str) -> ImageSource:
     """A run directory: ``n`` images from its generator, at the model's size and channels."""
-    from ganforge.apps.sampling import load_generator
+    from ganforge.apps.sampling import generator_from_checkpoint
+    from ganforge.checkpoint import load_newest
+    from ganforge.devices import pick_device
 
-    g = load_generator(run.path, device=device)
+    dev = pick_device(device)  # the config is read already: straight to the newest good checkpoint
+    g = load_newest(run.path / "checkpoints", lambda ckpt: generator_from_checkpoint(ckpt, dev))
     mc = g.config.model
     k = g.num_classes  # conditional: image i is drawn for class i mod k, so every class is equally present
 

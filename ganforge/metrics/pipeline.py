@@ -70,7 +70,8 @@ def thumbnails(batch: torch.Tensor) -> np.ndarray:
     h, w = batch.shape[-2:]
     if max(h, w) > PIXEL_SIDE:
         scale = PIXEL_SIDE / max(h, w)
-        batch = torch.nn.functional.adaptive_avg_pool2d(batch.float(), (max(1, round(h * scale)), max(1, round(w * scale))))
+        side = (max(1, round(h * scale)), max(1, round(w * scale)))
+        batch = torch.nn.functional.adaptive_avg_pool2d(batch.float(), side)
     return ((batch.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 def collect(source: ImageSource, extractor, batch_size: int, keep_features: bool, per_channel: bool = False,
@@ -160,8 +161,8 @@ def format_table(result: dict) -> str:
     prep = [f"reference {result['ref']}: {result['reference_prep']}"] if result.get("reference_prep") else []
     proto = result.get("protocol") or {}
     if proto:
-        prep.append(f"extractor {proto.get('extractor')} (weights {proto.get('weights')}; {proto.get('resize_filter')});"
-                    f" reference split {proto.get('reference_split')}")
+        prep.append(f"extractor {proto.get('extractor')} (weights {proto.get('weights')}; "
+                    f"{proto.get('resize_filter')}); reference split {proto.get('reference_split')}")
     lines = [head] + prep + [f"  {k:<{width}}  {v:.6g}" for k, v in rows] + _class_lines(result.get("class_shares"))
     copies = result.get("copies")
     if isinstance(copies, dict) and copies.get("picture"):
