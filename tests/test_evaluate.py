@@ -437,6 +437,7 @@ def test_a_colour_folder_run_ends_with_a_number_even_when_its_extractor_needs_a_
     name = stored["protocol"]["extractor"]
     assert stored["extractor"] == name and f"fid[{name}]" in stored["metrics"] and f"copies[{name}]" in stored["metrics"]
     assert stored["protocol"]["n_generated"] == 100 and stored["protocol"]["weights"] != ""
+    assert "classes_covered" not in stored["metrics"] and "coverage" in stored["not_scored"]  # not the data's classes
     assert stored["copies"]["n_training"] == 64 and (run / "copies.png").is_file()
     line = next(s for s in said if s.startswith("final evaluation:"))
     assert name in line and "FID" in line

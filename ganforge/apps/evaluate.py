@@ -68,6 +68,7 @@ class Scorer:
     fallback: Optional[str] = None  # an offline extractor to use when the chosen one cannot open
     copies_max: int = 0  # a run's copy check is added when its training set holds at most this many images
     pictures: Optional[Path] = None  # where copies.png goes (None: nowhere)
+    own_classes_only: bool = False  # drop (not fail) class metrics unless the extractor's classes are the data's
     copy_check: object = field(default=None, init=False)  # the last CopyCheck, for callers that want it
 
     def images(self, run: Run) -> dict:
@@ -118,6 +119,8 @@ class Scorer:
         check_side(src.describe, src.height, src.width)
         dev = pick_device(self.device)
         ext, name = open_extractor(self.extractor, self.ref, dev, self.weights, self.fallback, self.log)
+        skipped = self._class_metrics_without_classes(ext, name) if self.own_classes_only else {}
+        self.metrics = [m for m in self.metrics if m not in skipped]
         t0 = time.perf_counter()
         keep = needs_features(self.metrics)
         if keep:  # both sides' features are held at once for KID, precision/recall and the copy check
@@ -139,11 +142,23 @@ class Scorer:
             "reference_prep": ref_c.prep, "seed": self.seed, "metrics": values,
             "protocol": protocol(ext, gen.n, ref_c.n, self.ref, "all", **more),
             **(class_shares(gen.probs) if "min_class_share" in values else {}),
+            **({"not_scored": skipped} if skipped else {}),
         }
         if "copies" in details:
             self._copies(details["copies"], gen, train_c, result)
         result["seconds"] = round(time.perf_counter() - t0, 2)
         return result
+
+    def _class_metrics_without_classes(self, ext, name: str) -> dict[str, str]:
+        """The selected metrics that read a class head, when the extractor's classes are not the data's (a digit
+        classifier on icons, ImageNet's on faces, or no head at all): metric -> why it is left out."""
+        from ganforge.metrics.extractors import resolve
+        from ganforge.metrics.registry import METRICS
+
+        if getattr(ext, "num_classes", None) and name == resolve("auto", self.ref):
+            return {}
+        return {m: f"{name} has no classifier of {self.ref}'s classes" for m in self.metrics
+                if METRICS[m].needs_classes}
 
     def _copies(self, check, gen: Collected, train: Collected, result: dict) -> None:
         """eval.json's copy-check block, a warning when the share is high, and copies.png."""
@@ -240,12 +255,13 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
              extractor: str = "auto", batch_size: int = 250, seed: int = 0, device: str = "cpu",
              data_root: str = "data", download: bool = False, inception_weights: Optional[str] = None,
              use_cache: bool = True, log=print, fallback: Optional[str] = None, copies_max: int = 0,
-             pictures: Optional[Path] = None) -> dict:
+             pictures: Optional[Path] = None, own_classes_only: bool = False) -> dict:
     """Everything ``ganforge evaluate`` prints and writes to ``eval.json``. ``fallback``: an offline extractor for
     when ``extractor`` cannot open; ``copies_max``: a run's copy check is on when its training set holds at most
-    this many images; ``pictures``: a folder (or file) for copies.png."""
+    this many images; ``pictures``: a folder (or file) for copies.png; ``own_classes_only``: class metrics
+    (coverage, IS) are left out, not failed, where the extractor's classes are not the data's."""
     scorer = Scorer(ref.strip(), parse_metrics(metrics), n, extractor, batch_size, seed, device, data_root, download,
-                    inception_weights, use_cache, log, fallback, copies_max, pictures)
+                    inception_weights, use_cache, log, fallback, copies_max, pictures, own_classes_only)
     path = Path(source)
     if is_run_dir(path):
         run = Run.open(path)

@@ -43,8 +43,9 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, step: int, log: Callable[[st
     """``eval.final``: the finished run scored as ``ganforge evaluate RUN`` scores it, into its ``eval.json``.
 
     Every image run, whatever its data: with its extractor when that opens offline, else with the offline fallback
-    (``train/reference.py``); with the copy check when its training set is small (``eval.copies_max``). A failure
-    costs a warning, never the finished run."""
+    (``train/reference.py``); with the copy check when its training set is small (``eval.copies_max``); class
+    metrics only where the extractor classifies the data's own classes. A failure costs a warning, never the
+    finished run."""
     from ganforge.apps.evaluate import evaluate
     from ganforge.train.reference import OFFLINE_FALLBACK
 
@@ -55,7 +56,8 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, step: int, log: Callable[[st
     try:
         result = evaluate(run_dir, ref, ec.final_metrics, n=ec.final_n, extractor=ec.extractor,
                           device=cfg.train.device if cfg.train.device != "auto" else "cpu", data_root=cfg.data.root,
-                          log=log, fallback=OFFLINE_FALLBACK, copies_max=ec.copies_max, pictures=run_dir)
+                          log=log, fallback=OFFLINE_FALLBACK, copies_max=ec.copies_max, pictures=run_dir,
+                          own_classes_only=True)
     except (UserError, RuntimeError, ValueError, OSError) as exc:
         log(f"warning: no final evaluation ({' '.join(str(exc).split())[:200]}): run 'ganforge evaluate {run_dir}'")
         return None

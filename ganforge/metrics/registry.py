@@ -52,6 +52,7 @@ class Metric:
     needs_channel_classes: bool = False  # reads each channel's class when the reference holds one per channel
     help: str = ""
     needs_training: bool = False  # compared with the training images themselves (features and pixels), not the ref
+    needs_classes: bool = False  # reads the extractor's class head, meaningful where its classes are the data's
 
 
 METRICS: dict[str, Metric] = {}
@@ -129,7 +130,7 @@ register(Metric("fid", (Output("fid", False, "FID {:.2f}"),), False, _fid,
                 help="Fréchet distance of the feature means and covariances"))
 register(Metric("kid", (Output("kid", False), Output("kid_std", False)), True, _kid,
                 help="kernel (MMD) distance, unbiased at small N"))
-register(Metric("is", (Output("is", True), Output("is_std", False)), False, _is,
+register(Metric("is", (Output("is", True), Output("is_std", False)), False, _is, needs_classes=True,
                 help="Inception Score (needs a class head)"))
 register(Metric("prc", (Output("precision", True, "precision {:.2f}"), Output("recall", True, "recall {:.2f}"),
                         Output("density", True), Output("coverage", True)), True, _prc,
@@ -139,7 +140,8 @@ register(Metric("coverage", (Output("classes_covered", True, "classes {:.0f}", F
                              Output("modes_covered", True, "modes {:.0f}", False),
                              Output("modes_kl", False, "", False),
                              Output("min_class_share", True, "", False)), False, _coverage,
-                needs_channel_classes=True, help="classes (or Stacked MNIST modes) the classifier finds"))
+                needs_channel_classes=True, needs_classes=True,
+                help="classes (or Stacked MNIST modes) the classifier finds"))
 register(Metric("copies", (Output("copies", False, "copies {:.1%}"),), True, _copies, needs_training=True,
                 help="share of samples that copy a training image (features, confirmed in pixels)"))
 # written by other scorers: a conditional run's labels, a translator, a semi-supervised classifier
