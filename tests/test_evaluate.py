@@ -281,7 +281,7 @@ def test_conditional_run_scores_label_accuracy_with_images_aligned_to_their_labe
             return torch.stack(out)
 
     def accuracy(shift):
-        monkeypatch.setattr(ganforge.apps.sampling, "load_generator", lambda *a, **k: Drawing(shift))
+        monkeypatch.setattr(ganforge.apps.sampling, "generator_from_checkpoint", lambda *a, **k: Drawing(shift))
         return evaluate(run, "mnist-embedded", ["fid"], n=300)["metrics"]["label_accuracy[mnist-cnn]"]
 
     assert accuracy(0) > 0.85  # the classifier's own accuracy on 16 px digits
