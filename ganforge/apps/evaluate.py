@@ -19,7 +19,7 @@ from ganforge.apps.inputs import load_samples_npz
 from ganforge.metrics.pipeline import (ImageSource, check_side, class_shares, collect, compute, from_uint8_nhwc,
                                        label_accuracy)
 from ganforge.metrics.registry import needs_channel_classes, needs_features, parse_metrics
-from ganforge.train.reference import reference_features, reference_source
+from ganforge.train.reference import fit_images, reference_features, reference_source
 
 
 def _run_source(path: Path, n: int, seed: int, device: str) -> ImageSource:
@@ -92,9 +92,10 @@ def evaluate(source: str | Path, ref: str, metrics: Sequence[str] = ("fid",), n:
     ref = ref.strip()
     name = resolve(extractor, ref)
     dev = pick_device(device)
-    ext = get_extractor(name, dev, inception_weights=inception_weights)
     t0 = time.perf_counter()
     gen_src = generated_source(source, n, seed=seed, device=str(dev))
+    ext = get_extractor(name, dev, inception_weights=inception_weights,
+                        reference=lambda: fit_images(ref, gen_src.hw, gen_src.channels, data_root, download))
     per_channel = needs_channel_classes(metrics, digits_per_channel(ref))
     keep = needs_features(metrics)
     if keep:  # both sides' features are held at once for KID and precision/recall

@@ -12,7 +12,7 @@ from torch import nn
 
 from ganforge.config import EvalConfig, ModelConfig
 from ganforge.metrics import pipeline as ev
-from ganforge.train.reference import reference_features
+from ganforge.train.reference import fit_images, reference_features
 
 
 class PeriodicEvaluator:
@@ -29,7 +29,8 @@ class PeriodicEvaluator:
         self.device = device
         self.ref_spec = (cfg.ref or train_spec).strip()
         self.extractor_name = resolve(cfg.extractor, self.ref_spec)
-        self.extractor = get_extractor(self.extractor_name, device)
+        self.extractor = get_extractor(self.extractor_name, device, reference=lambda: fit_images(
+            self.ref_spec, (model_cfg.image_size, model_cfg.image_size), model_cfg.channels, data_root))
         self.per_channel = needs_channel_classes(cfg.metrics, digits_per_channel(self.ref_spec))
         self.keep = needs_features(cfg.metrics)
         self.ref = reference_features(self.ref_spec, model_cfg.image_size, model_cfg.channels, cfg.n,

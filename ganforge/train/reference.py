@@ -45,6 +45,15 @@ def reference_source(spec: str, size: int | tuple[int, int], channels: int, n: i
 
     return ImageSource(f"data {spec}", channels, h, w, count, batches, prep=ds.prep)
 
+def fit_images(ref: str, hw: tuple[int, int], channels: int, data_root: str = "data", download: bool = False):
+    """The reference images an extractor that learns from them (``ssl-conv``) is fitted on: up to 5,000, at the
+    generated images' shape."""
+    from ganforge.metrics.extractors.ssl_conv import SslSettings
+    from ganforge.metrics.pipeline import gather
+
+    limit = SslSettings().max_images
+    return gather(reference_source(ref, hw, channels, limit, data_root, download), limit)
+
 def _cache_key(ref: str, hw: tuple[int, int], channels: int, extractor: str, n: int) -> str:
     raw = f"{ref}-{shape_text(hw)}-{channels}ch-{extractor}-n{n}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
@@ -57,7 +66,7 @@ def reference_features(ref: str, size: int | tuple[int, int], channels: int, n: 
     from ganforge.io_utils import atomic_target
     from ganforge.metrics.frechet import RunningStats
 
-    key = _cache_key(ref, as_hw(size), channels, extractor.name, n)
+    key = _cache_key(ref, as_hw(size), channels, getattr(extractor, "cache_tag", extractor.name), n)  # ssl-conv: its encoder's
     path = cache_dir() / f"{key}.npz"
     cacheable = use_cache and not ref.startswith("folder:")  # a folder's content may change under the same name
     if cacheable and path.is_file():
