@@ -11,6 +11,8 @@ from ganforge.config import RunConfig, validate
 # one thread: the tiny models here are dominated by threading overhead, and CI may share its cores
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# no test may reach the network: weights are never downloaded (tests of the download fake it with file:// URLs)
+os.environ["GANFORGE_OFFLINE"] = "1"
 # deterministic cuBLAS from the start of the process, before any test touches CUDA (see train/determinism.py)
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 

@@ -118,7 +118,8 @@ class Scorer:
 
         check_side(src.describe, src.height, src.width)
         dev = pick_device(self.device)
-        ext, name = open_extractor(self.extractor, self.ref, dev, self.weights, self.fallback, self.log)
+        ext, name = open_extractor(self.extractor, self.ref, dev, self.weights, self.fallback, self.log,
+                                   shape=(src.hw, src.channels), data_root=self.data_root, download=self.download)
         skipped = self._class_metrics_without_classes(ext, name) if self.own_classes_only else {}
         self.metrics = [m for m in self.metrics if m not in skipped]
         t0 = time.perf_counter()

@@ -21,16 +21,6 @@ def _bench_names(text: str, known) -> list[str]:
     return names
 
 
-def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds:
-        fail(f"bad --seeds {text!r}: write comma-separated integers, e.g. --seeds 0,1,2")
-    return seeds
-
-
 def _check_bench_outputs(out: Optional[Path], write: Optional[Path]) -> None:
     """A benchmark's run folder and markdown file are checked before minutes of training, not after."""
     if out is not None:
@@ -139,7 +129,7 @@ def bench_coverage(
     _check_bench_outputs(out, write)
 
     names = _bench_names(benches, coverage.BENCHES)
-    seed_list = _seed_list(seeds)
+    seed_list = int_list(seeds, "--seeds")
     command = _bench_command("coverage", {"--benches": ",".join(names), "--seconds": seconds, "--steps": steps,
                                           "--seeds": ",".join(map(str, seed_list)), "--device": device,
                                           "--write": write})
@@ -185,7 +175,7 @@ def bench_semi(
     from ganforge.bench import semi
     _check_bench_outputs(out, write)
 
-    seed_list = _seed_list(seeds)
+    seed_list = int_list(seeds, "--seeds")
     command = _bench_command("semi", {"--seeds": ",".join(map(str, seed_list)), "--steps": steps,
                                       "--device": device, "--write": write})
     semi.main(seed_list, steps=steps, out_root=out, write=write, device=device, command=command)
@@ -267,3 +257,36 @@ def bench_ablation(
     command = _bench_command("ablation", flags) + "".join(f" --set {shlex.quote(o)}" for o in set_)
     ablation.main(names, steps=steps, seed=seed, out_root=out, write=write, device=device, only=picked,
                   command=command, common=set_)
+
+
+@bench_app.command("metric-agreement")
+def bench_metric_agreement(
+    data: str = typer.Option("colour,digits", "--data", help="Comma-separated: colour (the icon set), digits."),
+    candidates: str = typer.Option("pixels,random-conv,random-conv-x4,ssl-conv", "--candidates",
+                                   help="Extractors to rank (pixels: raw 16x16 pixels, the floor); mnist-cnn is "
+                                        "added on digits."),
+    judge_epochs: int = typer.Option(30, "--judge-epochs", min=1, help="Epochs of the class judge."),
+    ssl_steps: Optional[int] = typer.Option(None, "--ssl-steps", min=1, help="ssl-conv's training steps "
+                                            "(default: its own, what auto uses)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=20, help="Reference and pool images each (default: "
+                                        "all of the held-out part)."),
+    judge_limit: Optional[int] = typer.Option(None, "--judge-limit", min=20, help="Judge training images "
+                                              "(default: all)."),
+    seed: int = typer.Option(0, "--seed"),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the metric-agreement block of this "
+                                         "markdown file."),
+) -> None:
+    """Which extractor ranks image sets like a class judge: Spearman's rho per candidate, one-class and collapsed
+    sets flagged."""
+    from ganforge.bench import metric_agreement as bench
+    from ganforge.metrics.extractors import extractor_names
+
+    _check_bench_outputs(None, write)
+    names = _bench_names(data, bench.DATASETS)
+    cands = _bench_names(candidates, ("pixels",) + extractor_names())
+    command = _bench_command("metric-agreement", {"--data": ",".join(names), "--candidates": ",".join(cands),
+                                                  "--judge-epochs": judge_epochs, "--ssl-steps": ssl_steps,
+                                                  "--limit": limit, "--judge-limit": judge_limit, "--seed": seed,
+                                                  "--write": write})
+    bench.main(names, cands, judge_epochs=judge_epochs, ssl_steps=ssl_steps, limit=limit, judge_limit=judge_limit,
+               seed=seed, write=write, command=command, log=lambda s: typer.echo(s, err=True))

@@ -46,6 +46,17 @@ def from_uint8_nhwc(arr: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
     return t / 127.5 - 1.0
 
+def gather(source: ImageSource, limit: int, batch_size: int = 500) -> torch.Tensor:
+    """The first ``limit`` images of ``source`` as one tensor (what an extractor that learns from the reference,
+    ``ssl-conv``, is fitted on)."""
+    out, n = [], 0
+    for batch in source.batches(batch_size):
+        out.append(batch[:limit - n].float())
+        n += out[-1].shape[0]
+        if n >= limit:
+            break
+    return torch.cat(out) if out else torch.empty(0, source.channels, source.height, source.width)
+
 def check_side(what: str, height: int, width: int) -> None:
     """Images too small to evaluate fail here, in one line, rather than somewhere inside an extractor."""
     if min(height, width) < MIN_SIDE:

@@ -30,7 +30,9 @@ class PeriodicEvaluator:
         self.ref_spec = (cfg.ref or train_spec).strip()
         # the run's own extractor, or (weights absent offline) one that needs no download: every run gets numbers
         self.extractor, self.extractor_name = open_extractor(cfg.extractor, self.ref_spec, device,
-                                                             fallback=OFFLINE_FALLBACK, log=log)
+                                                             fallback=OFFLINE_FALLBACK, log=log,
+                                                             shape=((model_cfg.image_size,) * 2, model_cfg.channels),
+                                                             data_root=data_root)
         self.per_channel = needs_channel_classes(cfg.metrics, digits_per_channel(self.ref_spec))
         self.keep = needs_features(cfg.metrics)
         self.ref = reference_features(self.ref_spec, model_cfg.image_size, model_cfg.channels, cfg.n,

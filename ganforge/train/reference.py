@@ -45,6 +45,15 @@ def reference_source(spec: str, size: int | tuple[int, int], channels: int, n: i
 
     return ImageSource(f"data {spec}", channels, h, w, count, batches, prep=ds.prep)
 
+def fit_images(ref: str, hw: tuple[int, int], channels: int, data_root: str = "data", download: bool = False):
+    """The reference images an extractor that learns from them (``ssl-conv``) is fitted on: up to 5,000, at the
+    generated images' shape."""
+    from ganforge.metrics.extractors.ssl_conv import SslSettings
+    from ganforge.metrics.pipeline import gather
+
+    limit = SslSettings().max_images
+    return gather(reference_source(ref, hw, channels, limit, data_root, download), limit)
+
 def _cache_key(ref: str, hw: tuple[int, int], channels: int, extractor: str, n: int) -> str:
     raw = f"{ref}-{shape_text(hw)}-{channels}ch-{extractor}-n{n}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
@@ -57,7 +66,7 @@ def reference_features(ref: str, size: int | tuple[int, int], channels: int, n: 
     from ganforge.io_utils import atomic_target
     from ganforge.metrics.frechet import RunningStats
 
-    key = _cache_key(ref, as_hw(size), channels, extractor.name, n)
+    key = _cache_key(ref, as_hw(size), channels, getattr(extractor, "cache_tag", extractor.name), n)  # ssl-conv: its encoder's
     path = cache_dir() / f"{key}.npz"
     cacheable = use_cache and not ref.startswith("folder:")  # a folder's content may change under the same name
     if cacheable and path.is_file():
@@ -87,25 +96,33 @@ def reference_features(ref: str, size: int | tuple[int, int], channels: int, n: 
 # What a run's own evaluation (eval.final, periodic) uses when its extractor cannot open offline (a weights file
 # absent, no network): an extractor that needs no download, so that every run still ends with a number. One
 # constant, to point at the offline default for any images once the extractors package has one.
-OFFLINE_FALLBACK = "mnist-cnn"
+OFFLINE_FALLBACK = "ssl-conv"
 COPY_REF_MAX = 10_000  # training images the copy check compares with (an even, fixed choice of larger sets)
 
 
-def open_extractor(name: str, ref: str, device, weights=None, fallback: Optional[str] = None,
-                   log=print) -> tuple[object, str]:
+def open_extractor(name: str, ref: str, device, weights=None, fallback: Optional[str] = None, log=print,
+                   shape: Optional[tuple[tuple[int, int], int]] = None, data_root: str = "data",
+                   download: bool = False) -> tuple[object, str]:
     """(extractor, its name) for ``name`` (``auto`` resolved for ``ref``); with ``fallback``, an extractor that
-    cannot open (weights absent offline) is replaced by that one, with a warning, instead of failing."""
+    cannot open (weights absent offline) is replaced by that one, with a warning, instead of failing.
+    ``shape`` ((h, w), channels): the generated images', at which an extractor that learns from the reference
+    (ssl-conv) is fitted on it."""
     from ganforge.metrics.extractors import get_extractor, resolve
+
+    def reference():
+        if shape is None:
+            raise UserError(f"extractor {chosen} learns from the reference images: give their shape")
+        return fit_images(ref, shape[0], shape[1], data_root, download)
 
     chosen = resolve(name, ref)
     try:
-        return get_extractor(chosen, device, weights=weights), chosen
+        return get_extractor(chosen, device, weights=weights, reference=reference), chosen
     except UserError as exc:
         if not fallback or fallback == chosen:
             raise
         log(f"warning: extractor {chosen} unavailable ({' '.join(str(exc).split())[:160]}); scoring with "
             f"{fallback}, which needs no download")
-        return get_extractor(fallback, device), fallback
+        return get_extractor(fallback, device, reference=reference), fallback
 
 
 _HASHES: dict[tuple, str] = {}

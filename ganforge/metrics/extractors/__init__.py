@@ -6,13 +6,19 @@ extractor is one new module here, nothing else to edit. Each takes images as gen
 CPU; its ``name`` labels every metric it feeds (``fid[mnist-cnn]``), since numbers from two feature spaces never
 compare.
 
-``auto`` picks per data: the shipped digit classifier for MNIST-like sets, else ``AUTO_OTHER``.
+``auto`` picks per data, by measurement (``ganforge bench metric-agreement``, table in docs/BENCHMARKS.md): the
+shipped digit classifier (``mnist-cnn``) for MNIST-like sets, since it knows the classes; ``ssl-conv`` for
+everything else, an encoder trained self-supervised on the reference itself, which ranked image sets closest to a
+class judge among the extractors that need no download (random-conv, random-conv-x4, raw pixels). ``inception-v3``
+and ``dinov2-vit-b-14`` are never picked by ``auto``: they are for figures comparable with papers, and download.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Optional
+from typing import Callable, Optional, Union
+
+import torch
 
 from ganforge.data.embedded import heldout_split  # noqa: F401  (re-exported: the classifier's split)
 from ganforge.errors import UserError
@@ -24,7 +30,7 @@ from ganforge.metrics.extractors.mnist_cnn import (FEATURE_DIM, MNIST_CNN_FILE, 
                                                    mnist_cnn_metadata, prepare_digits, register_torch_fidelity)
 
 AUTO_DIGITS = "mnist-cnn"
-AUTO_OTHER = "inception-v3"
+AUTO_OTHER = "ssl-conv"  # measured: see the module docstring
 
 _REGISTRY: dict[str, ExtractorSpec] = {}
 
@@ -64,14 +70,23 @@ def resolve(name: str, ref_spec: str) -> str:
 
 
 def get_extractor(name: str, device: Device = "cpu", inception_weights=None, batch_size: Optional[int] = None,
-                  weights=None) -> FeatureExtractor:
+                  weights=None, reference: Union[None, torch.Tensor, Callable[[], torch.Tensor]] = None) -> FeatureExtractor:
     """The extractor called ``name`` on ``device``; ``weights``: a local weights file where the extractor has one
-    (``inception_weights``: the same, its older name)."""
+    (``inception_weights``: the same, its older name). ``reference``: the reference images (or a function
+    returning them), which an extractor that learns from the data (``ssl-conv``) needs and every other ignores."""
     check_name(name)
     if name == "auto":
         raise UserError("extractor 'auto' needs the reference data to pick: call resolve(name, ref) first")
-    kw = {} if batch_size is None else {"batch_size": batch_size}
-    return registry()[name].build(device, weights if weights is not None else inception_weights, **kw)
+    spec = registry()[name]
+    kw: dict = {} if batch_size is None else {"batch_size": batch_size}
+    if spec.fits_reference:
+        kw["reference"] = reference
+    return spec.build(device, weights if weights is not None else inception_weights, **kw)
+
+
+def fits_reference(name: str) -> bool:
+    """Whether extractor ``name`` learns from the reference images (then ``get_extractor`` needs ``reference=``)."""
+    return name in registry() and registry()[name].fits_reference
 
 
 EXTRACTOR_NAMES = extractor_names()

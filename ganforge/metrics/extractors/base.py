@@ -33,9 +33,12 @@ def check_images(images: torch.Tensor) -> None:
 @dataclass(frozen=True)
 class ExtractorSpec:
     """One registered extractor. ``build(device, weights, batch_size)`` returns a ``FeatureExtractor``;
-    ``weights`` is a local file (or None: the extractor's own lookup)."""
+    ``weights`` is a local file (or None: the extractor's own lookup). An extractor that learns from the data it
+    scores against (``fits_reference``) is also given ``reference=``: the reference images, float (N, C, H, W) in
+    [-1, 1], or a function returning them (called only when it has to learn)."""
 
     name: str
     build: Callable[..., FeatureExtractor]
     offline: bool  # works with nothing downloaded (shipped weights, or none at all)
     about: str = ""
+    fits_reference: bool = False  # build needs reference= (features learnt from the reference images)

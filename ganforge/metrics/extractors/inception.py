@@ -1,6 +1,6 @@
 """``inception-v3``: torch-fidelity's ``FeatureExtractorInceptionV3`` (the TF-compatible port behind published
 FID / IS numbers), from a local weights file (``--inception-weights PATH``, ``GANFORGE_INCEPTION_WEIGHTS`` or the
-torch hub cache)."""
+torch hub cache), else downloaded once into that cache (SHA-256 checked; never with ``GANFORGE_OFFLINE=1``)."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,6 +12,7 @@ from typing import Optional, Union
 import torch
 
 from ganforge.errors import UserError
+from ganforge.metrics.extractors._fetch import OFFLINE_ENV, WeightsFile, download, hub_checkpoints, offline
 from ganforge.metrics.extractors.base import Device, ExtractorSpec, check_images
 
 INCEPTION_ENV = "GANFORGE_INCEPTION_WEIGHTS"
@@ -20,12 +21,14 @@ INCEPTION_URL = (
 )
 # torch-fidelity's file name first; pytorch-fid's copy of the same converted TF weights has the same layer names.
 INCEPTION_FILENAMES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
+# the full SHA-256 of torch-fidelity's release file (its name carries the first 8 digits, torch hub's convention)
+INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+INCEPTION_FILE = WeightsFile("Inception-v3", INCEPTION_URL, INCEPTION_FILENAMES[0], INCEPTION_SHA256, "~91 MB")
 
 
 def _inception_search_dirs() -> list[Path]:
     """Where torch-fidelity (and pytorch-fid) leave the file: torch hub's checkpoints folder (honours TORCH_HOME)."""
-    hub = Path(torch.hub.get_dir())
-    return [hub / "checkpoints"]
+    return [hub_checkpoints()]
 
 
 def _find_in_dir(folder: Path) -> Optional[Path]:
@@ -52,7 +55,8 @@ def _explicit(path: Union[str, os.PathLike], source: str) -> Path:
 
 def resolve_inception_weights(weights_path: Optional[Union[str, os.PathLike]] = None) -> Path:
     """The local Inception-v3 weights file: ``weights_path`` (a file, or a folder holding it), else
-    ``$GANFORGE_INCEPTION_WEIGHTS``, else torch hub's checkpoints folder; a one-line ``UserError`` otherwise."""
+    ``$GANFORGE_INCEPTION_WEIGHTS``, else torch hub's checkpoints folder, else downloaded there now; offline or on
+    a failed download, a one-line ``UserError`` with the fix."""
     if weights_path is not None and str(weights_path) != "":
         return _explicit(weights_path, "--inception-weights")
     env = os.environ.get(INCEPTION_ENV)
@@ -64,11 +68,14 @@ def resolve_inception_weights(weights_path: Optional[Union[str, os.PathLike]] = 
         if found is not None:
             return found
     looked = ", ".join(str(d) for d in dirs)
-    raise UserError(
-        f"Inception-v3 metrics need torch-fidelity's weights file {INCEPTION_FILENAMES[0]} (~91 MB), not found "
-        f"(looked in --inception-weights, ${INCEPTION_ENV}, {looked}); download it from {INCEPTION_URL} and pass "
-        f"--inception-weights PATH (or set {INCEPTION_ENV}=PATH), or use the offline extractor mnist-cnn"
-    )
+    if offline():
+        raise UserError(
+            f"Inception-v3 metrics need torch-fidelity's weights file {INCEPTION_FILENAMES[0]} (~91 MB), not found "
+            f"(looked in --inception-weights, ${INCEPTION_ENV}, {looked}) and {OFFLINE_ENV} forbids downloading it; "
+            f"download it from {INCEPTION_URL} and pass --inception-weights PATH (or set {INCEPTION_ENV}=PATH), or "
+            "use an offline extractor (ssl-conv, random-conv; mnist-cnn for digits)"
+        )
+    return download(INCEPTION_FILE, f"pass --inception-weights PATH (or set {INCEPTION_ENV}=PATH)")
 
 
 def _load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:

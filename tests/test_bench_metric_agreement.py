@@ -1,0 +1,60 @@
+"""``bench metric-agreement`` on a tiny size: the sets, Spearman's rho, the flags and the table."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ganforge.bench import metric_agreement as ma
+
+
+def test_spearman_matches_the_textbook_formula_and_handles_ties():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=12), rng.normal(size=12)
+    d = ma.ranks(a) - ma.ranks(b)
+    assert ma.spearman(a, b) == pytest.approx(1 - 6 * (d ** 2).sum() / (12 * (144 - 1)))
+    assert ma.spearman(a, 3 * a + 1) == pytest.approx(1.0) and ma.spearman(a, -a) == pytest.approx(-1.0)
+    assert list(ma.ranks([5, 1, 5, 2])) == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_the_sets_differ_as_named():
+    pool = torch.rand(30, 3, 32, 32) * 2 - 1
+    y = torch.arange(30) % 3
+    sets = ma.quality_sets(pool, y)
+    assert len(sets) >= 12 and len({s for s, _, _ in sets}) == len(sets)
+    kinds = {k for _, k, _ in sets}
+    assert kinds == {"graded", "one-class", "collapsed"}
+    named = {s: x for s, _, x in sets}
+    assert all(x.shape == pool.shape and x.min() >= -1 and x.max() <= 1 for x in named.values())
+    assert torch.equal(named["reals"], pool)
+    assert len(torch.unique(named["1 image repeated"].flatten(1), dim=0)) == 1
+    assert len(torch.unique(named["10 images repeated"].flatten(1), dim=0)) <= 10
+    blur = ma._blur(pool, 1.5)
+    assert (blur[:, :, 1:] - blur[:, :, :-1]).abs().mean() < 0.5 * (pool[:, :, 1:] - pool[:, :, :-1]).abs().mean()
+
+
+def test_tiny_run_on_digits(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path))
+    part = ma.digits_part(limit=50, judge_limit=256)
+    res = ma.run_part(part, ["pixels", "random-conv", "ssl-conv"], judge_epochs=1, ssl_steps=5, log=lambda s: None)
+    names = [s for s, _ in res["sets"]]
+    for space in ("judge", "pixels", "random-conv", "ssl-conv"):
+        f = dict(zip(names, res["fids"][space]))
+        assert f["reals"] < f["noise s=0.4"] < f["pure noise"], space  # clearly different, whatever the space
+    assert all(-1 <= r <= 1 for r in res["rho"].values())
+    assert res["rho"]["random-conv"] > 0.5
+    assert res["flagged"]["random-conv"]["1 image repeated"]  # one image repeated has (almost) no recall
+    md = ma.render([res], {"cpu": "test cpu", "logical_cores": 2, "torch": "x", "torch_threads": 1}, "cmd", "today")
+    assert md.startswith("<!-- bench:metric-agreement:start -->")
+    assert "rho ssl-conv" in md and "1 image repeated" in md and "test cpu" in md
+
+
+def test_cli_refuses_bad_names(tmp_path):
+    from typer.testing import CliRunner
+
+    from ganforge.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "metric-agreement", "--data", "faces"])
+    assert res.exit_code == 2 and "faces" in res.output
+    res = CliRunner().invoke(app, ["bench", "metric-agreement", "--candidates", "vgg"])
+    assert res.exit_code == 2 and "vgg" in res.output
