@@ -144,8 +144,10 @@ def test_periodic_evaluation_logs_and_keeps_the_best_checkpoint(tmp_path, tiny):
 def test_periodic_evaluation_falls_back_to_an_offline_extractor(tmp_path, tiny, monkeypatch):
     """eval.extractor's weights absent (offline): the periodic evaluation says so once and scores with the offline
     fallback rather than failing the run."""
-    from ganforge.train.reference import OFFLINE_FALLBACK
+    import ganforge.train.reference as reference
 
+    monkeypatch.setattr(reference, "OFFLINE_FALLBACK", "random-conv")  # no weights to fit: the test stays quick
+    OFFLINE_FALLBACK = reference.OFFLINE_FALLBACK
     monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", str(tmp_path / "absent.pth"))
     cfg = tiny("dcgan", steps=4)
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"every": 2, "n": 32, "best": None,
@@ -421,14 +423,16 @@ def test_copies_is_refused_in_periodic_evaluation():
 
 
 def test_a_colour_folder_run_ends_with_a_number_even_when_its_extractor_needs_a_download(tmp_path, tiny, monkeypatch):
-    """eval.final on any data: a colour folder, the auto extractor's weights absent (offline): scored with the
+    """eval.final on any data: a colour folder, the chosen extractor's weights absent (offline): scored with the
     offline fallback, the protocol saying which, the copy check on (64 training images)."""
+    import ganforge.train.reference as reference
     from ganforge.apps.report import load_run
     from ganforge.apps.runs import describe, render
 
+    monkeypatch.setattr(reference, "OFFLINE_FALLBACK", "random-conv")  # no weights to fit: the test stays quick
     monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", str(tmp_path / "absent.pth"))
     data = _png_folder(colour_shapes(64, seed=2, size=16), tmp_path / "colour")
-    cfg = _with_final(tiny("dcgan", steps=2), final_n=100)
+    cfg = _with_final(tiny("dcgan", steps=2), final_n=100, extractor="inception-v3")
     cfg = cfg.model_copy(update={"data": DataConfig(spec=data),
                                  "model": cfg.model.model_copy(update={"channels": 3})})
     run, said = tmp_path / "run", []
@@ -441,11 +445,19 @@ def test_a_colour_folder_run_ends_with_a_number_even_when_its_extractor_needs_a_
     assert stored["copies"]["n_training"] == 64 and (run / "copies.png").is_file()
     line = next(s for s in said if s.startswith("final evaluation:"))
     assert name in line and "FID" in line
-    from ganforge.metrics.extractors import resolve
-
-    if name != resolve("auto", data):  # the auto extractor needed a download: the fallback said so
-        assert any(s.startswith("warning: extractor") and name in s for s in said)
+    assert name == "random-conv" and stored["protocol"]["weights"] == "seed:0"
+    assert any(s.startswith("warning: extractor inception-v3 unavailable") and name in s for s in said)
     html_text = (run / "report.html").read_text()
     assert "class='headline'" in html_text and name in html_text and "copies.png" in html_text
     assert load_run(run).evaluated["protocol"]["extractor"] == name
     assert f"fid[{name}]" in render([describe(run)], tmp_path)
+
+
+def test_the_protocol_names_a_seeded_extractor_by_its_seed(tmp_path):
+    """No weights file: random-conv's weights are its seed, said as such; counts and split beside them."""
+    ref = _png_folder(colour_shapes(60, seed=3), tmp_path / "ref")
+    np.savez(tmp_path / "gen.npz", colour_shapes(40, seed=4))
+    proto = evaluate(tmp_path / "gen.npz", ref, ["fid"], n=40, extractor="random-conv", log=lambda s: None)["protocol"]
+    assert proto["extractor"] == "random-conv" and proto["weights"] == "seed:0" and "bilinear" in proto["resize_filter"]
+    assert (proto["n_generated"], proto["n_reference"], proto["reference"], proto["reference_split"]) == \
+        (40, 40, ref, "all")

@@ -143,8 +143,12 @@ def file_sha256(path: Path) -> str:
 
 
 # until every extractor states them itself (attributes weights_sha256 / weights_path / seed, resize_filter)
+_CONV_RESIZE = "grey repeated to RGB; antialiased bilinear to 32x32 (64x64 for images over 48 px)"
 _RESIZE = {"mnist-cnn": "grey (luma); 28 and 32 px as is, else antialiased bilinear to 28x28; padded to 32x32",
-           "inception-v3": "grey repeated to RGB; torch-fidelity's TF-compatible bilinear to 299x299"}
+           "inception-v3": "grey repeated to RGB; torch-fidelity's TF-compatible bilinear to 299x299",
+           "dinov2-vit-b-14": "grey repeated to RGB; bicubic to 224x224; ImageNet mean/std",
+           "random-conv": _CONV_RESIZE, "random-conv-x4": _CONV_RESIZE, "ssl-conv": _CONV_RESIZE}
+_SEEDS = {"random-conv": "seed:0", "random-conv-x4": "seed:0-3"}  # weights drawn from these seeds, no file
 
 
 def weights_id(extractor) -> str:
@@ -160,7 +164,7 @@ def weights_id(extractor) -> str:
     if path is not None and Path(str(path)).is_file():
         return "sha256:" + file_sha256(Path(str(path)))
     seed = getattr(extractor, "seed", None)
-    return f"seed:{seed}" if seed is not None else "none"
+    return f"seed:{seed}" if seed is not None else _SEEDS.get(getattr(extractor, "name", ""), "none")
 
 
 def protocol(extractor, n_generated: int, n_reference: int, ref: str, split: str, **more) -> dict:
