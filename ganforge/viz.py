@@ -436,3 +436,24 @@ def save_points_plot(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", markerscale=3)
     return _save_figure(fig, out_path)
+
+
+def save_copy_pairs(samples: np.ndarray, training: np.ndarray, captions: Sequence[str], out_path: PathLike) -> Path:
+    """The copy check's closest pairs: each sample (top row) above its nearest training image (bottom row).
+
+    ``samples`` and ``training``: uint8 (K, C, H, W) of one shape; ``captions``: one line per pair."""
+    k = len(samples)
+    fig = _new_figure((1.6 * max(k, 2), 3.6))
+    axes = fig.subplots(2, max(k, 1), squeeze=False)
+    for i in range(k):
+        for row, stack in enumerate((samples, training)):
+            img = np.asarray(stack[i]).transpose(1, 2, 0)
+            ax = axes[row][i]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][i].set_title(captions[i], fontsize=7)
+    axes[0][0].set_ylabel("sample", fontsize=8)
+    axes[1][0].set_ylabel("training", fontsize=8)
+    return _save_figure(fig, out_path)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ganforge.errors import UserError
+
 from test_cli import TINY, _assert_user_error, run, trained  # noqa: F401 (trained: a fixture)
 
 UNSAFE_ADVICE = ("allow_pickle", "pickle.load", "weights_only=False", "weights_only set to False", "unsafely")
@@ -111,6 +113,19 @@ def test_a_garbage_run_config_is_one_line_in_every_command(trained, place, comma
 def test_sample_refuses_what_cannot_fit(trained, place, out, needles):
     before = _listing(place)
     _refused(run("sample", str(trained), "--n", "1000000000000", "--out", out, cwd=place), place, before, *needles)
+
+
+def test_the_python_api_refuses_a_sample_that_cannot_fit(trained):
+    from ganforge.apps.sampling import load_generator
+
+    g = load_generator(trained, device="cpu")
+    with pytest.raises(UserError, match="memory"):
+        g.sample(10 ** 12)
+    assert g.sample(4, seed=0).shape[0] == 4
+    from ganforge.apps.latents import interpolation_frames
+
+    with pytest.raises(UserError, match="memory"):
+        interpolation_frames(g, [1, 2], 10 ** 12)
 
 
 def test_evaluate_and_interpolate_refuse_what_cannot_fit(trained, place):

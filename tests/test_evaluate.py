@@ -141,6 +141,24 @@ def test_periodic_evaluation_logs_and_keeps_the_best_checkpoint(tmp_path, tiny):
     assert len(list_checkpoints(run / "checkpoints")) <= 2
 
 
+def test_periodic_evaluation_falls_back_to_an_offline_extractor(tmp_path, tiny, monkeypatch):
+    """eval.extractor's weights absent (offline): the periodic evaluation says so once and scores with the offline
+    fallback rather than failing the run."""
+    import ganforge.train.reference as reference
+
+    monkeypatch.setattr(reference, "OFFLINE_FALLBACK", "random-conv")  # no weights to fit: the test stays quick
+    OFFLINE_FALLBACK = reference.OFFLINE_FALLBACK
+    monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", str(tmp_path / "absent.pth"))
+    cfg = tiny("dcgan", steps=4)
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"every": 2, "n": 32, "best": None,
+                                                                     "extractor": "inception-v3"})})
+    said = []
+    train(cfg, tmp_path / "run", progress=False, log=said.append)
+    evals = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert [e["step"] for e in evals] == [2, 4] and all(f"fid[{OFFLINE_FALLBACK}]" in e["eval"] for e in evals)
+    assert sum("extractor inception-v3 unavailable" in s for s in said) == 1
+
+
 # ------------------------------------------------------------------------------------------ any size and shape
 
 
@@ -265,7 +283,7 @@ def test_conditional_run_scores_label_accuracy_with_images_aligned_to_their_labe
             return torch.stack(out)
 
     def accuracy(shift):
-        monkeypatch.setattr(ganforge.apps.sampling, "load_generator", lambda *a, **k: Drawing(shift))
+        monkeypatch.setattr(ganforge.apps.sampling, "generator_from_checkpoint", lambda *a, **k: Drawing(shift))
         return evaluate(run, "mnist-embedded", ["fid"], n=300)["metrics"]["label_accuracy[mnist-cnn]"]
 
     assert accuracy(0) > 0.85  # the classifier's own accuracy on 16 px digits
@@ -287,8 +305,13 @@ def test_a_finished_run_is_scored_at_its_end_as_evaluate_would_score_it(tmp_path
     train(_with_final(tiny("dcgan", steps=4, log_every=2)), run, progress=False, log=lines.append)
     stored = json.loads((run / "eval.json").read_text())
     assert stored["by"] == "eval.final" and stored["step"] == 4 and stored["n_generated"] == 200
-    again = evaluate(run, "mnist-embedded", ["fid", "prc", "coverage"], n=200)
-    assert again["metrics"] == pytest.approx(stored["metrics"])
+    again = evaluate(run, "mnist-embedded", ["fid", "prc", "coverage", "copies"], n=200)
+    assert again["metrics"] == pytest.approx(stored["metrics"])  # 256 training images: the copy check is on
+    assert 0 <= stored["metrics"]["copies[mnist-cnn]"] <= 1 and (run / "copies.png").is_file()
+    proto = stored["protocol"]
+    assert proto["extractor"] == "mnist-cnn" and proto["weights"].startswith("sha256:") and len(proto["weights"]) == 71
+    assert proto["n_generated"] == 200 and proto["n_reference"] == 200 and proto["reference_split"] == "all"
+    assert "bilinear" in proto["resize_filter"] and "256 of 256" in proto["copy_reference"]
     assert {"fid[mnist-cnn]", "precision[mnist-cnn]", "recall[mnist-cnn]", "classes_covered"} <= set(stored["metrics"])
     said = next(l for l in lines if l.startswith("final evaluation:"))
     assert f"FID {stored['metrics']['fid[mnist-cnn]']:.2f}" in said and "classes" in said
@@ -313,3 +336,128 @@ def test_a_translation_run_is_scored_on_its_held_out_pairs_at_its_end(tmp_path, 
     train(_with_final(tiny("pix2pix", steps=2)), run, **quiet)
     stored = json.loads((run / "eval.json").read_text())
     assert stored["by"] == "eval.final" and "accuracy" in stored["metrics"] and stored["n_generated"] <= 200
+    proto = stored["protocol"]  # digit pairs: the classifier's accuracy and FID, its weights named by their hash
+    assert proto["extractor"] == "mnist-cnn" and proto["weights"].startswith("sha256:")
+    assert proto["n_generated"] == stored["n_generated"] and proto["reference_split"] in ("train", "test")
+
+
+# ------------------------------------------------------------------------------------------------ the copy check
+
+
+def colour_shapes(n: int, seed: int, size: int = 32) -> np.ndarray:
+    """A small colour set: 1-3 ellipses or boxes of random colours on a random colour, uint8 (N, H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        img = np.empty((size, size, 3), np.uint8)
+        img[:] = rng.integers(0, 256, 3)
+        for _ in range(rng.integers(1, 4)):
+            cx, cy, rx, ry = rng.uniform(0.2, 0.8, 2).tolist() + rng.uniform(0.1, 0.35, 2).tolist()
+            if rng.random() < 0.5:
+                inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+            else:
+                inside = (abs(xx - cx) <= rx) & (abs(yy - cy) <= ry)
+            img[inside] = rng.integers(0, 256, 3)
+        out[i] = img
+    return out
+
+
+def _png_folder(images: np.ndarray, folder) -> str:
+    folder.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(folder / f"{i:04d}.png")
+    return f"folder:{folder}"
+
+
+def _digits(split: str, n: int) -> np.ndarray:
+    from ganforge.data import build_spec
+
+    return viz.to_uint8(build_spec("mnist-embedded", channels=1, size=32, split=split).tensor[:n])
+
+
+@pytest.mark.parametrize("data", ["digits", "colour"])
+def test_the_copy_check_flags_training_images_and_passes_held_out_ones(tmp_path, data):
+    """Samples that ARE training images: >= 90% flagged, a warning and the pairs drawn; images of the same
+    distribution held out from training: <= 10% (the rule flags about 5% of them by construction)."""
+    train, held = (_digits("train", 800), _digits("test", 300)) if data == "digits" else \
+        (colour_shapes(800, seed=0), colour_shapes(300, seed=1))
+    ref = _png_folder(train, tmp_path / "train")
+    copies, fresh = tmp_path / "copies.npz", tmp_path / "fresh.npz"
+    np.savez(copies, train[::4][:200])  # 200 of the training images, as they are
+    np.savez(fresh, held[:200])
+    said = []
+    got = evaluate(copies, ref, ["copies"], n=200, extractor="mnist-cnn", log=said.append,
+                   pictures=tmp_path / "pairs.png")
+    assert got["metrics"]["copies[mnist-cnn]"] >= 0.9
+    assert any("copy a training image" in s for s in said) and (tmp_path / "pairs.png").is_file()
+    assert got["copies"]["n_training"] == 800 and all(p["copy"] for p in got["copies"]["closest"])
+    assert got["copies"]["closest"][0]["pixel_rms"] == 0.0
+    said.clear()
+    new = evaluate(fresh, ref, ["copies"], n=200, extractor="mnist-cnn", log=said.append)
+    assert new["metrics"]["copies[mnist-cnn]"] <= 0.1 and not any("copy a training image" in s for s in said)
+
+
+def test_copy_check_math_on_features():
+    """Leave-one-out yardstick by index: exact duplicates in the training set are distance 0, and a sample is a copy
+    only when pixels confirm what the features say."""
+    from ganforge.metrics.copies import copy_check
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(400, 8))
+    pix = rng.integers(0, 256, (400, 1, 4, 4)).astype(np.uint8)
+    same = copy_check(feats[:50], feats, pix[:50], pix)
+    assert same.share == 1.0 and (same.nearest == np.arange(50)).all()
+    other_pixels = copy_check(feats[:50], feats, 255 - pix[:50], pix)  # same features, different pictures
+    assert other_pixels.share == 0.0
+    fresh = copy_check(rng.normal(size=(2000, 8)), feats, rng.integers(0, 256, (2000, 1, 4, 4)).astype(np.uint8), pix)
+    assert fresh.share <= 0.05 + 0.02  # at most the quantile, up to sampling noise
+
+
+def test_copies_is_refused_in_periodic_evaluation():
+    from ganforge.config import EvalConfig
+
+    with pytest.raises(ValueError, match="final_metrics"):
+        EvalConfig(metrics=["fid", "copies"])
+    assert EvalConfig(final_metrics=["fid", "copies"]).final_metrics[-1] == "copies"
+
+
+def test_a_colour_folder_run_ends_with_a_number_even_when_its_extractor_needs_a_download(tmp_path, tiny, monkeypatch):
+    """eval.final on any data: a colour folder, the chosen extractor's weights absent (offline): scored with the
+    offline fallback, the protocol saying which, the copy check on (64 training images)."""
+    import ganforge.train.reference as reference
+    from ganforge.apps.report import load_run
+    from ganforge.apps.runs import describe, render
+
+    monkeypatch.setattr(reference, "OFFLINE_FALLBACK", "random-conv")  # no weights to fit: the test stays quick
+    monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", str(tmp_path / "absent.pth"))
+    data = _png_folder(colour_shapes(64, seed=2, size=16), tmp_path / "colour")
+    cfg = _with_final(tiny("dcgan", steps=2), final_n=100, extractor="inception-v3")
+    cfg = cfg.model_copy(update={"data": DataConfig(spec=data),
+                                 "model": cfg.model.model_copy(update={"channels": 3})})
+    run, said = tmp_path / "run", []
+    train(cfg, run, progress=False, log=said.append)
+    stored = json.loads((run / "eval.json").read_text())
+    name = stored["protocol"]["extractor"]
+    assert stored["extractor"] == name and f"fid[{name}]" in stored["metrics"] and f"copies[{name}]" in stored["metrics"]
+    assert stored["protocol"]["n_generated"] == 100 and stored["protocol"]["weights"] != ""
+    assert "classes_covered" not in stored["metrics"] and "coverage" in stored["not_scored"]  # not the data's classes
+    assert stored["copies"]["n_training"] == 64 and (run / "copies.png").is_file()
+    line = next(s for s in said if s.startswith("final evaluation:"))
+    assert name in line and "FID" in line
+    assert name == "random-conv" and stored["protocol"]["weights"] == "seed:0"
+    assert any(s.startswith("warning: extractor inception-v3 unavailable") and name in s for s in said)
+    html_text = (run / "report.html").read_text()
+    assert "class='headline'" in html_text and name in html_text and "copies.png" in html_text
+    assert load_run(run).evaluated["protocol"]["extractor"] == name
+    assert f"fid[{name}]" in render([describe(run)], tmp_path)
+
+
+def test_the_protocol_names_a_seeded_extractor_by_its_seed(tmp_path):
+    """No weights file: random-conv's weights are its seed, said as such; counts and split beside them."""
+    ref = _png_folder(colour_shapes(60, seed=3), tmp_path / "ref")
+    np.savez(tmp_path / "gen.npz", colour_shapes(40, seed=4))
+    proto = evaluate(tmp_path / "gen.npz", ref, ["fid"], n=40, extractor="random-conv", log=lambda s: None)["protocol"]
+    assert proto["extractor"] == "random-conv" and proto["weights"] == "seed:0" and "bilinear" in proto["resize_filter"]
+    assert (proto["n_generated"], proto["n_reference"], proto["reference"], proto["reference_split"]) == \
+        (40, 40, ref, "all")

@@ -72,3 +72,30 @@ def test_the_page_works_in_headless_chromium(two_runs, tmp_path):
     assert result["images"] >= 3 and result["broken"] == []
     assert result["changed"] and result["label"] == "step 0"  # the slider showed the untrained grid
     assert result["requests"] == []  # nothing fetched: every picture is inside the page
+
+
+EVALUATED = {"source": "run", "ref": "folder:/data/icons", "extractor": "mnist-cnn", "n_generated": 2000,
+             "n_reference": 1500, "metrics": {"fid[mnist-cnn]": 12.5, "precision[mnist-cnn]": 0.7,
+                                              "copies[mnist-cnn]": 0.02},
+             "protocol": {"extractor": "mnist-cnn", "weights": "sha256:" + "ab" * 32, "resize_filter": "bilinear",
+                          "n_generated": 2000, "n_reference": 1500, "reference": "folder:/data/icons",
+                          "reference_split": "all"},
+             "copies": {"share": 0.02, "n_training": 1500, "rule": "the 5% rule", "closest": []}}
+
+
+def test_the_headline_says_the_score_its_extractor_and_the_copy_check(two_runs, tmp_path):
+    """eval.json first on the page, one line per run: figures, extractor, reference and split, weights, copies."""
+    from ganforge.apps.model_card import _metrics
+
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0], run)
+    (run / "eval.json").write_text(json.dumps(EVALUATED))
+    page = write_report([run], tmp_path / "one.html").read_text()
+    line = re.search(r"<p class='headline'>(.*?)</p>", page).group(1)
+    assert "FID 12.50" in line and "mnist-cnn" in line and "1,500 images of folder:/data/icons (split all)" in line
+    assert "sha256:abababab" in line and "copy check: 2.0%" in line and "copies 2.0%" in line
+    assert page.index("class='headline'") < page.index("<h2>Metrics</h2>")
+    both = write_report([run, two_runs[1]], tmp_path / "two.html").read_text()
+    assert both.count("class='headline'") == 1 and "<b>run</b>" in both  # runs without eval.json: no line
+    card = _metrics(EVALUATED)
+    assert "sha256:abab" in card and "reference split `all`" in card and "2.0% of the samples" in card

@@ -20,7 +20,7 @@ import torch
 
 from ganforge.errors import UserError
 from ganforge.families.outputs import output_of
-from ganforge.apps.sampling import TrainedGenerator
+from ganforge.apps.sampling import TrainedGenerator, require_sample_memory
 
 SPACES = ("z", "w")
 
@@ -70,6 +70,7 @@ def interpolation_frames(g: TrainedGenerator, seeds: Sequence[int], frames: int,
         raise UserError("this run generates 2D points, not images: interpolate needs an image generator")
     if label is not None and not g.conditional:
         raise UserError(f"--label is for conditional models; this run's family is {g.config.model.family!r}")
+    require_sample_memory(frames, g.config.model, f"{frames:,} frames:", "use fewer frames")
     z = torch.cat([g.draw_z(1, s) for s in seeds])
     if space == "w":
         ws = walk(g.w_of(z, 1.0 if truncation is None else truncation), frames, spherical=False, loop=loop)

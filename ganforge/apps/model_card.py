@@ -42,6 +42,14 @@ def _metrics(metrics: Optional[dict]) -> str:
                      for k, v in metrics["metrics"].items())
     how = (f"extractor `{metrics.get('extractor')}`, {metrics.get('n_generated')} generated against "
            f"{metrics.get('n_reference')} reference items ({metrics.get('ref')})")
+    proto = metrics.get("protocol") or {}
+    if proto:  # how the numbers were made, so that someone else can make them again
+        how += (f"; extractor weights `{proto.get('weights')}`, resized by {proto.get('resize_filter')}, reference "
+                f"split `{proto.get('reference_split')}`")
+    copies = metrics.get("copies")
+    if isinstance(copies, dict) and "share" in copies:
+        how += (f". Copy check: {copies['share']:.1%} of the samples are copies of one of "
+                f"{copies.get('n_training')} training images ({copies.get('rule')})")
     return f"## Metrics\n\nFrom the run's `eval.json`: {how}.\n\n| metric | value |\n|---|---|\n{rows}\n"
 
 

@@ -29,7 +29,7 @@ MAX_FRAMES = 60  # grids under the slider: evenly chosen, first and last always 
 SKIP_KEYS = ("step", "epoch", "time", "img_s", "skipped")  # logged, but not curves worth a panel
 EVENT_COLORS = {"rollback": "red", "stop": "red", "collapse": "orange", "domination": "orange",
                 "divergence": "orange"}
-PICTURES = ("real_vs_fake.png", "translations.png")
+PICTURES = ("real_vs_fake.png", "translations.png", "copies.png")  # copies.png: the copy check's closest pairs
 
 
 @dataclass
@@ -40,6 +40,7 @@ class RunData:
     records: list[dict]
     frames: list[Path]
     metrics: dict[str, float] = field(default_factory=dict)
+    evaluated: dict = field(default_factory=dict)  # the run's eval.json, when it has one
 
     @property
     def curves(self) -> list[dict]:
@@ -69,16 +70,41 @@ def load_run(path: Path) -> RunData:
     return run
 
 
+def read_eval(path: Path) -> dict:
+    """The run's ``eval.json`` ({} when absent or unreadable)."""
+    try:
+        data = json.loads((path / "eval.json").read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def final_metrics(run: RunData) -> dict[str, float]:
     """``ganforge evaluate``'s eval.json when present, else the last periodic evaluation."""
-    if (run.path / "eval.json").is_file():
-        try:
-            values = json.loads((run.path / "eval.json").read_text()).get("metrics", {})
-            return {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
-        except ValueError:
-            pass
+    run.evaluated = read_eval(run.path)
+    if run.evaluated:
+        values = run.evaluated.get("metrics", {})
+        return {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
     return {k: float(v) for k, v in (run.evals[-1]["eval"] if run.evals else {}).items()
             if isinstance(v, (int, float))}
+
+
+def headline(result: dict) -> str:
+    """eval.json in one line: the headline figures with their extractor, against what, and the copy check."""
+    from ganforge.metrics.pipeline import summary_line
+
+    if not isinstance(result.get("metrics"), dict) or "n_generated" not in result:
+        return ""
+    proto = result.get("protocol") or {}
+    line = summary_line(result)
+    if proto:
+        line += (f" against {proto.get('n_reference', 0):,} images of {proto.get('reference', result.get('ref'))} "
+                 f"(split {proto.get('reference_split', '?')}); weights {str(proto.get('weights', 'none'))[:19]}")
+    copies = result.get("copies")
+    if isinstance(copies, dict) and "share" in copies:
+        line += (f"; copy check: {copies['share']:.1%} of the samples copy one of {copies.get('n_training', 0):,} "
+                 "training images")
+    return line
 
 
 # ---------------------------------------------------------------------------------------------- pictures
@@ -177,6 +203,14 @@ def metrics_section(runs: Sequence[RunData]) -> str:
     return f"<h2>Metrics</h2><table><tr><th>run</th>{head}</tr>{body}</table>"
 
 
+def headline_section(runs: Sequence[RunData]) -> str:
+    """The final score of each run that has one, in a line, first thing on the page."""
+    lines = [(r.name, headline(r.evaluated)) for r in runs]
+    items = [f"<p class='headline'><b>{html.escape(n)}</b>: {html.escape(t)}</p>" if len(runs) > 1 else
+             f"<p class='headline'><b>Score</b>: {html.escape(t)}</p>" for n, t in lines if t]
+    return "".join(items)
+
+
 def events_section(runs: Sequence[RunData]) -> str:
     items = [f"<li>{html.escape(r.name)}, step {e['step']}: <b>{html.escape(str(e['event']))}</b> "
              f"{html.escape(str(e.get('message', '')))}</li>" for r in runs for e in r.events]
@@ -224,7 +258,7 @@ def render(runs: Sequence[RunData]) -> str:
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}"
              f"</title>{STYLE}<script>var FRAMES = {{}}, STEPS = {{}};</script></head><body>",
-             f"<h1>{html.escape(title)}</h1>", metrics_section(runs),
+             f"<h1>{html.escape(title)}</h1>", headline_section(runs), metrics_section(runs),
              "<h2>Samples</h2>" + "".join(slider_section(r, i) for i, r in enumerate(runs))]
     keys = curve_keys(runs)
     if keys:

@@ -17,6 +17,17 @@ from ganforge.families.outputs import output_of
 NOISE_MODES = ("const", "random", "none")  # per-layer noise of style-based generators
 
 
+def require_sample_memory(n: int, model, what: str,
+                          fix: str = "ask for fewer, and draw more in several calls with different seeds") -> None:
+    """``n`` samples are held at once (float images, their uint8 copy and the latents): refuse, in one line, a
+    request this machine's free memory cannot hold, before the generator runs out of it half-way."""
+    from ganforge.memory import require_memory
+
+    pixels = model.channels * model.image_size ** 2
+    per_image = pixels * 5 + 4 * (getattr(model, "z_dim", 0) or 0)
+    require_memory(n * per_image, f"{what} images of {model.channels}x{model.image_size}x{model.image_size}", fix)
+
+
 class TrainedGenerator:
     """A generator ready for sampling (EMA weights when the run kept them), in eval mode."""
 
@@ -99,6 +110,7 @@ class TrainedGenerator:
         """
         if n < 1:
             raise UserError(f"n={n}: ask for at least one sample")
+        require_sample_memory(n, self.config.model, f"n={n:,}")
         kwargs = self._style_kwargs(truncation, noise)
         gen = torch.Generator().manual_seed(seed)
         if z is None:

@@ -42,18 +42,22 @@ def train(cfg: RunConfig, run_dir: Optional[Path], *, log: Callable[[str], None]
 def final_evaluation(cfg: RunConfig, run_dir: Path, step: int, log: Callable[[str], None]) -> Optional[dict]:
     """``eval.final``: the finished run scored as ``ganforge evaluate RUN`` scores it, into its ``eval.json``.
 
-    Only with an in-domain scorer (seconds on a CPU); a failure costs a warning, never the finished run."""
+    Every image run, whatever its data: with its extractor when that opens offline, else with the offline fallback
+    (``train/reference.py``); with the copy check when its training set is small (``eval.copies_max``); class
+    metrics only where the extractor classifies the data's own classes. A failure costs a warning, never the
+    finished run."""
     from ganforge.apps.evaluate import evaluate
+    from ganforge.train.reference import OFFLINE_FALLBACK
 
     ec = cfg.eval
     ref = (ec.ref or cfg.data.spec).strip()
-    kind = output_of(cfg.model)
-    if not ec.final or not kind.images or not _offline_scorer(ref, ec.extractor, kind.translations):
+    if not ec.final or not output_of(cfg.model).images:
         return None
     try:
         result = evaluate(run_dir, ref, ec.final_metrics, n=ec.final_n, extractor=ec.extractor,
                           device=cfg.train.device if cfg.train.device != "auto" else "cpu", data_root=cfg.data.root,
-                          log=log)
+                          log=log, fallback=OFFLINE_FALLBACK, copies_max=ec.copies_max, pictures=run_dir,
+                          own_classes_only=True)
     except (UserError, RuntimeError, ValueError, OSError) as exc:
         log(f"warning: no final evaluation ({' '.join(str(exc).split())[:200]}): run 'ganforge evaluate {run_dir}'")
         return None
@@ -61,18 +65,6 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, step: int, log: Callable[[st
     atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2) + "\n")
     log(f"final evaluation: {summary_line(result)}; in {run_dir / 'eval.json'}")
     return result
-
-
-def _offline_scorer(ref: str, extractor: str, translation: bool) -> bool:
-    """Whether the run can be scored in seconds with nothing to download: a translator on digit pairs (the digit
-    classifier), an image run whose extractor works offline."""
-    if translation:
-        from ganforge.data.pairs import DIGIT_SPECS
-
-        return ref.strip().lower() in DIGIT_SPECS
-    from ganforge.metrics.extractors import registry, resolve
-
-    return registry()[resolve(extractor, ref)].offline
 
 
 def write_run_report(run_dir: Path, log: Callable[[str], None]) -> None:

@@ -21,16 +21,6 @@ def _bench_names(text: str, known) -> list[str]:
     return names
 
 
-def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds:
-        fail(f"bad --seeds {text!r}: write comma-separated integers, e.g. --seeds 0,1,2")
-    return seeds
-
-
 def _check_bench_outputs(out: Optional[Path], write: Optional[Path]) -> None:
     """A benchmark's run folder and markdown file are checked before minutes of training, not after."""
     if out is not None:
@@ -139,7 +129,7 @@ def bench_coverage(
     _check_bench_outputs(out, write)
 
     names = _bench_names(benches, coverage.BENCHES)
-    seed_list = _seed_list(seeds)
+    seed_list = int_list(seeds, "--seeds")
     command = _bench_command("coverage", {"--benches": ",".join(names), "--seconds": seconds, "--steps": steps,
                                           "--seeds": ",".join(map(str, seed_list)), "--device": device,
                                           "--write": write})
@@ -185,7 +175,7 @@ def bench_semi(
     from ganforge.bench import semi
     _check_bench_outputs(out, write)
 
-    seed_list = _seed_list(seeds)
+    seed_list = int_list(seeds, "--seeds")
     command = _bench_command("semi", {"--seeds": ",".join(map(str, seed_list)), "--steps": steps,
                                       "--device": device, "--write": write})
     semi.main(seed_list, steps=steps, out_root=out, write=write, device=device, command=command)

@@ -64,15 +64,14 @@ def _sample_kind(out: Path) -> str:
 
 
 def _check_sample_size(n: int, model, kind: str, out: Path) -> None:
-    """--n images must fit in memory at once (float images, their uint8 copy and the latents), and on disk."""
-    from ganforge.memory import require_disk, require_memory
+    """--n images must fit in memory at once (the API's own check, worded for the flag), and on disk."""
+    from ganforge.apps.sampling import require_sample_memory
+    from ganforge.memory import require_disk
 
     if kind == "grid" and n > MAX_GRID:
         fail(f"--n {n:,} images in one {out.suffix} grid: at most {MAX_GRID:,}; write an .npz or a folder for more")
-    pixels = model.channels * model.image_size ** 2
-    per_image = pixels * 5 + 4 * (getattr(model, "z_dim", 0) or 0)
     fix = "ask for fewer with --n, and draw more in several commands with different --seed values"
-    require_memory(n * per_image, f"--n {n:,} images of {model.channels}x{model.image_size}x{model.image_size}", fix)
+    require_sample_memory(n, model, f"--n {n:,}", fix)
     if kind == "folder":
         require_disk(n * 100, out, f"--n {n:,} PNG files", fix)  # ~100 bytes: a lower bound for a tiny PNG
 

@@ -37,17 +37,18 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the JSON (default: eval.json beside the run)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the reference statistics."),
 ) -> None:
-    """Score generated images against a reference set: FID, KID, IS, precision/recall, mode coverage."""
+    """Score generated images against a reference set: FID, KID, IS, precision/recall, mode coverage; 'copies' checks
+    each sample against the training images (a run's own, else the --ref images) and draws copies.png."""
     import json
 
     from ganforge.io_utils import atomic_write_text
-    from ganforge.apps.evaluate import eval_json_path, evaluate as run_eval
+    from ganforge.apps.evaluate import eval_json_path, evaluate as run_eval, pictures_path
     from ganforge.metrics.pipeline import format_table
 
     check_out(out or eval_json_path(source))
     result = run_eval(source, ref, metrics.split(","), n=n, extractor=extractor, batch_size=batch_size, seed=seed,
                       device=device, data_root=data_root, download=download, inception_weights=inception_weights,
-                      use_cache=not no_cache, log=lambda s: typer.echo(s, err=True))
+                      use_cache=not no_cache, log=lambda s: typer.echo(s, err=True), pictures=pictures_path(source))
     dest = out or eval_json_path(source)
     atomic_write_text(dest, json.dumps(result, indent=2) + "\n")
     typer.echo(format_table(result))

@@ -191,11 +191,15 @@ class EvalConfig(_Strict):
     ref: Optional[str] = None  # reference data spec; None = the training data
     extractor: str = "auto"  # auto or a registered extractor (ganforge/metrics/extractors/)
     best: Optional[str] = "fid"  # metric (unlabelled name, e.g. fid, kid, is, classes_covered) that picks checkpoints/best
-    # At the end of a finished run, 'ganforge evaluate RUN' on its own (eval.json, shown by the report, 'ganforge
-    # runs' and the last line), where an in-domain scorer exists (the digit classifier for digit data): seconds
+    # At the end of every finished image run, 'ganforge evaluate RUN' on its own (eval.json, shown by the report,
+    # 'ganforge runs', the model card and the last line), with the extractor 'auto' picks, or an offline one when
+    # that needs a download (train/reference.py OFFLINE_FALLBACK): seconds on a CPU beyond the extractor
     final: bool = True
     final_n: int = Field(2000, ge=10)  # generated images it scores (translation runs: held-out pairs, at most)
     final_metrics: list[str] = ["fid", "prc", "coverage"]
+    # the copy check (metric 'copies') joins the final evaluation when the training set holds at most this many
+    # images (small data is where a GAN can hand back its training images); 0: only when final_metrics names it
+    copies_max: int = Field(10_000, ge=0)
 
     @field_validator("metrics", "final_metrics")
     @classmethod
@@ -205,6 +209,17 @@ class EvalConfig(_Strict):
         bad = [m for m in v if m not in METRICS]
         if bad or not v:
             raise ValueError(f"unknown metric {bad[0] if bad else v!r}: choose from {', '.join(METRICS)}")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _periodic(cls, v: list[str]) -> list[str]:
+        from ganforge.metrics.registry import METRICS
+
+        late = [m for m in v if METRICS[m].needs_training]
+        if late:
+            raise ValueError(f"eval.metrics: {late[0]} compares with the training images, which the final "
+                             f"evaluation does: put it in eval.final_metrics (or run 'ganforge evaluate RUN')")
         return v
 
     @field_validator("extractor")

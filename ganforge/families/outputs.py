@@ -26,6 +26,11 @@ class OutputKind:
         """The samples' shape, for the run's first lines."""
         return f"{model.image_size}px"
 
+    def score(self, scorer, run):
+        """How a run of this kind is scored: ``scorer`` (``ganforge evaluate``'s) knows the ways, the kind picks
+        its own: image metrics on samples drawn from its generator."""
+        return scorer.images(run)
+
     def save_samples(self, path: Path, fake: torch.Tensor, picture: tuple[torch.Tensor, int], dataset,
                      step: int) -> bool:
         """One epoch's samples into ``path``; True when the picture is a grid (TensorBoard shows those too)."""
@@ -51,6 +56,11 @@ class Points(OutputKind):
     def describe(self, model) -> str:
         return "2-D points"
 
+    def score(self, scorer, run):
+        from ganforge.errors import UserError
+
+        raise UserError(f"{run.path} generates 2D points: use 'ganforge bench coverage' for point metrics")
+
     def save_samples(self, path, fake, picture, dataset, step) -> bool:
         viz.save_points_plot(dataset.tensor[:POINTS_SHOWN], fake, path, title=f"step {step}")
         return False
@@ -66,6 +76,10 @@ class Points(OutputKind):
 class Translations(OutputKind):
     name = "translations"
     translations = True
+
+    def score(self, scorer, run):
+        """Its held-out pairs translated and compared with their targets."""
+        return scorer.translations(run)
 
 
 KINDS: dict[str, OutputKind] = {k.name: k for k in (OutputKind(), Points(), Translations())}

@@ -70,13 +70,28 @@ class Collected:
     channel_preds: Optional[np.ndarray] = None  # (N, C) digit per channel, for Stacked MNIST
     n: int = 0
     prep: str = ""  # the source's ImageSource.prep
+    pixels: Optional[np.ndarray] = None  # uint8 (N, C, h, w) thumbnails (the copy check's pixel space), if kept
+
+
+PIXEL_SIDE = 64  # images kept for the copy check are area-downscaled to at most this many pixels a side
+
+
+def thumbnails(batch: torch.Tensor) -> np.ndarray:
+    """[-1, 1] float (N, C, H, W) -> uint8 (N, C, h, w), at most PIXEL_SIDE a side (area average: no aliasing)."""
+    h, w = batch.shape[-2:]
+    if max(h, w) > PIXEL_SIDE:
+        scale = PIXEL_SIDE / max(h, w)
+        side = (max(1, round(h * scale)), max(1, round(w * scale)))
+        batch = torch.nn.functional.adaptive_avg_pool2d(batch.float(), side)
+    return ((batch.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 def collect(source: ImageSource, extractor, batch_size: int, keep_features: bool, per_channel: bool = False,
-            progress: Optional[Callable[[int], None]] = None) -> Collected:
+            progress: Optional[Callable[[int], None]] = None, keep_pixels: bool = False) -> Collected:
+    """Stream ``source`` through ``extractor``; ``keep_pixels``: also keep uint8 thumbnails (the copy check)."""
     from ganforge.metrics.frechet import RunningStats
 
     stats = RunningStats()
-    feats, probs, chans = [], [], []
+    feats, probs, chans, pixels = [], [], [], []
     n = 0
     with torch.inference_mode():
         for batch in source.batches(batch_size):
@@ -90,11 +105,14 @@ def collect(source: ImageSource, extractor, batch_size: int, keep_features: bool
                 probs.append(torch.softmax(torch.as_tensor(logits).double(), dim=1).cpu().numpy())
             if per_channel:
                 chans.append(np.asarray(extractor.classify_channels(batch)))
+            if keep_pixels:
+                pixels.append(thumbnails(batch))
             n += batch.shape[0]
             if progress:
                 progress(batch.shape[0])
     return Collected(stats, np.concatenate(feats) if feats else None, np.concatenate(probs) if probs else None,
-                     np.concatenate(chans) if chans else None, n, source.prep)
+                     np.concatenate(chans) if chans else None, n, source.prep,
+                     np.concatenate(pixels) if pixels else None)
 
 def shape_text(hw: tuple[int, int]) -> str:
     """'32px' for a square, '28x40px' otherwise (the cache key keeps the square form it always had)."""
@@ -102,12 +120,16 @@ def shape_text(hw: tuple[int, int]) -> str:
     return f"{h}px" if h == w else f"{h}x{w}px"
 
 def compute(metrics: Sequence[str], gen: Collected, ref: Collected, extractor_name: str, ref_spec: str,
-            num_classes: int = 10, seed: int = 0) -> dict[str, float]:
-    """The registry's metrics (``metrics/registry.py``) on two collected sides, labelled with the extractor."""
+            num_classes: int = 10, seed: int = 0, training: Optional[Collected] = None,
+            details: Optional[dict] = None) -> dict[str, float]:
+    """The registry's metrics (``metrics/registry.py``) on two collected sides, labelled with the extractor;
+    ``training``: the training images (features and pixels), for the copy check; ``details`` receives what a metric
+    keeps beyond its numbers (the copy check's closest pairs)."""
     from ganforge.data.build import digits_per_channel
     from ganforge.metrics.registry import Context, compute as run_metrics
 
-    return run_metrics(metrics, gen, ref, Context(extractor_name, seed, digits_per_channel(ref_spec)))
+    ctx = Context(extractor_name, seed, digits_per_channel(ref_spec), training, {} if details is None else details)
+    return run_metrics(metrics, gen, ref, ctx)
 
 FADED = 0.25  # a class under this share of its fair share 1/K is called faded (the training watch's default)
 
@@ -148,5 +170,12 @@ def format_table(result: dict) -> str:
     head = (f"{result['source']} vs {result['ref']}  ({result['n_generated']:,} generated, "
             f"{result['n_reference']:,} reference, {shape}, {result['seconds']}s)")
     prep = [f"reference {result['ref']}: {result['reference_prep']}"] if result.get("reference_prep") else []
+    proto = result.get("protocol") or {}
+    if proto:
+        prep.append(f"extractor {proto.get('extractor')} (weights {proto.get('weights')}; "
+                    f"{proto.get('resize_filter')}); reference split {proto.get('reference_split')}")
     lines = [head] + prep + [f"  {k:<{width}}  {v:.6g}" for k, v in rows] + _class_lines(result.get("class_shares"))
+    copies = result.get("copies")
+    if isinstance(copies, dict) and copies.get("picture"):
+        lines.append(f"  copy check: closest pairs in {copies['picture']}")
     return "\n".join(lines)

@@ -12,8 +12,8 @@ without a metric, so their direction is known too.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -37,6 +37,8 @@ class Context:
     extractor: str
     seed: int = 0
     channel_modes: bool = False  # each channel is its own labelled item (Stacked MNIST)
+    training: Any = None  # the training images' Collected (features and pixels): the copy check's other side
+    details: dict = field(default_factory=dict)  # what a metric keeps beyond its numbers, by metric name
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Metric:
     compute: Callable
     needs_channel_classes: bool = False  # reads each channel's class when the reference holds one per channel
     help: str = ""
+    needs_training: bool = False  # compared with the training images themselves (features and pixels), not the ref
+    needs_classes: bool = False  # reads the extractor's class head, meaningful where its classes are the data's
 
 
 METRICS: dict[str, Metric] = {}
@@ -111,11 +115,22 @@ def _coverage(gen, ref, ctx: Context) -> dict[str, float]:
             "min_class_share": float(np.bincount(pred, minlength=k).min() / len(gen.probs))}
 
 
+def _copies(gen, ref, ctx: Context) -> dict[str, float]:
+    from ganforge.metrics.copies import copy_check
+
+    train = ctx.training
+    if train is None or train.features is None or train.pixels is None or gen.pixels is None:
+        raise UserError("the copy check needs the training images: score a run directory, or pass them as --ref")
+    check = copy_check(gen.features, train.features, gen.pixels, train.pixels, seed=ctx.seed)
+    ctx.details["copies"] = check
+    return {"copies": check.share}
+
+
 register(Metric("fid", (Output("fid", False, "FID {:.2f}"),), False, _fid,
                 help="Fréchet distance of the feature means and covariances"))
 register(Metric("kid", (Output("kid", False), Output("kid_std", False)), True, _kid,
                 help="kernel (MMD) distance, unbiased at small N"))
-register(Metric("is", (Output("is", True), Output("is_std", False)), False, _is,
+register(Metric("is", (Output("is", True), Output("is_std", False)), False, _is, needs_classes=True,
                 help="Inception Score (needs a class head)"))
 register(Metric("prc", (Output("precision", True, "precision {:.2f}"), Output("recall", True, "recall {:.2f}"),
                         Output("density", True), Output("coverage", True)), True, _prc,
@@ -125,7 +140,10 @@ register(Metric("coverage", (Output("classes_covered", True, "classes {:.0f}", F
                              Output("modes_covered", True, "modes {:.0f}", False),
                              Output("modes_kl", False, "", False),
                              Output("min_class_share", True, "", False)), False, _coverage,
-                needs_channel_classes=True, help="classes (or Stacked MNIST modes) the classifier finds"))
+                needs_channel_classes=True, needs_classes=True,
+                help="classes (or Stacked MNIST modes) the classifier finds"))
+register(Metric("copies", (Output("copies", False, "copies {:.1%}"),), True, _copies, needs_training=True,
+                help="share of samples that copy a training image (features, confirmed in pixels)"))
 # written by other scorers: a conditional run's labels, a translator, a semi-supervised classifier
 register(outputs=(Output("label_accuracy", True, "label accuracy {:.1%}"), Output("accuracy", True, "digit kept {:.1%}", False),
                   Output("class_kept", True, "class kept {:.1%}", False), Output("l1", False, "L1 {:.4f}", False),
@@ -168,6 +186,10 @@ def labelled(key: str, extractor: str) -> str:
 
 def needs_features(metrics: Sequence[str]) -> bool:
     return any(METRICS[m].needs_features for m in metrics)
+
+
+def needs_training(metrics: Sequence[str]) -> bool:
+    return any(METRICS[m].needs_training for m in metrics)
 
 
 def needs_channel_classes(metrics: Sequence[str], channel_modes: bool) -> bool:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ganforge.config import EvalConfig, ModelConfig
 from ganforge.metrics import pipeline as ev
-from ganforge.train.reference import fit_images, reference_features
+from ganforge.train.reference import reference_features
 
 
 class PeriodicEvaluator:
@@ -20,17 +20,19 @@ class PeriodicEvaluator:
                  device: torch.device, data_root: str = "data", log=print):
         """``make_inputs(n, generator)``: the generator's inputs (the family's trainer knows them)."""
         from ganforge.data.build import digits_per_channel
-        from ganforge.metrics.extractors import get_extractor, resolve
         from ganforge.metrics.registry import needs_channel_classes, needs_features
+        from ganforge.train.reference import OFFLINE_FALLBACK, open_extractor
 
         self.cfg = cfg
         self.model_cfg = model_cfg
         self.make_inputs = make_inputs
         self.device = device
         self.ref_spec = (cfg.ref or train_spec).strip()
-        self.extractor_name = resolve(cfg.extractor, self.ref_spec)
-        self.extractor = get_extractor(self.extractor_name, device, reference=lambda: fit_images(
-            self.ref_spec, (model_cfg.image_size, model_cfg.image_size), model_cfg.channels, data_root))
+        # the run's own extractor, or (weights absent offline) one that needs no download: every run gets numbers
+        self.extractor, self.extractor_name = open_extractor(cfg.extractor, self.ref_spec, device,
+                                                             fallback=OFFLINE_FALLBACK, log=log,
+                                                             shape=((model_cfg.image_size,) * 2, model_cfg.channels),
+                                                             data_root=data_root)
         self.per_channel = needs_channel_classes(cfg.metrics, digits_per_channel(self.ref_spec))
         self.keep = needs_features(cfg.metrics)
         self.ref = reference_features(self.ref_spec, model_cfg.image_size, model_cfg.channels, cfg.n,
