@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from ganforge.checkpoint import load_latest
 from ganforge.config import load_config, model_config, validate
 from ganforge.data import build_dataset
 from ganforge.errors import UserError

@@ -110,7 +110,6 @@ def test_rpgan_is_refused_where_it_means_nothing():
     with pytest.raises(UserError, match="train.r2_gamma"):  # ssgan reads no R2
         validate({"model": {"family": "ssgan"}, "train": {"steps": 2, "r2_gamma": 1.0}})
     from ganforge.families.image_pairs import TranslationTrainer
-    from ganforge.families import build_models  # noqa: F401
 
     class Data:
         kind = "pairs"
