@@ -35,6 +35,19 @@ def test_shapes_and_stages(size, channels):
     assert len(G.stages) == len(D.stages) == stages
 
 
+def test_the_output_is_linear_as_the_papers_unless_tanh():
+    cfg = model_config(family="r3gan", image_size=16, g_width=8, d_width=8, z_dim=8)
+    torch.manual_seed(0)
+    G = build_models(cfg)[0]
+    with torch.no_grad():
+        G.to_image.weight.mul_(50)  # drive the output far out
+        linear = G(torch.randn(16, 8))
+        G.tanh = True
+        squashed = G(torch.randn(16, 8))
+    assert linear.abs().max() > 1 and squashed.abs().max() <= 1
+    assert load_config("r3gan-mnist").model.tanh and not load_config("r3gan-cifar10").model.tanh
+
+
 def test_blocks_are_inverted_bottlenecks_with_grouped_3x3_and_no_normalisation():
     G, D = build_models(_model(expansion=2, group_channels=16))
     block = next(m for m in G.modules() if isinstance(m, ResidualBlock))

@@ -48,6 +48,9 @@ class R3ganConfig(ModelBase):
     augment_pipe: str = "bgc"  # ADA's transform groups (b: flips/turns/shifts, g: geometric, c: colour)
     schedule_kimg: Optional[float] = Field(None, gt=0)  # the schedules' span; None: the run's whole budget
     reg_every: int = Field(1, ge=1)  # R1 + R2 every k D steps, weighted by k (lazy; the authors': 1)
+    # squash G's output with tanh (the paper's is linear): on data with a flat black background (digits, icons) D
+    # otherwise tells fakes by their values below -1, which no real pixel has, and wins from the start
+    tanh: bool = False
 
     @model_validator(mode="after")
     def _shape(self) -> "R3ganConfig":
@@ -69,7 +72,8 @@ def stage_count(image_size: int) -> int:
 
 
 def _networks(cfg: R3ganConfig) -> dict[str, nn.Module]:
-    G = R3Generator(cfg.z_dim, cfg.stage_widths("G"), cfg.blocks, cfg.expansion, cfg.group_channels, cfg.channels)
+    G = R3Generator(cfg.z_dim, cfg.stage_widths("G"), cfg.blocks, cfg.expansion, cfg.group_channels, cfg.channels,
+                    cfg.tanh)
     D = R3Discriminator(cfg.stage_widths("D")[::-1], cfg.blocks, cfg.expansion, cfg.group_channels, cfg.channels)
     return {"G": G, "D": D}
 

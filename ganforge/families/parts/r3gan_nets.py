@@ -113,12 +113,13 @@ def total_blocks(widths: list[int], blocks: int) -> int:
 class R3Generator(nn.Module):
     """z -> 4x4 basis scaled per channel by a linear map of z -> stages of blocks, 2x up between -> 1x1 to the image.
 
-    ``widths`` run from the 4x4 stage to the image's; the output is not squashed by a tanh (as R3GAN's): the
-    samplers clamp to [-1, 1]."""
+    ``widths`` run from the 4x4 stage to the image's; the output is linear, as R3GAN's (the samplers clamp it to
+    [-1, 1]), unless ``tanh``."""
 
     def __init__(self, z_dim: int, widths: list[int], blocks: int, expansion: int, group_channels: int,
-                 channels: int):
+                 channels: int, tanh: bool = False):
         super().__init__()
+        self.tanh = tanh
         n = total_blocks(widths, blocks)
         self.basis = nn.Parameter(torch.randn(widths[0], 4, 4))
         self.embed = nn.Linear(z_dim, widths[0], bias=False)
@@ -135,7 +136,8 @@ class R3Generator(nn.Module):
         x = self.basis.to(z.dtype)[None] * self.embed(z.flatten(1))[:, :, None, None]
         for stage in self.stages:
             x = stage(x)
-        return self.to_image(x)
+        x = self.to_image(x)
+        return torch.tanh(x) if self.tanh else x
 
 
 class R3Discriminator(nn.Module):
