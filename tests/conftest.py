@@ -26,7 +26,7 @@ RESUME_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # "family-arch" names a family with a non-default ``model.arch`` (see ARCHS).
 FAMILIES = {"mlp": "mnist-mlp", "dcgan": "dcgan-mnist", "cdcgan": "cdcgan-mnist", "ssgan": "ssgan-mnist",
             "ssgan-mlp": "ssgan-mnist", "pix2pix": "pix2pix-sr-digits", "cyclegan": "cyclegan-thin2thick",
-            "stylegan": "stylegan-mnist", "progan": "progan-mnist"}
+            "stylegan": "stylegan-mnist", "progan": "progan-mnist", "r3gan": "r3gan-mnist"}
 ARCHS = {"ssgan-mlp": {"family": "ssgan", "arch": "mlp"}}
 TRANSLATION_DATA = {"pix2pix": "digits-sr", "cyclegan": "digits-thin2thick"}
 

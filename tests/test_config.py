@@ -92,7 +92,7 @@ def test_budget_is_required():
 
 # a valid value other than the default for every train key a family may or may not read
 NON_DEFAULT = {"loss": "lsgan", "optimizer": "rmsprop", "lr_g": 1e-3, "lr_d": 1e-3, "beta1": 0.0, "beta2": 0.99,
-               "real_label": 0.9, "d_steps": 2, "r1_gamma": 1.0, "r1_every": 4, "gp_lambda": 1.0, "weight_clip": 0.1,
+               "real_label": 0.9, "d_steps": 2, "r1_gamma": 1.0, "r2_gamma": 1.0, "r1_every": 4, "gp_lambda": 1.0, "weight_clip": 0.1,
                "instance_noise": 0.1, "instance_noise_steps": 10, "g_objective": "feature_matching",
                "diffaugment": "color", "augment": "ada", "ada_pipe": "bg", "ada_target": 0.5, "ada_kimg": 5.0,
                "ada_p": 0.2, "ada_interval": 2, "unrolled_steps": 2, "reuse_fake": True}

@@ -79,9 +79,9 @@ def _worker(rank: int, root: str, cfg_data: dict, ports: tuple[int, int]) -> Non
         if rank == 1:
             real, calls = gan_family.g_loss, {"n": 0}
 
-            def g_loss(logits, kind):
+            def g_loss(logits, kind, *paired):
                 calls["n"] += 1
-                return real(logits, kind) + (float("nan") if 3 <= calls["n"] <= 5 else 0.0)
+                return real(logits, kind, *paired) + (float("nan") if 3 <= calls["n"] <= 5 else 0.0)
 
             gan_family.g_loss = g_loss
         nan_run = train(validate({**cfg_data, "guard": {**cfg_data["guard"], "max_skips": 3}}), root / "dp-nan", **quiet)
@@ -117,8 +117,10 @@ def _metrics(run: Path) -> list[dict]:
             for l in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
-    cfg_data = mlp_config()
+@pytest.mark.parametrize("train_kw", [{}, {"loss": "rpgan", "r1_gamma": 0.1, "r2_gamma": 0.1}],
+                         ids=["bce", "rpgan-r1-r2"])  # rpgan: reals paired with fakes rank by rank, both penalties
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, train_kw):
+    cfg_data = mlp_config(**train_kw)
     for d in ("cwd0", "cwd1", "dumps"):
         (tmp_path / d).mkdir()
     _spawn(tmp_path, cfg_data)

@@ -22,7 +22,7 @@ from ganforge.train import train
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-FAMILIES = ["mlp", "dcgan", "cdcgan", "ssgan", "progan", "stylegan", "pix2pix", "cyclegan"]
+FAMILIES = ["mlp", "dcgan", "cdcgan", "ssgan", "progan", "stylegan", "r3gan", "pix2pix", "cyclegan"]
 TRANSLATORS = {"pix2pix": ["AtoB"], "cyclegan": ["AtoB", "BtoA"]}
 TOL = 1e-4
 quiet = dict(progress=False, log=lambda s: None)

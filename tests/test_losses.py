@@ -47,6 +47,8 @@ EXPECTED_D = {
     "wgan": _wgan_d,
     "wgan-gp": _wgan_d,
     "hinge": lambda r, f, s: (_mean(max(0.0, 1 - v) for v in r), _mean(max(0.0, 1 + v) for v in f)),
+    # relativistic pairing: one term over the pairs, reported on the real side
+    "rpgan": lambda r, f, s: (_mean(math.log1p(math.exp(-(a - b))) for a, b in zip(r, f)), 0.0),
 }
 EXPECTED_G = {
     "minimax": lambda f: _mean(math.log(1 - _sig(v)) for v in f),
@@ -55,6 +57,7 @@ EXPECTED_G = {
     "wgan": lambda f: -_mean(f),
     "wgan-gp": lambda f: -_mean(f),
     "hinge": lambda f: -_mean(f),
+    "rpgan": lambda f: _mean(math.log1p(math.exp(-(b - a))) for a, b in zip(REAL, f)),  # paired with REAL
 }
 SMOOTHED = {"minimax", "bce", "lsgan"}
 
@@ -74,7 +77,7 @@ def test_d_loss_formula(kind: str, real_label: float):
 
 @pytest.mark.parametrize("kind", LOSSES)
 def test_g_loss_formula(kind: str):
-    assert g_loss(_t(FAKE), kind).item() == pytest.approx(EXPECTED_G[kind](FAKE), rel=1e-12)
+    assert g_loss(_t(FAKE), kind, _t(REAL)).item() == pytest.approx(EXPECTED_G[kind](FAKE), rel=1e-12)
 
 
 def test_smoothing_changes_exactly_the_documented_losses():

@@ -178,9 +178,12 @@ def test_config_errors_name_the_key(key, value, match):
 
 def test_options_of_other_recipes_are_refused(tmp_path, tiny):
     cfg = tiny("stylegan")
-    cfg.train.loss = "wgan-gp"
-    with pytest.raises(UserError, match=r"train\.loss: family 'stylegan' does not read it"):
+    cfg.train.gp_lambda = 10.0
+    with pytest.raises(UserError, match=r"train\.gp_lambda: family 'stylegan' does not read it"):
         train(cfg, tmp_path / "run", **quiet)
+    cfg = tiny("stylegan", loss="wgan-gp")  # it reads train.loss: bce (its default) or rpgan, nothing else
+    with pytest.raises(UserError, match=r"train\.loss=wgan-gp: stylegan trains with bce .* or rpgan"):
+        train(cfg, tmp_path / "run2", **quiet)
 
 
 @pytest.mark.parametrize("name, size, channels", [("stylegan-mnist", 32, 1), ("stylegan-celeba", 64, 3),

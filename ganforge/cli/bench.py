@@ -229,6 +229,31 @@ def bench_style(
                jobs=jobs)
 
 
+@bench_app.command("rpgan")
+def bench_rpgan(
+    benches: str = typer.Option("ring8,grid25", "--benches", help="Which benchmarks: ring8, grid25, stacked-mnist."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps per training (default: per benchmark)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (default: the preset's)."),
+    out: Path = typer.Option(Path("runs/bench-rpgan"), "--out"),
+    write: Optional[Path] = typer.Option(None, "--write", help="Update the rpgan block of this markdown file "
+                                         "(the rows this run trains; the others are kept)."),
+    only: str = typer.Option("", "--only", help="Comma-separated variants, e.g. 'GAN + R1 + R2,RpGAN + R1 + R2'."),
+) -> None:
+    """The same net and budget with the classic loss and with RpGAN, bare and with R1 + R2 (R3GAN's ablation)."""
+    from ganforge.bench import rpgan
+    _check_bench_outputs(out, write)
+
+    names = _bench_names(benches, rpgan.STEPS)
+    picked = [v.strip() for v in only.split(",") if v.strip()]
+    for v in picked:
+        if v not in rpgan.VARIANTS:
+            raise UserError(f"--only {v!r}: no such variant; choose from {', '.join(rpgan.VARIANTS)}")
+    command = _bench_command("rpgan", {"--benches": ",".join(names), "--steps": steps, "--seed": seed,
+                                       "--device": device, "--only": ",".join(picked) or None, "--write": write})
+    rpgan.main(names, steps=steps, seed=seed, out_root=out, write=write, device=device, only=picked, command=command)
+
+
 @bench_app.command("ablation")
 def bench_ablation(
     benches: str = typer.Option("ring8,grid25,stacked-mnist", "--benches", help="Which benchmarks to run."),

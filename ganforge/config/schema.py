@@ -65,8 +65,9 @@ class TrainConfig(_Strict):
     time_limit: Optional[float] = Field(None, gt=0)  # seconds: stop cleanly (checkpoint, pictures) once exceeded
     batch_size: int = Field(64, ge=1)
     # the adversarial loss: minimax (Goodfellow's saturating G loss), bce (non-saturating, the seeds' flipped labels),
-    # lsgan (least squares), wgan (critic, with weight_clip), wgan-gp (critic, with gp_lambda), hinge
-    loss: Literal["minimax", "bce", "lsgan", "wgan", "wgan-gp", "hinge"] = "bce"
+    # lsgan (least squares), wgan (critic, with weight_clip), wgan-gp (critic, with gp_lambda), hinge,
+    # rpgan (relativistic pairing, R3GAN: pair it with r1_gamma and r2_gamma)
+    loss: Literal["minimax", "bce", "lsgan", "wgan", "wgan-gp", "hinge", "rpgan"] = "bce"
     optimizer: Literal["adam", "rmsprop"] = "adam"  # rmsprop: the WGAN paper's (betas unused)
     lr_g: float = Field(2e-4, gt=0.0)  # two time-scale update rule (Heusel et al. 2017): set lr_d != lr_g
     lr_d: float = Field(2e-4, gt=0.0)
@@ -75,7 +76,8 @@ class TrainConfig(_Strict):
     real_label: float = Field(1.0, gt=0.0, le=1.0)  # one-sided label smoothing: 0.9 in the seeds' MLP GAN
     d_steps: int = Field(1, ge=1)  # k discriminator steps per generator step (Goodfellow et al., Algorithm 1)
     r1_gamma: float = Field(0.0, ge=0.0)  # R1 penalty gamma/2 E||grad_x D(x)||^2 on reals (Mescheder et al. 2018); 0 = off
-    r1_every: int = Field(1, ge=1)  # lazy R1 (StyleGAN2): every k D steps, weighted by k
+    r2_gamma: float = Field(0.0, ge=0.0)  # R2: the same penalty on fakes (R3GAN's partner of R1 for rpgan); 0 = off
+    r1_every: int = Field(1, ge=1)  # lazy R1 and R2 (StyleGAN2): every k D steps, weighted by k
     gp_lambda: Optional[float] = Field(None, ge=0.0)  # WGAN-GP penalty weight on interpolates; None: 10 for wgan-gp, else off
     weight_clip: Optional[float] = Field(None, gt=0.0)  # clip D's weights to [-c, c] after each update; None: 0.01 for wgan
     instance_noise: float = Field(0.0, ge=0.0)  # Gaussian noise sigma on D's inputs, annealed linearly to 0 ...

@@ -26,7 +26,7 @@ from ganforge.config_base import ModelBase
 # ``Family.train_keys`` names them, and a run that sets any other one is refused, naming the key and the family.
 OPTIMIZER_KEYS = ("optimizer", "lr_g", "lr_d", "beta1", "beta2")  # read by the default specs (Trainer.optimizers)
 ADA_KEYS = ("augment", "ada_pipe", "ada_target", "ada_kimg", "ada_p", "ada_interval")  # parts/ada.py's AdaTrainer
-GAN_KEYS = (*OPTIMIZER_KEYS, "loss", "real_label", "d_steps", "r1_gamma", "r1_every", "gp_lambda", "weight_clip",
+GAN_KEYS = (*OPTIMIZER_KEYS, "loss", "real_label", "d_steps", "r1_gamma", "r2_gamma", "r1_every", "gp_lambda", "weight_clip",
             "instance_noise", "instance_noise_steps", "g_objective", "diffaugment", "unrolled_steps", "reuse_fake",
             *ADA_KEYS)  # noise_to_image.py's GanTrainer: the losses and tricks of the noise-to-image families
 

@@ -273,6 +273,11 @@ class Trainer:
     def begin_step(self, step: int) -> None:
         """Called before the phases of every step (e.g. clear what a step shares between its phases)."""
 
+    def ema_decay(self, step: int) -> Optional[float]:
+        """The EMA copies' decay for the update after ``step`` (e.g. from a scheduled half-life), or None for
+        train.ema.decay. A pure function of the step, so resume stays exact."""
+        return None
+
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors and JSON values to checkpoint beyond networks, optimizers and RNG states (e.g. an image pool)."""
         return {}, {}

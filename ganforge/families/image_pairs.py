@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.data.pairs import split_halves
-from ganforge.families.parts.losses import canonical_loss, d_loss, g_loss
+from ganforge.families.parts.losses import RELATIVISTIC, canonical_loss, d_loss, g_loss
 from ganforge.families.contract import Batch, Fixed, Trainer
 
 FIXED_PER_ROW = 4  # input | output | target triplets per row of translations.png
@@ -58,6 +58,11 @@ class TranslationTrainer(Trainer):
             raise DataError(f"family {cfg.model.family!r} translates images: --data {cfg.data.spec!r} holds no "
                             "pairs; use paired:DIR, unpaired:DIR or a digits-* task (e.g. digits-sr)")
         self.kind = canonical_loss(cfg.train.loss)
+        if self.kind in RELATIVISTIC:
+            from ganforge.errors import UserError
+
+            raise UserError(f"train.loss={cfg.train.loss}: the relativistic loss is for the noise-to-image families; "
+                            f"{cfg.model.family} takes bce, lsgan, hinge, wgan or minimax")
 
     # --- batches
     def halves(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:

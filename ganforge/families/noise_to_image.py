@@ -1,9 +1,10 @@
 """The training of the noise-to-image families (mlp, dcgan, cdcgan): the seeds' GAN and its catalogue of tricks.
 
 Phases (as stylegan2-ada's): ``Dmain`` -- ``train.d_steps`` discriminator updates, each on its own real batch, with
-the adversarial loss and, when on, WGAN-GP's penalty and R1; ``Dreg`` -- R1 alone every ``train.r1_every`` steps
-weighted by that interval (lazy regularisation, StyleGAN2), when it is lazy; ``Gmain`` -- one generator update with
-the adversarial loss, feature matching, or the unrolled discriminator's loss.
+the adversarial loss and, when on, WGAN-GP's penalty, R1 and R2; ``Dreg`` -- R1 and R2 alone every ``train.r1_every``
+steps weighted by that interval (lazy regularisation, StyleGAN2), when they are lazy; ``Gmain`` -- one generator
+update with the adversarial loss, feature matching, or the unrolled discriminator's loss. The relativistic ``rpgan``
+loss pairs the step's reals with its fakes, so ``Gmain`` also shows D the step's real batch (no gradient to D).
 
 With ``train.augment=ada`` every image D sees (``d_input``, and the reals and fakes of WGAN-GP's interpolates) goes
 through ADA's pipeline and ``Dmain`` feeds D's real logits to its controller (``families/parts/ada.py``).
@@ -33,7 +34,7 @@ class GanTrainer(AdaTrainer, Trainer):
         tc = cfg.train
         self.tc, self.mc = tc, cfg.model
         self.pack = getattr(cfg.model, "pack", 1)
-        self.lazy_r1 = tc.r1_gamma > 0 and tc.r1_every > 1
+        self.lazy_r1 = (tc.r1_gamma > 0 or tc.r2_gamma > 0) and tc.r1_every > 1  # R1 and R2 share the interval
         self.probabilities = tc.loss in PROBABILITY_LOSSES  # D's outputs read as probabilities
         self.fake_score_stat = "d_fake" if self.probabilities else None
         keys = ["loss_d", "loss_g", "loss_d_real", "loss_d_fake", "d_real", "d_fake"]
@@ -41,8 +42,7 @@ class GanTrainer(AdaTrainer, Trainer):
             keys.append("wasserstein")
         if tc.gradient_penalty > 0:
             keys += ["gp", "grad_norm"]
-        if tc.r1_gamma > 0:
-            keys.append("r1")
+        keys += [name for name, gamma in (("r1", tc.r1_gamma), ("r2", tc.r2_gamma)) if gamma > 0]
         if tc.instance_noise > 0:
             keys.append("noise_sigma")
         self.stat_keys = (*keys, *self.ada_stat_keys)
@@ -125,7 +125,7 @@ class GanTrainer(AdaTrainer, Trainer):
         G, tc = self.nets["G"], self.tc
         real, y_real = self.real(batch)
         z, y_fake = self.latents(real.shape[0])
-        inline_r1 = tc.r1_gamma > 0 and not self.lazy_r1
+        inline_r1, inline_r2 = (gamma > 0 and not self.lazy_r1 for gamma in (tc.r1_gamma, tc.r2_gamma))
         with self.ctx.autocast():
             if tc.reuse_fake:
                 self._fake, self._y_fake = G(z, y_fake), y_fake
@@ -137,7 +137,10 @@ class GanTrainer(AdaTrainer, Trainer):
             if inline_r1:
                 real_in = real_in.detach().requires_grad_(True)
             real_logits = self.nets["D"](real_in, y_real).float()
-            fake_logits = self.d_logits(fake, y_fake, step)
+            fake_in = self.d_input(fake, step)
+            if inline_r2:
+                fake_in = fake_in.detach().requires_grad_(True)
+            fake_logits = self.nets["D"](fake_in, y_fake).float()
         loss_real, loss_fake = d_loss(real_logits, fake_logits, tc.loss, tc.real_label)
         loss = loss_real + loss_fake
         stats = {"loss_d": loss, "loss_d_real": loss_real, "loss_d_fake": loss_fake,
@@ -155,18 +158,35 @@ class GanTrainer(AdaTrainer, Trainer):
             r1 = losses.r1_penalty(real_logits, real_in)
             loss = loss + tc.r1_gamma / 2 * r1
             stats["r1"] = r1
+        if inline_r2:
+            r2 = losses.r2_penalty(fake_logits, fake_in)
+            loss = loss + tc.r2_gamma / 2 * r2
+            stats["r2"] = r2
         if tc.instance_noise > 0:
             stats["noise_sigma"] = torch.tensor(self.noise_sigma(step), device=self.ctx.device)
         return loss, stats
 
     def d_reg(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
-        """Lazy R1: the penalty alone, weighted by its interval (StyleGAN2)."""
-        real, y_real = self.real(batch)
-        with self.ctx.autocast():
-            real_in = self.d_input(real, step).detach().requires_grad_(True)
-            logits = self.nets["D"](real_in, y_real).float()
-        r1 = losses.r1_penalty(logits, real_in)
-        return losses.lazy_weight(self.tc.r1_gamma / 2, self.tc.r1_every) * r1, {"r1": r1}
+        """Lazy R1 (on the batch's reals) and R2 (on fresh fakes): the penalties alone, weighted by their interval."""
+        tc, D = self.tc, self.nets["D"]
+        loss, stats = torch.zeros((), device=self.ctx.device), {}
+        if tc.r1_gamma > 0:
+            real, y_real = self.real(batch)
+            with self.ctx.autocast():
+                real_in = self.d_input(real, step).detach().requires_grad_(True)
+                logits = D(real_in, y_real).float()
+            stats["r1"] = losses.r1_penalty(logits, real_in)
+            loss = loss + losses.lazy_weight(tc.r1_gamma / 2, tc.r1_every) * stats["r1"]
+        if tc.r2_gamma > 0:
+            z, y_fake = self.latents(batch[0].shape[0])
+            with self.ctx.autocast():
+                with torch.no_grad():
+                    fake = self.nets["G"](z, y_fake)
+                fake_in = self.d_input(fake, step).detach().requires_grad_(True)
+                logits = D(fake_in, y_fake).float()
+            stats["r2"] = losses.r2_penalty(logits, fake_in)
+            loss = loss + losses.lazy_weight(tc.r2_gamma / 2, tc.r1_every) * stats["r2"]
+        return loss, stats
 
     def g_main(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         tc = self.tc
@@ -180,8 +200,17 @@ class GanTrainer(AdaTrainer, Trainer):
             elif tc.unrolled_steps > 0:
                 loss = self.unrolled_g_loss(batch, fake, y_fake, step)
             else:
-                loss = g_loss(self.d_logits(fake, y_fake, step), tc.loss)
+                loss = g_loss(self.d_logits(fake, y_fake, step), tc.loss, self.paired_real_logits(batch, step))
         return loss, {"loss_g": loss}
+
+    def paired_real_logits(self, batch: Batch, step: int) -> Optional[torch.Tensor]:
+        """D's logits on the step's reals for a relativistic G loss (None for the others): no graph, since the
+        reals carry no gradient to G and D does not train in Gmain."""
+        if self.tc.loss not in losses.RELATIVISTIC:
+            return None
+        real, y_real = self.real(batch)
+        with torch.no_grad():
+            return self.d_logits(real, y_real, step)
 
     def feature_matching(self, batch: Batch, fake: torch.Tensor, y_fake, step: int) -> torch.Tensor:
         """Salimans et al. 2016: G matches the mean of D's last hidden features on real data."""
@@ -208,7 +237,9 @@ class GanTrainer(AdaTrainer, Trainer):
             return lr + lf
 
         params = unrolled_parameters(D, d_objective, tc.unrolled_steps, tc.lr_d)
-        return g_loss(functional_d(D, params)(fake_in, y_fake).float(), tc.loss)
+        d_ahead = functional_d(D, params)
+        real_logits = d_ahead(real_in, y_real).float().detach() if tc.loss in losses.RELATIVISTIC else None
+        return g_loss(d_ahead(fake_in, y_fake).float(), tc.loss, real_logits)
 
 
 @torch.no_grad()

@@ -384,7 +384,11 @@ class ProganTrainer(AdaTrainer, Trainer):
 
     def g_main(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         with self.ctx.autocast():
-            loss = losses.g_loss(self.d_logits(self.augment(self.fake(self.batch))), self.tc.loss)
+            real_logits = None
+            if self.tc.loss in losses.RELATIVISTIC:  # rpgan pairs the fakes with this step's reals
+                with torch.no_grad():
+                    real_logits = self.d_logits(self.augment(self.real(batch)))
+            loss = losses.g_loss(self.d_logits(self.augment(self.fake(self.batch))), self.tc.loss, real_logits)
         return loss, {"loss_g": loss}
 
 

@@ -35,6 +35,7 @@ from torch import nn
 from ganforge.families.parts import losses
 from ganforge.families.parts.ada import AdaTrainer
 from ganforge.config_base import ModelBase, check_power_of_two
+from ganforge.errors import UserError
 from ganforge.families import ADA_KEYS, OPTIMIZER_KEYS, Family, register
 from ganforge.families.parts.equalized import SQRT2, EqualizedConv2d, EqualizedLinear, channels_at
 from ganforge.families.parts.layers import MinibatchStdDev
@@ -257,7 +258,9 @@ class StyleDiscriminator(nn.Module):
 class StyleganTrainer(AdaTrainer, Trainer):
     """stylegan2-ada's phases: ``Gmain`` (non-saturating loss on style-mixed fakes), ``Greg`` (path length, every
     ``model.pl_every`` steps, when ``model.pl_weight`` > 0), ``Dmain`` (non-saturating loss), ``Dreg`` (R1 every
-    ``train.r1_every`` steps, weighted by the interval, when ``train.r1_gamma`` > 0).
+    ``train.r1_every`` steps, weighted by the interval, when ``train.r1_gamma`` > 0; R2 on fakes beside it when
+    ``train.r2_gamma`` > 0). ``train.loss`` is ``bce`` (non-saturating, stylegan2-ada's) or ``rpgan`` (R3GAN's
+    relativistic pairing: ``Gmain`` then also shows D the step's reals).
 
     ``train.augment=ada`` (stylegan2-ada's ADA) augments every image D sees in Gmain, Dmain and Dreg (R1 on the
     augmented reals), and ADA's controller is extra state beside the path-length mean.
@@ -271,9 +274,14 @@ class StyleganTrainer(AdaTrainer, Trainer):
     def __init__(self, cfg, nets, ctx):
         super().__init__(cfg, nets, ctx)
         self.tc, self.mc = cfg.train, cfg.model
+        self.kind = losses.canonical_loss(self.tc.loss)
+        if self.kind not in ("bce", "rpgan"):
+            raise UserError(f"train.loss={self.tc.loss}: stylegan trains with bce (non-saturating) or rpgan; "
+                            "use --set train.loss=bce or train.loss=rpgan")
+        if self.kind == "rpgan":
+            self.fake_score_stat = None  # relativistic logits are no probability of being real
         keys = ["loss_g", "loss_d", "loss_d_real", "loss_d_fake", "d_real", "d_fake"]
-        if self.tc.r1_gamma > 0:
-            keys.append("r1")
+        keys += [name for name, gamma in (("r1", self.tc.r1_gamma), ("r2", self.tc.r2_gamma)) if gamma > 0]
         if self.mc.pl_weight > 0:
             keys += ["pl_penalty", "pl_mean"]
         self.stat_keys = (*keys, *self.ada_stat_keys)
@@ -286,7 +294,7 @@ class StyleganTrainer(AdaTrainer, Trainer):
         if self.mc.pl_weight > 0:
             out.append(Phase("Greg", "G", ("G",), self.g_reg, every=self.mc.pl_every))
         out.append(Phase("Dmain", "D", ("D",), self.d_main, repeat=self.tc.d_steps))
-        if self.tc.r1_gamma > 0:
+        if self.tc.r1_gamma > 0 or self.tc.r2_gamma > 0:
             out.append(Phase("Dreg", "D", ("D",), self.d_reg, every=self.tc.r1_every))
         return out
 
@@ -329,7 +337,11 @@ class StyleganTrainer(AdaTrainer, Trainer):
         with self.ctx.autocast():
             fake = G.synthesis(self.styles(batch[0].shape[0]))
             logits = self.nets["D"](self.augment(fake)).float()
-        loss = F.softplus(-logits).mean()  # -log D(G(z))
+            real_logits = None
+            if self.kind == "rpgan":  # paired with this step's reals, which carry no gradient to G
+                with torch.no_grad():
+                    real_logits = self.nets["D"](self.augment(self.real(batch))).float()
+        loss = losses.g_loss(logits, self.kind, real_logits) if real_logits is not None else F.softplus(-logits).mean()
         return loss, {"loss_g": loss}
 
     def g_reg(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
@@ -358,8 +370,11 @@ class StyleganTrainer(AdaTrainer, Trainer):
                 fake = G.synthesis(self.styles(real.shape[0]))
             fake_logits = D(self.augment(fake)).float()
             real_logits = D(self.augment(real)).float()
-        loss_fake = F.softplus(fake_logits).mean()  # -log(1 - D(G(z)))
-        loss_real = F.softplus(-real_logits).mean()  # -log D(x)
+        if self.kind == "rpgan":
+            loss_real, loss_fake = losses.d_loss(real_logits, fake_logits, self.kind)
+        else:
+            loss_fake = F.softplus(fake_logits).mean()  # -log(1 - D(G(z)))
+            loss_real = F.softplus(-real_logits).mean()  # -log D(x)
         loss = loss_real + loss_fake
         return loss, {"loss_d": loss, "loss_d_real": loss_real, "loss_d_fake": loss_fake,
                       "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean(),
@@ -367,12 +382,25 @@ class StyleganTrainer(AdaTrainer, Trainer):
 
     def d_reg(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         """Lazy R1 (Mescheder et al. 2018; StyleGAN2): gamma/2 E||grad_x D(x)||^2 every ``r1_every`` steps,
-        weighted by the interval; on the augmented reals when ADA is on (as stylegan2-ada)."""
-        real = self.augment(self.real(batch)).detach().requires_grad_(True)
-        with self.ctx.autocast():
-            logits = self.nets["D"](real).float()
-        r1 = losses.r1_penalty(logits, real)
-        return losses.lazy_weight(self.tc.r1_gamma / 2, self.tc.r1_every) * r1, {"r1": r1}
+        weighted by the interval; on the augmented reals when ADA is on (as stylegan2-ada). R2, when on: the same
+        on fresh fakes (R3GAN)."""
+        tc, D = self.tc, self.nets["D"]
+        loss, stats = torch.zeros((), device=self.ctx.device), {}
+        if tc.r1_gamma > 0:
+            real = self.augment(self.real(batch)).detach().requires_grad_(True)
+            with self.ctx.autocast():
+                logits = D(real).float()
+            stats["r1"] = losses.r1_penalty(logits, real)
+            loss = loss + losses.lazy_weight(tc.r1_gamma / 2, tc.r1_every) * stats["r1"]
+        if tc.r2_gamma > 0:
+            with self.ctx.autocast():
+                with torch.no_grad():
+                    fake = self.nets["G"].synthesis(self.styles(batch[0].shape[0]))
+                fake = self.augment(fake).detach().requires_grad_(True)
+                logits = D(fake).float()
+            stats["r2"] = losses.r2_penalty(logits, fake)
+            loss = loss + losses.lazy_weight(tc.r2_gamma / 2, tc.r1_every) * stats["r2"]
+        return loss, stats
 
 
 def _networks(cfg: StyleganConfig) -> dict[str, nn.Module]:
@@ -441,4 +469,5 @@ def _exports(cfg: StyleganConfig, nets: dict[str, nn.Module]) -> dict:
 
 register(Family("stylegan", StyleganConfig, _networks, "ganforge.families.stylegan:StyleganTrainer", convolutional=True,
                 style_based=True, exports=_exports,
-                train_keys=(*OPTIMIZER_KEYS, "d_steps", "r1_gamma", "r1_every", *ADA_KEYS)))
+                train_keys=(*OPTIMIZER_KEYS, "loss", "d_steps", "r1_gamma", "r2_gamma", "r1_every",
+                            *ADA_KEYS)))

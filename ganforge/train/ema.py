@@ -31,13 +31,14 @@ class EMA:
         self._refreshed_at: Optional[int] = None
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
+    def update(self, model: nn.Module, step: int, decay: Optional[float] = None) -> None:
+        """One averaging step; ``decay`` overrides the configured one for this step (a family's schedule)."""
         ema_params = list(self.model.parameters())
         params = [p.detach() for p in model.parameters()]
         if step < self.start_step:
             torch._foreach_copy_(ema_params, params)
         else:
-            torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
+            torch._foreach_lerp_(ema_params, params, 1.0 - (self.decay if decay is None else decay))
         buffers = list(self.model.buffers())
         if buffers:  # one foreach copy, not a kernel per buffer: on a GPU every launch is host time per step
             torch._foreach_copy_(buffers, list(model.buffers()))

@@ -296,8 +296,9 @@ class Run:
             set_hyperparameters(opt, m.specs[name], self.at.step, self.at.end, decay)
         values, produced = (self.graph_step or run_step)(m.trainer, m.updater, self.keys, batches,
                                                          self.at.step)  # graphs.py
+        decay = m.trainer.ema_decay(self.at.step)  # None: train.ema.decay
         for name, ema in m.ema.items():
-            ema.update(m.nets[name], self.at.step)
+            ema.update(m.nets[name], self.at.step, decay)
         self.window.add(values, produced, refused=values[-1] > 0)
         self.at.step += 1
         self.at.pos += 1

@@ -11,6 +11,11 @@ Losses (``LOSSES``; ``d_loss`` returns D's loss split as (on real, on fake), the
   share the loss; they differ in how the critic is kept Lipschitz (weight clipping vs ``gradient_penalty``),
   which is the engine's business.
 - ``hinge``: the SNGAN/BigGAN hinge loss (Lim & Ye 2017; Miyato et al. 2018).
+- ``rpgan``: the relativistic pairing loss (Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024): D minimises
+  softplus(-(D(x_i) - D(G(z_i)))) and G softplus(-(D(G(z_i)) - D(x_i))), real and fake paired per sample. D judges
+  how much more real a real sample looks than a fake one, not each on its own, which with R1 + R2 removes the
+  mode-dropping fixed points of the classic loss. It does not split into a real and a fake part: ``d_loss`` puts
+  all of it in the first ("real") term and 0 in the second, and ``g_loss`` needs the real logits too.
 
 One-sided label smoothing (``real_label``, e.g. 0.9; Salimans et al. 2016) applies to the losses with a real
 target (bce, minimax, lsgan) and is ignored by wgan/wgan-gp/hinge, which have none.
@@ -22,7 +27,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("minimax", "bce", "lsgan", "wgan", "wgan-gp", "hinge")
+LOSSES = ("minimax", "bce", "lsgan", "wgan", "wgan-gp", "hinge", "rpgan")
+RELATIVISTIC = ("rpgan",)  # the losses whose G term needs D's logits on reals too
 ALIASES = {"nonsaturating": "bce"}
 _SMOOTHED = ("minimax", "bce", "lsgan")  # the losses that have a real-label target to smooth
 
@@ -43,6 +49,8 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "bc
     ``real_label`` is one-sided label smoothing for bce/minimax/lsgan only (see the module docstring).
     """
     kind = canonical_loss(kind)
+    if kind == "rpgan":
+        return F.softplus(-_paired(real_logits, fake_logits)).mean(), torch.zeros_like(real_logits.sum())
     if kind in ("bce", "minimax"):
         real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
         fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
@@ -58,9 +66,22 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "bc
     return real, fake
 
 
-def g_loss(fake_logits: torch.Tensor, kind: str = "bce") -> torch.Tensor:
-    """Generator loss on D's logits for fakes."""
+def _paired(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """D(x_i) - D(G(z_i)) sample by sample: the relativistic loss pairs one real with one fake."""
+    if real_logits.shape != fake_logits.shape:
+        raise ValueError(f"rpgan pairs reals with fakes one to one: got {tuple(real_logits.shape)} real and "
+                         f"{tuple(fake_logits.shape)} fake logits")
+    return real_logits - fake_logits
+
+
+def g_loss(fake_logits: torch.Tensor, kind: str = "bce", real_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Generator loss on D's logits for fakes (and, for the relativistic ``rpgan``, on the paired reals: they carry
+    no gradient to G, so callers may compute them without a graph)."""
     kind = canonical_loss(kind)
+    if kind == "rpgan":
+        if real_logits is None:
+            raise ValueError("g_loss(kind='rpgan') needs real_logits: the loss is relative to D's view of reals")
+        return F.softplus(_paired(real_logits, fake_logits)).mean()  # softplus(-(D(G(z)) - D(x)))
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))  # -log D(G(z))
     if kind == "minimax":
@@ -98,6 +119,13 @@ def r1_penalty(real_logits: torch.Tensor, real_in: torch.Tensor) -> torch.Tensor
     """E ||grad_x D(x)||^2 on real inputs (Mescheder et al. 2018): keeps D flat on the data, so training settles
     on it instead of circling; graph kept so D's update differentiates through it. The usual weight is gamma/2."""
     return _input_grad(real_logits, real_in).pow(2).sum(1).mean()
+
+
+def r2_penalty(fake_logits: torch.Tensor, fake_in: torch.Tensor) -> torch.Tensor:
+    """E ||grad_x D(x)||^2 on generated inputs (R2; Roth et al. 2017, R3GAN): the same zero-centred penalty as R1
+    on the fakes, which R3GAN shows RpGAN needs beside R1 to converge locally. ``fake_in`` must be a detached
+    leaf that requires grad (the penalty trains D only). Weighted gamma/2 like R1."""
+    return _input_grad(fake_logits, fake_in).pow(2).sum(1).mean()
 
 
 def lazy_weight(gamma: float, every: int) -> float:
