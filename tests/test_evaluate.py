@@ -341,6 +341,20 @@ def test_a_translation_run_is_scored_on_its_held_out_pairs_at_its_end(tmp_path, 
     assert proto["n_generated"] == stored["n_generated"] and proto["reference_split"] in ("train", "test")
 
 
+@pytest.mark.parametrize("family", ["cyclegan", "ssgan"])
+def test_scoring_a_run_reads_its_config_once(tmp_path, tiny, monkeypatch, family):
+    """The output kind picks how a run is scored; the translator (both directions) and the classifier are built
+    from the config evaluate read, not from config.yaml again."""
+    import ganforge.config as config
+
+    run = tmp_path / "run"
+    train(tiny(family, steps=2), run, **quiet)
+    reads, real = [], config.load_run_config
+    monkeypatch.setattr(config, "load_run_config", lambda *a, **k: reads.append(a) or real(*a, **k))
+    evaluate(run, "mnist-embedded", ["fid"], n=50)
+    assert len(reads) == 1
+
+
 # ------------------------------------------------------------------------------------------------ the copy check
 
 

@@ -39,8 +39,9 @@ class Classifier:
         return pred, conf
 
 
-def load_classifier(run_dir: Path, device: str = "cpu") -> Classifier:
-    """The discriminator of a run whose family classifies (``ssgan``), from its newest good checkpoint."""
+def load_classifier(run_dir: Path, device: str = "cpu", cfg=None) -> Classifier:
+    """The discriminator of a run whose family classifies (``ssgan``), from its newest good checkpoint; ``cfg``:
+    the run's config when the caller has read it already."""
     from ganforge.checkpoint import load_newest
     from ganforge.config import load_run_config
     from ganforge.families import build_networks, get_family
@@ -49,7 +50,7 @@ def load_classifier(run_dir: Path, device: str = "cpu") -> Classifier:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
-    cfg = load_run_config(run_dir)
+    cfg = cfg or load_run_config(run_dir)
     if not get_family(cfg.model.family).classifier:
         raise UserError(f"{run_dir} is a {cfg.model.family!r} run, whose discriminator does not classify: "
                         "'ganforge classify' needs a semi-supervised run (see 'ganforge presets')")
@@ -153,11 +154,11 @@ def _csv_text(rows: list[list]) -> str:
     return buf.getvalue()
 
 
-def held_out_accuracy(run_dir: Path, device: str = "cpu") -> tuple[float, int]:
+def held_out_accuracy(run_dir: Path, device: str = "cpu", cfg=None) -> tuple[float, int]:
     """Accuracy on the held-out test split of the run's training data (never trained on), and its size."""
     from ganforge.data import build_spec
 
-    clf = load_classifier(run_dir, device)
+    clf = load_classifier(run_dir, device, cfg)
     cfg = clf.cfg
     ds = build_spec(cfg.data.spec, cfg.data.root, False, cfg.model.channels, cfg.model.image_size, split="test")
     pred, _ = clf.predict(ds.tensor if ds.tensor is not None else torch.stack([ds[i][0] for i in range(len(ds))]))

@@ -86,7 +86,7 @@ class Scorer:
         if run.family.classifier:  # its discriminator classifies: accuracy on its data's held-out test split
             from ganforge.apps.classify import held_out_accuracy
 
-            accuracy, n = held_out_accuracy(run.path, self.device)
+            accuracy, n = held_out_accuracy(run.path, self.device, run.cfg)
             result["metrics"].update(test_accuracy=accuracy, n_test=float(n))
         return result
 
@@ -95,7 +95,7 @@ class Scorer:
         from ganforge.apps.translate import evaluate_run
         from ganforge.metrics.extractors import get_extractor
 
-        result = evaluate_run(run.path, self.device, limit=self.n)
+        result = evaluate_run(run.path, self.device, limit=self.n, cfg=run.cfg)
         ext = get_extractor(result["extractor"]) if result["extractor"] != "none" else None
         result["protocol"] = protocol(ext, result["n_generated"], result["n_reference"], result["ref"],
                                       "test" if "split test" in result["ref"] else "train") if ext else {

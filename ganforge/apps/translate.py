@@ -34,8 +34,9 @@ class Translator:
                           for i in range(0, len(x), batch_size)])
 
 
-def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu") -> Translator:
-    """The generator of a translation run for ``direction`` (relative to the run's own A -> B), EMA copy first."""
+def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu", cfg=None) -> Translator:
+    """The generator of a translation run for ``direction`` (relative to the run's own A -> B), EMA copy first.
+    ``cfg``: the run's config when the caller has read it already (read once per scoring)."""
     from ganforge.apps.sampling import exported_networks, is_export
     from ganforge.checkpoint import load_newest
     from ganforge.config import load_run_config
@@ -48,7 +49,7 @@ def load_translator(run_dir: Path, direction: str = "AtoB", device: str = "cpu")
     if direction not in DIRECTIONS:
         raise UserError(f"--direction {direction!r}: choose AtoB or BtoA")
     exported = is_export(run_dir)
-    cfg, nets = exported_networks(run_dir) if exported else (load_run_config(run_dir), None)
+    cfg, nets = exported_networks(run_dir) if exported else (cfg or load_run_config(run_dir), None)
     family = get_family(cfg.model.family)
     if not family.translation:
         raise UserError(f"{run_dir} is a {cfg.model.family!r} run, which draws from noise: 'ganforge translate' "
@@ -178,7 +179,7 @@ def digit_scores(outputs: torch.Tensor, targets: torch.Tensor, labels: Optional[
     return scores
 
 
-def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None) -> dict:
+def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None, cfg=None) -> dict:
     """``ganforge evaluate`` for a translation run: its held-out pairs (the training pairs when the data have no
     test split) translated and scored. Paired data: L1 and PSNR against the targets; unpaired: the cycle
     reconstruction's L1. Digit tasks add the in-domain classifier's accuracy (the digit kept), FID[mnist-cnn]
@@ -189,7 +190,7 @@ def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None
     from ganforge.families import get_family
 
     t0 = time.perf_counter()
-    forward = load_translator(run_dir, "AtoB", device)
+    forward = load_translator(run_dir, "AtoB", device, cfg)
     cfg = forward.cfg
     ds, split = held_out_pairs(cfg)
     a, b = split_halves(pairs_tensor(ds, limit))
@@ -197,7 +198,7 @@ def evaluate_run(run_dir: Path, device: str = "cpu", limit: Optional[int] = None
     digits = cfg.data.spec.strip().lower() in DIGIT_SPECS
     labels = ds.labels[:len(a)] if ds.labels is not None else None
     if "BtoA" in (get_family(cfg.model.family).directions or {}):  # a two-way translator: scored by its cycle
-        values = {"cycle_l1": float(((load_translator(run_dir, "BtoA", device)(out) - a).abs() / 2).mean())}
+        values = {"cycle_l1": float(((load_translator(run_dir, "BtoA", device, cfg)(out) - a).abs() / 2).mean())}
         if digits:
             scores = digit_scores(out, b, labels, device)
             values.update(class_kept=scores["accuracy"], fid_mnist_cnn=scores["fid_mnist_cnn"])
