@@ -246,7 +246,7 @@ def _size_aug(variant: str) -> tuple[int, str]:
 def verdict(row: dict, none: dict) -> str:
     """How an augmented row compares with the unaugmented one of its size: a difference counts when it is larger
     than the two rows' spreads together."""
-    diff, noise = row["fid"] - none["fid"], row["fid_sd"] + none["fid_sd"]
+    diff, noise = round(row["fid"] - none["fid"], 1) + 0.0, row["fid_sd"] + none["fid_sd"]  # + 0.0: no "-0.0"
     if row["seeds"] < 2 or none["seeds"] < 2:
         return f"{diff:+.1f} FID against none (one seed: no spread to judge by)"
     if abs(diff) <= noise:
