@@ -129,6 +129,26 @@ def test_controller_lowers_p_towards_zero_and_stops_there():
     assert ctl.p.item() == 0.0 and ctl.current_p == 0.0  # clamped at 0; the pipeline is skipped again
 
 
+@pytest.mark.parametrize("total_steps", [800, 3200])
+def test_without_ada_kimg_p_goes_0_to_1_in_a_tenth_of_the_run_whatever_its_length(total_steps):
+    """train.ada_kimg unset: p's speed follows the run's length (ada.RUN_FRACTION), so a short run's p can reach
+    1 within it; it rises while D is sure of the reals, falls at the same speed when it is not."""
+    step = ada.step_size(4, total_steps)
+    ctl = _controller(kimg=None, step=step, interval=4)
+    tenth = total_steps // 10
+    _steps(ctl, torch.full((32,), 2.2), tenth // 2 + 1)  # logits of a D that learnt the smoothed label 0.9
+    assert ctl.p.item() == pytest.approx(0.5, abs=1e-5)  # half-way in a twentieth of the run
+    _steps(ctl, torch.full((32,), 2.2), tenth)
+    assert ctl.p.item() == 1.0
+    ctl2 = _controller(kimg=None, step=step, interval=4)
+    _steps(ctl2, torch.cat([torch.full((28,), 2.2), torch.full((4,), -0.5)]), tenth + 1)  # r_t 0.75 > target 0.6
+    assert ctl2.p.item() == pytest.approx(1.0, abs=1e-5)
+    _steps(ctl2, torch.cat([torch.full((20,), 2.2), torch.full((12,), -0.5)]), tenth // 4 + 1)  # r_t 0.25 < 0.6
+    assert ctl2.p.item() == pytest.approx(0.75, abs=1e-5)
+    with pytest.raises(ValueError, match="kimg or step"):
+        _controller(kimg=None)
+
+
 def test_a_fixed_p_stays_fixed_while_r_t_is_measured():
     ctl = _controller(fixed_p=0.3)
     _steps(ctl, torch.full((32,), 3.0), 9)

@@ -135,21 +135,59 @@ def test_every_train_key_is_read_by_the_loop_or_some_family():
     assert set(TrainConfig.model_fields) - set(RUN_KEYS) <= declared
 
 
-def test_turning_a_presets_ada_off_drops_its_ada_keys():
-    """dcgan-small sets train.augment=ada with ada_kimg and ada_target: --set train.augment=none turns all of it off;
-    a key the user sets himself with ADA off is still refused, saying how to unset it."""
-    cfg = load_config("dcgan-small", ["train.augment=none"])
-    assert cfg.train.augment == "none" and cfg.train.ada_kimg == 100.0 and cfg.train.ada_target == 0.6
+def test_turning_a_presets_ada_off_drops_its_ada_keys(tmp_path):
+    """A preset that sets train.augment=ada with ADA's keys: --set train.augment=none turns all of it off (the
+    keys of a feature the user turns off do not block it); a key the user sets himself with ADA off is still
+    refused, saying how to unset it."""
+    import yaml
+
+    preset = preset_dict("dcgan-mnist")
+    preset["train"].update(augment="ada", ada_kimg=10, ada_target=0.7, ada_pipe="bg", ada_interval=8)
+    path = tmp_path / "ada.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    assert load_config(str(path)).train.ada_kimg == 10
+    cfg = load_config(str(path), ["train.augment=none"])
+    assert cfg.train.augment == "none" and cfg.train.ada_kimg is None and cfg.train.ada_target == 0.6
+    assert cfg.train.ada_pipe == "bgc" and cfg.train.ada_interval == 4
     with pytest.raises(UserError, match=r"train\.ada_kimg is set but ADA is off: .*--set train\.ada_kimg=null"):
-        load_config("dcgan-small", ["train.augment=none", "train.ada_kimg=5"])
+        load_config(str(path), ["train.augment=none", "train.ada_kimg=5"])
+
+
+def test_ada_kimg_is_unset_by_default_so_ps_speed_follows_the_run():
+    """train.ada_kimg None: p's speed is set by the run's length (parts/ada.py); --set ...=null unsets a value."""
+    assert RunConfig().train.ada_kimg is None
+    assert load_config("dcgan-mnist", ["train.augment=ada", "train.ada_kimg=20", "train.ada_kimg=null"]).train.ada_kimg is None
 
 
 def test_set_null_unsets_a_key_that_cannot_be_null():
-    """--set train.ada_kimg=null brings the default back; on a key where null means something, it stays null."""
-    assert load_config("dcgan-small", ["train.ada_kimg=null"]).train.ada_kimg == 100.0
+    """--set train.ada_target=null brings the default back; on a key where null means something, it stays null."""
+    assert load_config("dcgan-mnist", ["train.augment=ada", "train.ada_target=null"]).train.ada_target == 0.6
     assert load_config("dcgan-mnist", ["train.diffaugment=null"]).train.diffaugment == ""
     assert load_config("dcgan-mnist", ["train.steps=null", "train.epochs=3"]).train.steps is None
-    assert load_config("dcgan-small", ["train.ada_p=0.3", "train.ada_p=null"]).train.ada_p is None
+    assert load_config("dcgan-mnist", ["train.augment=ada", "train.ada_p=0.3", "train.ada_p=null"]).train.ada_p is None
+
+
+def test_a_run_saved_with_adas_old_default_and_ada_off_still_loads_and_resumes(tmp_path):
+    """Runs used to save train.ada_kimg: 100.0 (the old default) with ADA off: migration drops ADA's keys there
+    (never read), and a checkpoint fingerprinted with them does not block resume; with ADA on the value stays."""
+    import yaml
+
+    from ganforge.config import load_run_config
+    from ganforge.train import fingerprint as fp
+
+    old = {"name": "old", "model": {"family": "dcgan"},
+           "train": {"steps": 5, "augment": "none", "ada_kimg": 100.0, "ada_target": 0.6, "ada_pipe": "bgc"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    cfg = load_run_config(tmp_path)
+    assert cfg.train.augment == "none" and cfg.train.ada_kimg is None
+    with pytest.raises(UserError, match=r"train\.ada_kimg is set but ADA is off"):
+        validate(old)  # a user's own YAML is still checked strictly
+    view = fp.config_view(cfg)
+    saved = {"config": {**view, "train": {**view["train"], "ada_kimg": 100.0}}, "data": "x"}
+    assert "ada_kimg" not in view["train"] and fp.mismatch(saved, {"config": view, "data": "x"}) == []
+    old["train"]["augment"] = "ada"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert load_run_config(tmp_path).train.ada_kimg == 100.0  # an old ADA run keeps its speed when resumed
 
 
 def test_a_run_written_with_a_train_key_its_family_ignored_still_loads_and_resumes(tmp_path):

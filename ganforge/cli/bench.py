@@ -12,12 +12,12 @@ from ganforge.cli.errors import check_out, fail, int_list
 from ganforge.errors import UserError
 
 
-def _bench_names(text: str, known) -> list[str]:
-    """Comma-separated benchmark names, each one of ``known``; else one line and exit 2."""
+def _bench_names(text: str, known, what: str = "benchmark") -> list[str]:
+    """Comma-separated names (of benchmarks, or ``what``), each one of ``known``; else one line and exit 2."""
     names = [b.strip() for b in text.split(",") if b.strip()]
     unknown = [b for b in names if b not in known]
     if unknown or not names:
-        fail(f"unknown benchmark {(unknown or [text])[0]!r}: choose from {', '.join(known)}")
+        fail(f"unknown {what} {(unknown or [text])[0]!r}: choose from {', '.join(known)}")
     return names
 
 
@@ -139,28 +139,42 @@ def bench_coverage(
 
 @bench_app.command("small-data")
 def bench_small_data(
-    experiments: str = typer.Option("digits,transfer,color", "--experiments",
-                                    help="Comma-separated: digits (100/500/2,000 digits x no aug / DiffAugment / ADA), "
-                                         "transfer (0-4 -> 100 images of 5-9), color (icon folder)."),
-    steps: int = typer.Option(2000, "--steps", min=1, help="Steps of every digits run and of the transfer source."),
+    experiments: str = typer.Option("digits", "--experiments",
+                                    help="Comma-separated: digits (sizes x augmentations x seeds), transfer (0-4 -> "
+                                         "100 images of 5-9), color (icon folder)."),
+    sizes: str = typer.Option("100,500,2000", "--sizes", help="Training digits per digits run (4000: all of them)."),
+    augments: str = typer.Option("none,ada,ada-paper,diffaugment", "--augments",
+                                 help="Comma-separated: none, diffaugment, ada (speed set by the run's length), "
+                                      "ada-paper (ada_kimg 500), ada-bg (no colour), ada-t0.8 (target 0.8), "
+                                      "ada-fast (ada_kimg 5)."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per digits row (0 .. N-1): mean and spread."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps of every digits run and of the "
+                                        "transfer source (default: dcgan-mnist's own, 3,500)."),
     transfer_steps: int = typer.Option(1000, "--transfer-steps", min=1, help="Steps of the 100-image transfer runs."),
     color_steps: Optional[int] = typer.Option(None, "--color-steps", min=1, help="Steps of the colour runs "
                                               "(default: the presets' own)."),
-    jobs: int = typer.Option(2, "--jobs", min=1, help="Runs trained at once, each on one thread."),
-    seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(Path("runs/bench-small-data"), "--out"),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Runs trained at once, each on one thread."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the transfer and colour runs."),
+    out: Path = typer.Option(Path("runs/bench-small-data"), "--out", help="Digits runs finished here before, with "
+                             "the same settings, are scored again, not trained again."),
     write: Optional[Path] = typer.Option(None, "--write", help="Replace the small-data block of this markdown file."),
 ) -> None:
-    """Small training sets: augmentation (none, DiffAugment, ADA), fine-tuning with FreezeD, colour icons."""
+    """Small training sets at the presets' own budgets: augmentation over seeds, fine-tuning with FreezeD, colour."""
     from ganforge.bench import small_data
     _check_bench_outputs(out, write)
 
     names = _bench_names(experiments, small_data.EXPERIMENTS)
-    command = _bench_command("small-data", {"--experiments": ",".join(names), "--steps": steps,
-                                            "--transfer-steps": transfer_steps, "--color-steps": color_steps,
-                                            "--jobs": jobs, "--write": write})
-    small_data.main(names, out_root=out, write=write, seed=seed, jobs=jobs, steps=steps,
-                    transfer_steps=transfer_steps, color_steps=color_steps, command=command)
+    augs = _bench_names(augments, small_data.AUGMENTS, "augmentation")
+    size_list = int_list(sizes, "--sizes")
+    if any(n < 1 or n > small_data.FULL for n in size_list):
+        fail(f"bad --sizes {sizes!r}: each size must be 1 to {small_data.FULL} (the training digits)")
+    command = _bench_command("small-data", {"--experiments": ",".join(names), "--sizes": sizes,
+                                            "--augments": ",".join(augs), "--seeds": seeds, "--steps": steps,
+                                            "--transfer-steps": transfer_steps if "transfer" in names else None,
+                                            "--color-steps": color_steps, "--jobs": jobs, "--write": write})
+    small_data.main(names, out_root=out, write=write, seed=seed, jobs=jobs, steps=steps, sizes=size_list,
+                    augments=augs, seeds=seeds, transfer_steps=transfer_steps, color_steps=color_steps,
+                    command=command)
 
 
 @bench_app.command("semi")

@@ -10,8 +10,8 @@ from typing import Any, Optional
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from ganforge.config.schema import (RUN_KEYS, SWITCHED_OFF, RunConfig, TrainConfig, _family_configs, family_keys,
-                                    family_train_keys)
+from ganforge.config.schema import (ADA_KEYS, RUN_KEYS, SWITCHED_OFF, RunConfig, TrainConfig, _family_configs,
+                                    family_keys, family_train_keys)
 from ganforge.errors import UserError
 
 
@@ -170,7 +170,9 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 
     0.1 had one flat model section and saved every key of it; the keys a family never read (``dropout`` for
     dcgan, ``num_classes`` for mlp...) are dropped. Before families declared their train keys, a run could hold
-    a train key its family ignored (it trained as without it): dropped too. Only for what ganforge itself wrote:
+    a train key its family ignored (it trained as without it): dropped too. Until ada_kimg could be unset, every run saved ADA's keys,
+    ADA on or off, and ``train.ada_kimg`` had a value (100): with ADA off they are dropped (they were never read),
+    so an old run does not read as one that set ADA keys for nothing. Only for what ganforge itself wrote:
     presets and users' YAML files are validated as they are, so a misplaced key there is still an error.
     """
     model = data.get("model")
@@ -184,6 +186,7 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
     read = set(RUN_KEYS) | set(family_train_keys(family))
     unread = [k for k in train if k in TrainConfig.model_fields and k not in read]
+    unread += [k for k in ADA_KEYS if k in train and k not in unread and train.get("augment", "none") != "ada"]
     if not inert and not unread:
         return data
     data = copy.deepcopy(data)

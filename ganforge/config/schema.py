@@ -87,7 +87,8 @@ class TrainConfig(_Strict):
     augment: Literal["none", "ada"] = "none"  # ada: adaptive discriminator augmentation (Karras et al. 2020) ...
     ada_pipe: str = "bgc"  # ... its transform groups: b (flips, 90-degree turns, shifts), g (geometric), c (colour)
     ada_target: float = Field(0.6, gt=0.0, lt=1.0)  # ... the r_t = E[sign(D(real))] it steers towards
-    ada_kimg: float = Field(100.0, gt=0.0)  # ... thousands of reals over which p can go 0 -> 1 (the paper: 500)
+    ada_kimg: Optional[float] = Field(None, gt=0.0)  # ... thousands of reals over which p can go 0 -> 1 (the paper:
+    # 500 of 25,000); None: a tenth of the run's steps, whatever its length (parts/ada.py, RUN_FRACTION)
     ada_p: Optional[float] = Field(None, ge=0.0, le=1.0)  # ... a fixed p instead of the adaptive one; None = adaptive
     ada_interval: int = Field(4, ge=1)  # ... steps between adjustments of p
     unrolled_steps: int = Field(0, ge=0)  # unrolled GAN (Metz et al. 2017): G looks k D steps ahead; 0 = off

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from ganforge.config import RUN_KEYS, RunConfig, family_train_keys
+from ganforge.config import ADA_KEYS, RUN_KEYS, RunConfig, family_train_keys
 
 MAY_CHANGE = {"train": {"epochs", "steps", "time_limit", "device", "deterministic", "threads", "log_every",
                         "checkpoint_every", "keep_checkpoints", "sample_every", "min_interval_steps", "compile",
@@ -25,6 +25,8 @@ def config_view(cfg: RunConfig) -> dict[str, Any]:
         for k in keys:
             d.get(section, {}).pop(k, None)
     read = set(RUN_KEYS) | set(family_train_keys(cfg.model.family))
+    if cfg.train.augment != "ada":  # nor can ADA's keys while it is off (runs saved them with ADA off, too)
+        read -= set(ADA_KEYS)
     for k in [k for k in d.get("train", {}) if k not in read]:  # keys the family never reads cannot change its run
         d["train"].pop(k)
     d.pop("eval", None)

@@ -304,18 +304,31 @@ def apply_transforms(x: torch.Tensor, p: Prob, names: tuple[str, ...], world: in
 # ------------------------------------------------------------------ the controller
 
 
+RUN_FRACTION = 0.1  # train.ada_kimg unset: p can go 0 -> 1 in this fraction of the run's steps
+
+
+def step_size(interval: int, total_steps: int, fraction: float = RUN_FRACTION) -> float:
+    """How far p moves per adjustment when its speed follows the run's length: 0 -> 1 in ``fraction`` of the
+    run, whatever its batch and length. A fixed ``ada_kimg`` (the paper's 500 in a 25,000-kimg run) would let p
+    crawl in a run of ~100 kimg, and race in a long one."""
+    return interval / max(1.0, fraction * total_steps)
+
+
 class AdaController:
-    """Holds p (a device tensor) and moves it every ``interval`` steps by sign(r_t - target) * images / (kimg *
-    1000), r_t = E[sign(D(real logits))] over the reals seen since the last move. ``fixed_p``: p stays there
+    """Holds p (a device tensor) and moves it every ``interval`` steps by sign(r_t - target) times either
+    ``step`` (p's speed set by the run's length, ``step_size``) or, with ``kimg``, images / (kimg * 1000);
+    r_t = E[sign(D(real logits))] over the reals seen since the last move. ``fixed_p``: p stays there
     (r_t is still measured). The accumulators stay on the device; one host read per interval tells whether
     p is 0, so the pipeline can be skipped while it is."""
 
     start_p = 0.0  # where an adaptive p starts (the paper's 0; tests start it higher to see it restored)
 
-    def __init__(self, target: float, kimg: float, interval: int, fixed_p: Optional[float],
-                 device: torch.device, world_size: int = 1):
-        self.target, self.kimg, self.interval, self.fixed = target, kimg, interval, fixed_p is not None
-        self.device, self.world_size = device, world_size
+    def __init__(self, target: float, kimg: Optional[float], interval: int, fixed_p: Optional[float],
+                 device: torch.device, world_size: int = 1, step: Optional[float] = None):
+        if kimg is None and step is None:
+            raise ValueError("AdaController needs kimg or step: how fast p moves")
+        self.target, self.kimg, self.step, self.interval = target, kimg, step, interval
+        self.fixed, self.device, self.world_size = fixed_p is not None, device, world_size
         p0 = float(fixed_p) if fixed_p is not None else self.start_p
         self.p = torch.full((), p0, device=device)
         self.sign_sum = torch.zeros((), device=device)
@@ -340,7 +353,8 @@ class AdaController:
         sign_sum, count = total[0], total[1]
         self.rt = torch.where(count > 0, sign_sum / count.clamp(min=1), self.rt)
         if not self.fixed:
-            self.p = (self.p + torch.sign(self.rt - self.target) * count / (self.kimg * 1000)).clamp(0.0, 1.0)
+            move = count / (self.kimg * 1000) if self.kimg is not None else torch.where(count > 0, self.step, 0.0)
+            self.p = (self.p + torch.sign(self.rt - self.target) * move).clamp(0.0, 1.0)
         self.sign_sum, self.count = torch.zeros_like(self.sign_sum), torch.zeros_like(self.count)
         self.measured += 1
         self.active = bool(self.p > 0)  # the one host read per interval
@@ -383,7 +397,7 @@ class AdaTrainer:
         self.ada_pipe = tc.ada_pipe
         if tc.augment == "ada":
             self.ada = AdaController(tc.ada_target, tc.ada_kimg, tc.ada_interval, tc.ada_p, ctx.device,
-                                     ctx.world_size)
+                                     ctx.world_size, step=step_size(tc.ada_interval, ctx.total_steps))
 
     @property
     def ada_stat_keys(self) -> tuple[str, ...]:
