@@ -167,6 +167,21 @@ def test_set_null_unsets_a_key_that_cannot_be_null():
     assert load_config("dcgan-mnist", ["train.augment=ada", "train.ada_p=0.3", "train.ada_p=null"]).train.ada_p is None
 
 
+@pytest.mark.parametrize("loss", ["rpgan", "hinge", "wgan-gp"])
+def test_label_smoothing_is_refused_where_the_loss_has_no_real_target(loss):
+    """real_label 0.9 with a loss that has no real-label target trained as if unset: refused, naming the fix;
+    a run saved before the refusal still loads, with the key dropped (it was never read)."""
+    with pytest.raises(UserError, match=f"real_label=0.9.*loss={loss}.*real_label=null"):
+        load_config("dcgan-mnist", [f"train.loss={loss}"])
+    assert load_config("dcgan-mnist", [f"train.loss={loss}", "train.real_label=null"]).train.real_label == 1.0
+    assert load_config("dcgan-mnist", ["train.loss=lsgan"]).train.real_label == 0.9
+    saved = RunConfig.model_validate(preset_dict("dcgan-mnist")).model_dump(mode="json")
+    saved["train"].update(loss=loss, real_label=0.9)
+    assert validate(saved, written_by_ganforge=True).train.real_label == 1.0
+    with pytest.raises(UserError, match="real_label"):
+        validate(saved)
+
+
 def test_a_run_saved_with_adas_old_default_and_ada_off_still_loads_and_resumes(tmp_path):
     """Runs used to save train.ada_kimg: 100.0 (the old default) with ADA off: migration drops ADA's keys there
     (never read), and a checkpoint fingerprinted with them does not block resume; with ADA on the value stays."""

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from ganforge.config.schema import (ADA_KEYS, RUN_KEYS, SWITCHED_OFF, RunConfig, TrainConfig, _family_configs,
+from ganforge.config.schema import (ADA_KEYS, RUN_KEYS, smooths, SWITCHED_OFF, RunConfig, TrainConfig, _family_configs,
                                     family_keys, family_train_keys)
 from ganforge.errors import UserError
 
@@ -187,6 +187,8 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     read = set(RUN_KEYS) | set(family_train_keys(family))
     unread = [k for k in train if k in TrainConfig.model_fields and k not in read]
     unread += [k for k in ADA_KEYS if k in train and k not in unread and train.get("augment", "none") != "ada"]
+    if "real_label" in train and "real_label" not in unread and not smooths(str(train.get("loss", "bce"))):
+        unread.append("real_label")  # saved before a loss without a real target refused it: it was never read
     if not inert and not unread:
         return data
     data = copy.deepcopy(data)

@@ -57,6 +57,16 @@ RUN_KEYS = ("epochs", "steps", "time_limit", "batch_size", "lr_decay", "lr_decay
 SWITCHED_OFF = {("train", "augment"): ("ada", tuple(f"train.{k}" for k in ADA_KEYS))}
 
 
+def smooths(loss: str) -> bool:
+    """Whether ``train.loss`` has a real-label target that ``train.real_label`` can smooth."""
+    from ganforge.families.parts.losses import SMOOTHED, canonical_loss
+
+    try:
+        return canonical_loss(loss) in SMOOTHED
+    except ValueError:
+        return True  # an unknown loss is reported by its own check
+
+
 class TrainConfig(_Strict):
     """The optimisation recipe. Defaults are the DCGAN paper's."""
 
@@ -144,7 +154,15 @@ class TrainConfig(_Strict):
                              f"{','.join(DIFFAUGMENT_POLICIES)}")
         if self.augment == "ada" and self.diffaugment.strip():
             raise ValueError("train.augment=ada and train.diffaugment both augment D's inputs: choose one")
+        self._check_real_label()
         return self
+
+    def _check_real_label(self) -> None:
+        """One-sided label smoothing needs a real-label target: a loss without one would ignore it."""
+        if self.real_label != 1.0 and not smooths(self.loss):
+            raise ValueError(f"train.real_label={self.real_label:g} smooths a real-label target, which "
+                             f"train.loss={self.loss} has none of: unset it with --set train.real_label=null "
+                             "(or use loss bce, minimax or lsgan)")
 
     @field_validator("ada_pipe")
     @classmethod

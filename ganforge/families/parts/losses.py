@@ -30,7 +30,7 @@ import torch.nn.functional as F
 LOSSES = ("minimax", "bce", "lsgan", "wgan", "wgan-gp", "hinge", "rpgan")
 RELATIVISTIC = ("rpgan",)  # the losses whose G term needs D's logits on reals too
 ALIASES = {"nonsaturating": "bce"}
-_SMOOTHED = ("minimax", "bce", "lsgan")  # the losses that have a real-label target to smooth
+SMOOTHED = ("minimax", "bce", "lsgan")  # the losses that have a real-label target to smooth
 
 
 def canonical_loss(name: str) -> str:
