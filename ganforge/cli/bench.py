@@ -21,6 +21,15 @@ def _bench_names(text: str, known, what: str = "benchmark") -> list[str]:
     return names
 
 
+def _variant_names(only: str, known) -> list[str]:
+    """``--only``'s comma-separated variants, each one of ``known`` (none: every variant); else one line."""
+    picked = [v.strip() for v in only.split(",") if v.strip()]
+    for v in picked:
+        if v not in known:
+            raise UserError(f"--only {v!r}: no such variant; choose from {', '.join(known)}")
+    return picked
+
+
 def _check_bench_outputs(out: Optional[Path], write: Optional[Path]) -> None:
     """A benchmark's run folder and markdown file are checked before minutes of training, not after."""
     if out is not None:
@@ -259,10 +268,7 @@ def bench_rpgan(
     _check_bench_outputs(out, write)
 
     names = _bench_names(benches, rpgan.STEPS)
-    picked = [v.strip() for v in only.split(",") if v.strip()]
-    for v in picked:
-        if v not in rpgan.VARIANTS:
-            raise UserError(f"--only {v!r}: no such variant; choose from {', '.join(rpgan.VARIANTS)}")
+    picked = _variant_names(only, rpgan.VARIANTS)
     command = _bench_command("rpgan", {"--benches": ",".join(names), "--steps": steps, "--seed": seed,
                                        "--device": device, "--only": ",".join(picked) or None, "--write": write})
     rpgan.main(names, steps=steps, seed=seed, out_root=out, write=write, device=device, only=picked, command=command)
@@ -286,11 +292,7 @@ def bench_ablation(
     _check_bench_outputs(out, write)
 
     names = _bench_names(benches, ablation.STEPS)
-    picked = [v.strip() for v in only.split(",") if v.strip()]
-    known = {v for b in names for v in ablation.variants(b)}
-    for v in picked:
-        if v not in known:
-            raise UserError(f"--only {v!r}: no such variant; choose from {', '.join(sorted(known))}")
+    picked = _variant_names(only, sorted({v for b in names for v in ablation.variants(b)}))
     flags = {"--benches": ",".join(names), "--steps": steps, "--seed": seed, "--device": device,
              "--only": ",".join(picked) or None, "--write": write}
     command = _bench_command("ablation", flags) + "".join(f" --set {shlex.quote(o)}" for o in set_)
