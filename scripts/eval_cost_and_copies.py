@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/eval_cost_and_copies.py [WORKDIR]
 
-Part 1 (the copy check): for the embedded digits, a procedural colour set (tests/test_evaluate.py's
-``colour_shapes``) and the icon colour set (``ganforge.bench.colorset``), the share flagged among training images
+Part 1 (the copy check): for the embedded digits, a procedural colour set (``ganforge.data.shapes``) and the
+icon colour set (``ganforge.bench.colorset``), the share flagged among training images
 given back as they are, with noise, mirrored, and among held-out images; ``mnist-cnn`` features.
 Part 2 (cost): ``ganforge evaluate`` of 2,000 colour images at 32 px against a folder of 10,000, with
 fid,prc,coverage and then with the copy check; CPU seconds in the extractor, in reading the folder and the rest.
@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 torch.set_num_threads(1)
-from test_evaluate import colour_shapes
+from ganforge.data.shapes import colour_shapes
 from ganforge.data import build_spec
 from ganforge.metrics.extractors import get_extractor
 from ganforge.metrics.pipeline import thumbnails

@@ -306,7 +306,7 @@ def test_evaluate_reports_the_ink_of_a_stand_in_translator(runs, monkeypatch):
 
     real = tr.load_translator
 
-    def stand_in(run_dir, direction="AtoB", device="cpu"):
+    def stand_in(run_dir, direction="AtoB", device="cpu", cfg=None):
         t = real(run_dir, direction, device)
         return tr.Translator(nn.Identity(), t.cfg, t.device)
 
