@@ -58,3 +58,19 @@ def test_cli_refuses_bad_names(tmp_path):
     assert res.exit_code == 2 and "faces" in res.output
     res = CliRunner().invoke(app, ["bench", "metric-agreement", "--candidates", "vgg"])
     assert res.exit_code == 2 and "vgg" in res.output
+
+
+def test_gan_sets_are_trained_on_the_judges_part_sampled_at_the_pools_side_and_reused(tmp_path, monkeypatch):
+    from ganforge.bench import gan_sets
+    from ganforge.config.loading import load_run_config
+
+    monkeypatch.setattr(gan_sets, "RUNS", {"digits": [("mlp", "mnist-mlp", 2, ["data.split=train"])]})
+    logs: list[str] = []
+    sets = gan_sets.gan_sets("digits", gan_sets.train_spec("digits", tmp_path), 24, 32, tmp_path, log=logs.append)
+    [(name, kind, x)] = sets
+    assert name == "mlp, 2 steps" and kind == "graded"
+    assert x.shape == (24, 1, 32, 32) and x.min() >= -1 and x.max() <= 1  # the mlp draws 28 px: resized
+    cfg = load_run_config(tmp_path / "digits" / "mlp-2")
+    assert cfg.data.split == "train" and cfg.train.steps == 2  # never the held-out digits the sets are scored on
+    again = gan_sets.gan_sets("digits", "mnist-embedded", 24, 32, tmp_path, log=logs.append)
+    assert any("reused" in line for line in logs) and torch.equal(again[0][2], x)

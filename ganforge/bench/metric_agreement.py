@@ -7,7 +7,8 @@ For each data set (the colour icons of ``bench/colorset.py``; the embedded digit
   in two: the reference, and a pool every scored set is drawn from;
 * sets of clearly different quality are made from the pool: the reals, noised, blurred and downscaled reals at
   several strengths, colour-shifted reals, reals mixed with noise, one-class subsets, collapsed sets (one image,
-  a few images, repeated) and pure noise;
+  a few images, repeated) and pure noise; and samples of real GANs (two families, several budgets, trained on the
+  judge's part: ``bench/gan_sets.py``);
 * each set gets a Fréchet distance to the reference in the judge's feature space (the ground truth) and in each
   candidate's; Spearman's rho between the two rankings says how far a candidate can be trusted. Precision /
   recall / coverage (k = 5) in each candidate's space say whether the one-class and collapsed sets are flagged
@@ -190,8 +191,9 @@ def _flag(ref_f: np.ndarray, set_f: np.ndarray) -> dict[str, float]:
 
 
 def run_part(part: Part, candidates: Sequence[str], judge_epochs: int, ssl_steps: Optional[int] = None,
-             seed: int = 0, log: Callable[[str], None] = print) -> dict:
-    """Every set's FID under the judge and each candidate, rho per candidate, and the one-class/collapsed flags."""
+             seed: int = 0, log: Callable[[str], None] = print, extra_sets: Sequence[tuple] = ()) -> dict:
+    """Every set's FID under the judge and each candidate, rho per candidate, and the one-class/collapsed flags.
+    ``extra_sets``: more (name, kind, images), e.g. GAN samples (``bench/gan_sets.py``)."""
     from ganforge.bench.judge import accuracy, judge_features, train_judge
 
     t0 = time.process_time()
@@ -200,7 +202,7 @@ def run_part(part: Part, candidates: Sequence[str], judge_epochs: int, ssl_steps
     info["chance"] = float(torch.bincount(part.pool_y).max()) / len(part.pool_y)
     log(f"{part.name}: judge accuracy {info['accuracy']:.1%} on {len(part.pool)} unseen images "
         f"(majority class {info['chance']:.1%}), {info['cpu_seconds']} CPU s")
-    sets = quality_sets(part.pool, part.pool_y, seed)
+    sets = quality_sets(part.pool, part.pool_y, seed) + list(extra_sets)
     spaces = {"judge": lambda x: judge_features(judge, x).numpy()}
     for name in candidates:
         spaces[name] = _featurizer(name, part, ssl_steps, log)
@@ -268,14 +270,19 @@ def render(results: Sequence[dict], info: dict, command: str, date: str) -> str:
 def main(datasets: Sequence[str] = DATASETS, candidates: Sequence[str] = CANDIDATES, judge_epochs: int = 30,
          ssl_steps: Optional[int] = None, limit: Optional[int] = None, judge_limit: Optional[int] = None,
          seed: int = 0, write: Optional[Path] = None, command: str = "ganforge bench metric-agreement",
-         log: Callable[[str], None] = print) -> list[dict]:
+         gan_root: Optional[Path] = None, log: Callable[[str], None] = print) -> list[dict]:
+    """``gan_root``: where the GAN runs of ``bench/gan_sets.py`` are trained (or found finished); None leaves
+    them out."""
+    from ganforge.bench import gan_sets
     from ganforge.bench.markdown import machine_info, write_block
 
     results = []
     for name in datasets:
         part = (colour_part if name == "colour" else digits_part)(seed, limit, judge_limit)
         cands = list(candidates) + (["mnist-cnn"] if name == "digits" and "mnist-cnn" not in candidates else [])
-        results.append(run_part(part, cands, judge_epochs, ssl_steps, seed, log))
+        extra = [] if gan_root is None else gan_sets.gan_sets(
+            name, gan_sets.train_spec(name, gan_root), len(part.pool), part.pool.shape[-1], gan_root, seed, log=log)
+        results.append(run_part(part, cands, judge_epochs, ssl_steps, seed, log, extra))
     block = render(results, machine_info(torch.device("cpu")), command, time.strftime("%Y-%m-%d"))
     log(block)
     if write is not None:

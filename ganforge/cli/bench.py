@@ -314,6 +314,10 @@ def bench_metric_agreement(
     judge_limit: Optional[int] = typer.Option(None, "--judge-limit", min=20, help="Judge training images "
                                               "(default: all)."),
     seed: int = typer.Option(0, "--seed"),
+    gan_runs: bool = typer.Option(True, "--gan-runs/--no-gan-runs", help="Also rank samples of GANs (dcgan and "
+                                  "mlp at several budgets) trained on the judge's part."),
+    out: Path = typer.Option(Path("runs/bench-metric-agreement"), "--out", help="Where the GAN runs are trained "
+                             "(finished runs are reused)."),
     write: Optional[Path] = typer.Option(None, "--write", help="Replace the metric-agreement block of this "
                                          "markdown file."),
 ) -> None:
@@ -328,6 +332,30 @@ def bench_metric_agreement(
     command = _bench_command("metric-agreement", {"--data": ",".join(names), "--candidates": ",".join(cands),
                                                   "--judge-epochs": judge_epochs, "--ssl-steps": ssl_steps,
                                                   "--limit": limit, "--judge-limit": judge_limit, "--seed": seed,
-                                                  "--write": write})
+                                                  "--out": out if gan_runs else None, "--write": write})
+    command += "" if gan_runs else " --no-gan-runs"
     bench.main(names, cands, judge_epochs=judge_epochs, ssl_steps=ssl_steps, limit=limit, judge_limit=judge_limit,
-               seed=seed, write=write, command=command, log=lambda s: typer.echo(s, err=True))
+               seed=seed, write=write, command=command, gan_root=out if gan_runs else None,
+               log=lambda s: typer.echo(s, err=True))
+
+
+@bench_app.command("colour")
+def bench_colour(
+    variants: str = typer.Option("dcgan-small,dcgan-small-no-ada,dcgan-small-rpgan,stylegan-small,r3gan-small",
+                                 "--variants", help="Comma-separated recipes (bench/colour_quality.py's VARIANTS)."),
+    n: int = typer.Option(1000, "--n", min=50, help="Samples scored per variant."),
+    jobs: int = typer.Option(2, "--jobs", min=1, help="Runs trained at once, each on one thread."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("runs/bench-colour"), "--out", help="Where the runs are trained (finished runs "
+                             "with the same settings are rescored, not retrained)."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the colour block of this markdown file."),
+) -> None:
+    """Colour quality at 32 px on the icon set at equal CPU time: FID[ssl-conv] on held-out icons, sample grids."""
+    from ganforge.bench import colour_quality as bench
+
+    _check_bench_outputs(out, write)
+    names = _bench_names(variants, tuple(bench.VARIANTS), "variant")
+    command = _bench_command("colour", {"--variants": ",".join(names), "--n": n, "--jobs": jobs, "--seed": seed,
+                                        "--out": out, "--write": write})
+    bench.main(names, root=out, n=n, seed=seed, jobs=jobs, write=write, command=command,
+               log=lambda s: typer.echo(s, err=True))

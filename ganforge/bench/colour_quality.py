@@ -1,0 +1,111 @@
+"""``ganforge bench colour``: which recipe draws the best 32 px colour images from a few thousand, per CPU second?
+
+Every variant trains on the train split of the labelled icon set (``bench/colorset.py``, split by icon name) on one
+thread with its final evaluation off, and is scored here on icons no run saw: FID[ssl-conv] and precision / recall
+of ``n`` EMA samples against the validation split (what a recipe may be chosen by) and against the test split
+(reported, never tuned on). ``ssl-conv`` is what ``auto`` picks for a user's folder, fitted on each reference.
+A grid of each variant's samples is saved beside the runs, so a person can say whether the objects are there.
+
+Variants are compared at equal CPU time: each names its steps, set so that its run costs about what the
+baseline's (``dcgan-small`` at its own budget) does on this machine; the table shows what each really took.
+"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+Log = Callable[[str], None]
+RPGAN = ["train.loss=rpgan", "train.r1_gamma=0.1", "train.r2_gamma=0.1", "train.r1_every=4", "train.real_label=1.0"]
+# (name, preset, steps or None for the preset's own, --set overrides)
+VARIANTS = {
+    "dcgan-small": ("dcgan-small", None, []),  # ~180 CPU s on one Xeon thread: the budget every variant gets
+    "dcgan-small-no-ada": ("dcgan-small", None, ["train.augment=none"]),
+    "dcgan-small-rpgan": ("dcgan-small", 2150, RPGAN),  # the penalties cost ~40% a step
+    "stylegan-small": ("stylegan-small", 500, []),
+    "r3gan-small": ("r3gan-small", 640, []),
+}
+BASELINE = "dcgan-small"
+
+
+def _folders(root: Path) -> dict[str, Path]:
+    """The icon set's three splits as folders under ``root`` (written once)."""
+    from ganforge.bench.colorset import load_colorset
+
+    out = {s: Path(root) / "icons" / s for s in ("train", "val", "test")}
+    marker = Path(root) / "icons.done"
+    if not marker.exists():
+        cs = load_colorset(32, 0, log=lambda s: None)
+        for split, folder in out.items():
+            cs.write_folder(split, folder)
+        marker.write_text("")
+    return out
+
+
+def _train(name: str, spec: tuple, train_folder: Path, root: Path, seed: int, log: Log) -> dict:
+    from ganforge.bench.recipe import train_variant
+
+    preset, steps, sets = spec
+    out = Path(root) / f"{name}-s{seed}"
+    done = out / "bench_row.json"
+    sets = [f"data.spec=folder:{train_folder}", "eval.final=false", *sets]
+    if done.exists() and json.loads(done.read_text()).get("sets") == sets:
+        log(f"colour: {name}: finished before, reused")
+        return json.loads(done.read_text())
+    row = {**train_variant(name, sets, out, seed, preset, steps=steps), "sets": sets, "preset": preset}
+    done.write_text(json.dumps(row))
+    log(f"colour: {name}: {row['steps']} steps, {row['cpu_s']} CPU s")
+    return row
+
+
+def _score(row: dict, refs: dict[str, Path], n: int, seed: int, log: Log) -> dict:
+    from ganforge.apps.evaluate import evaluate
+    from ganforge.apps.sampling import load_generator
+    from ganforge.viz import save_grid
+
+    for split in ("val", "test"):
+        m = evaluate(row["run"], f"folder:{refs[split]}", ["fid", "prc"], n=n, extractor="ssl-conv", seed=seed,
+                     log=lambda s: None)["metrics"]
+        row[split] = {"fid": m["fid[ssl-conv]"], "precision": m["precision[ssl-conv]"],
+                      "recall": m["recall[ssl-conv]"]}
+    grid = Path(row["run"]) / "bench_grid.png"
+    save_grid(load_generator(row["run"], "cpu").sample(64, seed=seed), grid, nrow=8)
+    row["grid"] = str(grid)
+    log(f"colour: {row['variant']}: fid[ssl-conv] val {row['val']['fid']:.1f}, test {row['test']['fid']:.1f}")
+    return row
+
+
+def render(rows: Sequence[dict], info: dict, command: str) -> str:
+    from ganforge.bench.markdown import markers
+
+    start, end = markers("colour")
+    base = next((r for r in rows if r["variant"] == BASELINE), None)
+    lines = [start, "", f"{time.strftime('%Y-%m-%d')}; {info['cpu']}, {info['logical_cores']} logical cores, torch "
+             f"{info['torch']}, 1 thread per run. Command: `{command}`", "",
+             "| variant | steps | CPU s | FID[ssl-conv] val | vs dcgan-small | FID test | precision / recall (test) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        gain = f"{r['val']['fid'] / base['val']['fid'] - 1:+.0%}" if base and r is not base else "-"
+        lines.append(f"| {r['variant']} | {r['steps']:,} | {r['cpu_s']:.0f} | {r['val']['fid']:.1f} | {gain} | "
+                     f"{r['test']['fid']:.1f} | {r['test']['precision']:.2f} / {r['test']['recall']:.2f} |")
+    return "\n".join(lines + ["", end])
+
+
+def main(variants: Sequence[str] = tuple(VARIANTS), root: Path = Path("runs/bench-colour"), n: int = 1000,
+         seed: int = 0, jobs: int = 2, write: Optional[Path] = None, command: str = "ganforge bench colour",
+         log: Log = print) -> list[dict]:
+    from ganforge.bench.markdown import machine_info, write_block
+
+    folders = _folders(root)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        rows = list(pool.map(lambda v: _train(v, VARIANTS[v], folders["train"], root, seed, log), variants))
+    rows = [_score(r, folders, n, seed, log) for r in rows]
+    block = render(rows, machine_info(torch.device("cpu")), command)
+    log(block)
+    if write is not None:
+        write_block(Path(write), "colour", block)
+    return rows

@@ -1,0 +1,35 @@
+"""``bench colour``: the table against the baseline, and bad names refused before any training."""
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from ganforge.bench import colour_quality as cq
+from ganforge.cli import app
+
+
+def _row(name: str, fid: float) -> dict:
+    scores = {"fid": fid, "precision": 0.5, "recall": 0.4}
+    return {"variant": name, "steps": 1000, "cpu_s": 100.0, "val": scores, "test": dict(scores, fid=fid + 1)}
+
+
+def test_the_table_gives_each_variants_change_against_the_baseline():
+    md = cq.render([_row("dcgan-small", 100.0), _row("r3gan-small", 60.0), _row("stylegan-small", 120.0)],
+                   {"cpu": "test cpu", "logical_cores": 2, "torch": "x"}, "cmd")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in md.splitlines() if line.startswith("| ")}
+    assert rows["r3gan-small"][4] == "-40%" and rows["stylegan-small"][4] == "+20%"
+    assert rows["dcgan-small"][4] == "-" and "test cpu" in md
+    assert md.startswith("<!-- bench:colour:start -->") and md.endswith("<!-- bench:colour:end -->")
+
+
+def test_every_variant_names_a_preset_and_the_baseline_is_one():
+    from ganforge.config import load_config
+
+    assert cq.BASELINE in cq.VARIANTS
+    for name, (preset, steps, sets) in cq.VARIANTS.items():
+        cfg = load_config(preset, [*sets, "data.spec=folder:/nowhere", *([f"train.steps={steps}"] if steps else [])])
+        assert cfg.model.channels == 3 and cfg.model.image_size == 32, name
+
+
+def test_an_unknown_variant_is_refused_in_one_line(tmp_path):
+    res = CliRunner().invoke(app, ["bench", "colour", "--variants", "biggan", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "biggan" in res.output and not (tmp_path / "r").exists()
