@@ -107,6 +107,19 @@ class ColorSet:
         return dest
 
 
+def split_folders(root: str | Path, splits: Sequence[str]) -> dict[str, Path]:
+    """The 32 px set's ``splits`` as folders ``root/icons/SPLIT`` (for ``--data folder:``), written once: a marker
+    beside them (a file inside would be read as an image) says they are complete."""
+    out = {s: Path(root) / "icons" / s for s in splits}
+    marker = Path(root) / f"icons-{'-'.join(splits)}.done"
+    if not marker.exists():
+        cs = load_colorset(32, 0, log=lambda s: None)
+        for split, folder in out.items():
+            cs.write_folder(split, folder)
+        marker.write_text("")
+    return out
+
+
 # ------------------------------------------------------------------ finding the icons
 
 @dataclass(frozen=True)

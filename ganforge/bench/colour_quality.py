@@ -11,7 +11,6 @@ baseline's (``dcgan-small`` at its own budget) does on this machine; the table s
 """
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,34 +31,13 @@ VARIANTS = {
 BASELINE = "dcgan-small"
 
 
-def _folders(root: Path) -> dict[str, Path]:
-    """The icon set's three splits as folders under ``root`` (written once)."""
-    from ganforge.bench.colorset import load_colorset
-
-    out = {s: Path(root) / "icons" / s for s in ("train", "val", "test")}
-    marker = Path(root) / "icons.done"
-    if not marker.exists():
-        cs = load_colorset(32, 0, log=lambda s: None)
-        for split, folder in out.items():
-            cs.write_folder(split, folder)
-        marker.write_text("")
-    return out
-
-
 def _train(name: str, spec: tuple, train_folder: Path, root: Path, seed: int, log: Log) -> dict:
-    from ganforge.bench.recipe import train_variant
+    from ganforge.bench.recipe import train_or_reuse
 
     preset, steps, sets = spec
-    out = Path(root) / f"{name}-s{seed}"
-    done = out / "bench_row.json"
     sets = [f"data.spec=folder:{train_folder}", "eval.final=false", *sets]
-    if done.exists() and json.loads(done.read_text()).get("sets") == sets:
-        log(f"colour: {name}: finished before, reused")
-        return json.loads(done.read_text())
-    row = {**train_variant(name, sets, out, seed, preset, steps=steps), "sets": sets, "preset": preset}
-    done.write_text(json.dumps(row))
-    log(f"colour: {name}: {row['steps']} steps, {row['cpu_s']} CPU s")
-    return row
+    row = train_or_reuse(name, preset, sets, Path(root) / f"{name}-s{seed}", seed, steps, lambda s: log(f"colour: {s}"))
+    return {**row, "variant": name}
 
 
 def _score(row: dict, refs: dict[str, Path], n: int, seed: int, log: Log) -> dict:
@@ -100,7 +78,9 @@ def main(variants: Sequence[str] = tuple(VARIANTS), root: Path = Path("runs/benc
          log: Log = print) -> list[dict]:
     from ganforge.bench.markdown import machine_info, write_block
 
-    folders = _folders(root)
+    from ganforge.bench.colorset import split_folders
+
+    folders = split_folders(root, ("train", "val", "test"))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         rows = list(pool.map(lambda v: _train(v, VARIANTS[v], folders["train"], root, seed, log), variants))
     rows = [_score(r, folders, n, seed, log) for r in rows]

@@ -8,7 +8,6 @@ Runs are kept under ``root`` and reused when finished, so a rerun of the bench o
 """
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -25,29 +24,17 @@ RUNS = {
 }
 
 
-def _train_one(job: tuple, seed: int, log: Callable[[str], None]) -> Path:
-    from ganforge.bench.recipe import train_variant
-
-    name, preset, steps, sets, out = job
-    done = out / "bench_row.json"
-    if done.exists() and json.loads(done.read_text()).get("sets") == sets:
-        log(f"gan sets: {name}: finished before, reused")
-        return out
-    row = train_variant(name, [*sets, "eval.final=false"], out, seed, preset, steps=steps)
-    done.write_text(json.dumps({**row, "sets": sets}))
-    log(f"gan sets: {name}: {row['steps']} steps, {row['cpu_s']} CPU s")
-    return out
-
-
 def gan_sets(data: str, spec: str, n: int, side: int, root: Path, seed: int = 0, parallel: int = 2,
              log: Callable[[str], None] = print) -> list[tuple[str, str, torch.Tensor]]:
     """(name, "graded", ``n`` samples at ``side`` px) for every run of ``RUNS[data]``, trained on ``spec``."""
     from ganforge.apps.sampling import load_generator
+    from ganforge.bench.recipe import train_or_reuse
 
     jobs = [(f"{family}, {steps} steps", preset, steps, [f"data.spec={spec}", *sets],
              Path(root) / data / f"{family}-{steps}") for family, preset, steps, sets in RUNS[data]]
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        outs = list(pool.map(lambda j: _train_one(j, seed, log), jobs))
+        outs = list(pool.map(lambda j: Path(train_or_reuse(j[0], j[1], [*j[3], "eval.final=false"], j[4], seed, j[2],
+                                                           lambda s: log(f"gan sets: {s}"))["run"]), jobs))
     sets = []
     for job, out in zip(jobs, outs):
         x = load_generator(out, "cpu").sample(n, seed=seed)
@@ -62,11 +49,6 @@ def train_spec(data: str, root: Path) -> str:
     written once as a folder under ``root``)."""
     if data == "digits":
         return "mnist-embedded"
-    folder = Path(root) / data / "train-images"
-    marker = folder.with_suffix(".done")  # beside the folder: a file inside it would be read as an image
-    if not marker.exists():
-        from ganforge.bench.colorset import load_colorset
+    from ganforge.bench.colorset import split_folders
 
-        load_colorset(32, 0, log=lambda s: None).write_folder("train", folder)
-        marker.write_text("")
-    return f"folder:{folder}"
+    return f"folder:{split_folders(Path(root) / data, ('train',))['train']}"

@@ -79,6 +79,20 @@ def train_variant(name: str, overrides: Sequence[str], out: Path, seed: int, pre
             "command": shlex.join(["ganforge", *cmd[3:]])}
 
 
+def train_or_reuse(name: str, preset: str, sets: Sequence[str], out: Path, seed: int, steps: Optional[int] = None,
+                   log: Callable[[str], None] = print) -> dict:
+    """``train_variant``, unless ``out`` holds a run finished with the same overrides (its row is kept in
+    ``bench_row.json``): a rerun of a bench then only rescores."""
+    done = Path(out) / "bench_row.json"
+    if done.exists() and json.loads(done.read_text()).get("sets") == list(sets):
+        log(f"{name}: finished before, reused")
+        return json.loads(done.read_text())
+    row = {**train_variant(name, sets, out, seed, preset, steps=steps), "sets": list(sets), "preset": preset}
+    done.write_text(json.dumps(row))
+    log(f"{name}: {row['steps']} steps, {row['cpu_s']} CPU s")
+    return row
+
+
 def score(row: dict, seed: int, n: int = 5000) -> dict:
     from ganforge.apps.evaluate import evaluate
 

@@ -314,8 +314,8 @@ def bench_metric_agreement(
     judge_limit: Optional[int] = typer.Option(None, "--judge-limit", min=20, help="Judge training images "
                                               "(default: all)."),
     seed: int = typer.Option(0, "--seed"),
-    gan_runs: bool = typer.Option(True, "--gan-runs/--no-gan-runs", help="Also rank samples of GANs (dcgan and "
-                                  "mlp at several budgets) trained on the judge's part."),
+    gan_runs: bool = typer.Option(True, "--gan-runs/--no-gan-runs", help="Also rank samples of GANs (two families "
+                                  "at several budgets) trained on the judge's part."),
     out: Path = typer.Option(Path("runs/bench-metric-agreement"), "--out", help="Where the GAN runs are trained "
                              "(finished runs are reused)."),
     write: Optional[Path] = typer.Option(None, "--write", help="Replace the metric-agreement block of this "
