@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ganforge"
 
 # lowest first; a module may import its own layer and those before it, never one after it
 LAYERS = [
-    ("utilities", ["errors", "io_utils", "memory", "devices", "config_base", "checkpoint", "viz"]),
+    ("utilities", ["errors", "io_utils", "memory", "devices", "config_base", "checkpoint", "viz", "defaults"]),
     ("data", ["data"]),
     ("families", ["families"]),
     ("metrics", ["metrics"]),

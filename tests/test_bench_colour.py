@@ -33,3 +33,14 @@ def test_every_variant_names_a_preset_and_the_baseline_is_one():
 def test_an_unknown_variant_is_refused_in_one_line(tmp_path):
     res = CliRunner().invoke(app, ["bench", "colour", "--variants", "biggan", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "biggan" in res.output and not (tmp_path / "r").exists()
+
+
+def test_a_scaled_budget_multiplies_every_variants_steps_and_keeps_its_own_runs_and_table(tmp_path):
+    from ganforge.config import load_config
+
+    assert cq.budget(cq.VARIANTS["dcgan-small"], 10 / 3) == round(load_config("dcgan-small").train.steps * 10 / 3)
+    assert cq.budget(cq.VARIANTS["r3gan-small"], 2) == 2 * cq.VARIANTS["r3gan-small"][1]
+    assert cq.run_folder(tmp_path, "r3gan-small", 0, 1.0) == tmp_path / "r3gan-small-s0"
+    assert cq.run_folder(tmp_path, "r3gan-small", 0, 3.3) == tmp_path / "r3gan-small-s0-x3.3"
+    md = cq.render([_row("dcgan-small", 100.0)], {"cpu": "c", "logical_cores": 2, "torch": "x"}, "cmd", scale=3.3)
+    assert md.startswith("<!-- bench:colour-x3.3:start -->") and md.endswith("<!-- bench:colour-x3.3:end -->")

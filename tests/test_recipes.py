@@ -82,12 +82,27 @@ def test_r1_changes_the_discriminator_update(tmp_path, tiny):
 
 
 def test_the_default_preset_validates_and_trains_as_shipped(tmp_path):
-    """`ganforge train` with no arguments: the preset's own networks, batch and optimiser, a few steps on CPU."""
+    """`ganforge train` with no arguments: the preset's own networks, batch, loss and optimiser, a few steps on CPU."""
     from ganforge.config import load_config
+    from ganforge.defaults import DEFAULT_PRESET
 
-    cfg = load_config("dcgan-mnist", ["train.steps=3", "train.device=cpu"])
+    cfg = load_config(DEFAULT_PRESET, ["train.steps=3", "train.device=cpu"])
     assert (cfg.model.g_width, cfg.model.d_width, cfg.train.batch_size) == (32, 32, 32)
-    assert load_config("dcgan-mnist").train.steps == 3500  # a fixed step budget: the same run on every machine
+    assert (cfg.train.loss, cfg.train.r1_gamma, cfg.train.r2_gamma) == ("rpgan", 0.1, 0.1)  # R3GAN's loss (issue 36)
+    assert load_config(DEFAULT_PRESET).train.steps == 2500  # a fixed step budget: the same run on every machine
     summary = train(cfg, tmp_path / "run", **quiet)
     assert summary.steps == 3 and math.isfinite(summary.last["loss_g"]) and math.isfinite(summary.last["loss_d"])
     assert (tmp_path / "run" / "real_vs_fake.png").is_file()
+
+
+def test_train_with_no_preset_trains_the_default(tmp_path):
+    """The CLI's default and its help name the same preset, and a run with no preset is that preset."""
+    from typer.testing import CliRunner
+
+    from ganforge.cli import app
+    from ganforge.defaults import DEFAULT_PRESET
+
+    runner = CliRunner()
+    assert DEFAULT_PRESET in runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    res = runner.invoke(app, ["train", "--dry-run", "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0 and f"dry run ok: {DEFAULT_PRESET}:" in res.output

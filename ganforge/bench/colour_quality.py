@@ -19,24 +19,45 @@ from typing import Callable, Optional, Sequence
 import torch
 
 Log = Callable[[str], None]
-RPGAN = ["train.loss=rpgan", "train.r1_gamma=0.1", "train.r2_gamma=0.1", "train.r1_every=4", "train.real_label=1.0"]
+def rpgan(gamma: float) -> list[str]:
+    """R3GAN's loss with R1 = R2 = gamma, lazily every 4 steps, no label smoothing."""
+    return ["train.loss=rpgan", f"train.r1_gamma={gamma:g}", f"train.r2_gamma={gamma:g}", "train.r1_every=4",
+            "train.real_label=1.0"]
+
+
+
 # (name, preset, steps or None for the preset's own, --set overrides)
 VARIANTS = {
     "dcgan-small": ("dcgan-small", None, []),  # ~180 CPU s on one Xeon thread: the budget every variant gets
     "dcgan-small-no-ada": ("dcgan-small", None, ["train.augment=none"]),
-    "dcgan-small-rpgan": ("dcgan-small", 2150, RPGAN),  # the penalties cost ~40% a step
+    "dcgan-small-rpgan": ("dcgan-small", 2150, rpgan(0.1)),  # the penalties cost ~40% a step
+    "dcgan-small-rpgan-g1": ("dcgan-small", 2150, rpgan(1.0)),
     "stylegan-small": ("stylegan-small", 500, []),
     "r3gan-small": ("r3gan-small", 640, []),
 }
 BASELINE = "dcgan-small"
 
 
-def _train(name: str, spec: tuple, train_folder: Path, root: Path, seed: int, log: Log) -> dict:
+def budget(spec: tuple, scale: float) -> int:
+    """A variant's steps at ``scale`` times the bench's budget (scale 1: about dcgan-small's own CPU time)."""
+    from ganforge.config import load_config
+
+    preset, steps, _ = spec
+    return max(1, round((steps or load_config(preset).train.steps) * scale))
+
+
+def run_folder(root: Path, name: str, seed: int, scale: float) -> Path:
+    return Path(root) / (f"{name}-s{seed}" if scale == 1 else f"{name}-s{seed}-x{scale:g}")
+
+
+def _train(name: str, spec: tuple, train_folder: Path, root: Path, seed: int, scale: float, log: Log) -> dict:
     from ganforge.bench.recipe import train_or_reuse
 
     preset, steps, sets = spec
     sets = [f"data.spec=folder:{train_folder}", "eval.final=false", *sets]
-    row = train_or_reuse(name, preset, sets, Path(root) / f"{name}-s{seed}", seed, steps, lambda s: log(f"colour: {s}"))
+    steps = steps if scale == 1 else budget(spec, scale)
+    row = train_or_reuse(name, preset, sets, run_folder(root, name, seed, scale), seed, steps,
+                         lambda s: log(f"colour: {s}"))
     return {**row, "variant": name}
 
 
@@ -57,10 +78,15 @@ def _score(row: dict, refs: dict[str, Path], n: int, seed: int, log: Log) -> dic
     return row
 
 
-def render(rows: Sequence[dict], info: dict, command: str) -> str:
+def block_name(scale: float) -> str:
+    """Each budget keeps its own table: ``colour`` at the bench's budget, ``colour-x3.3`` at 3.3 times it."""
+    return "colour" if scale == 1 else f"colour-x{scale:g}"
+
+
+def render(rows: Sequence[dict], info: dict, command: str, scale: float = 1.0) -> str:
     from ganforge.bench.markdown import markers
 
-    start, end = markers("colour")
+    start, end = markers(block_name(scale))
     base = next((r for r in rows if r["variant"] == BASELINE), None)
     lines = [start, "", f"{time.strftime('%Y-%m-%d')}; {info['cpu']}, {info['logical_cores']} logical cores, torch "
              f"{info['torch']}, 1 thread per run. Command: `{command}`", "",
@@ -75,17 +101,17 @@ def render(rows: Sequence[dict], info: dict, command: str) -> str:
 
 def main(variants: Sequence[str] = tuple(VARIANTS), root: Path = Path("runs/bench-colour"), n: int = 1000,
          seed: int = 0, jobs: int = 2, write: Optional[Path] = None, command: str = "ganforge bench colour",
-         log: Log = print) -> list[dict]:
+         scale: float = 1.0, log: Log = print) -> list[dict]:
     from ganforge.bench.markdown import machine_info, write_block
 
     from ganforge.bench.colorset import split_folders
 
     folders = split_folders(root, ("train", "val", "test"))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        rows = list(pool.map(lambda v: _train(v, VARIANTS[v], folders["train"], root, seed, log), variants))
+        rows = list(pool.map(lambda v: _train(v, VARIANTS[v], folders["train"], root, seed, scale, log), variants))
     rows = [_score(r, folders, n, seed, log) for r in rows]
-    block = render(rows, machine_info(torch.device("cpu")), command)
+    block = render(rows, machine_info(torch.device("cpu")), command, scale)
     log(block)
     if write is not None:
-        write_block(Path(write), "colour", block)
+        write_block(Path(write), block_name(scale), block)
     return rows

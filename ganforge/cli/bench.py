@@ -108,7 +108,7 @@ def bench_quality(
     jobs: int = typer.Option(2, "--jobs", min=1, help="With --ablation: variants trained at once."),
     only: Optional[str] = typer.Option(None, "--only", help="With --ablation: comma-separated variant names."),
 ) -> None:
-    """The default dcgan-mnist recipe vs the seeds' plain DCGAN loop, same CPU budget, grids side by side."""
+    """The dcgan-mnist recipe (the default until issue 36) vs the seeds' plain DCGAN loop, same CPU budget, grids side by side."""
     from ganforge.bench import quality
     _check_bench_outputs(out, write)
 
@@ -348,7 +348,10 @@ def bench_colour(
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/bench-colour"), "--out", help="Where the runs are trained (finished runs "
                              "with the same settings are rescored, not retrained)."),
-    write: Optional[Path] = typer.Option(None, "--write", help="Replace the colour block of this markdown file."),
+    scale: float = typer.Option(1.0, "--scale", min=0.01, help="Multiply every variant's steps (1: about "
+                                "dcgan-small's own CPU time, ~3 minutes on a Xeon core; 3.3: ~10 minutes)."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the colour block (colour-xSCALE when scaled) "
+                                         "of this markdown file."),
 ) -> None:
     """Colour quality at 32 px on the icon set at equal CPU time: FID[ssl-conv] on held-out icons, sample grids."""
     from ganforge.bench import colour_quality as bench
@@ -356,6 +359,6 @@ def bench_colour(
     _check_bench_outputs(out, write)
     names = _bench_names(variants, tuple(bench.VARIANTS), "variant")
     command = _bench_command("colour", {"--variants": ",".join(names), "--n": n, "--jobs": jobs, "--seed": seed,
-                                        "--out": out, "--write": write})
-    bench.main(names, root=out, n=n, seed=seed, jobs=jobs, write=write, command=command,
+                                        "--scale": None if scale == 1 else scale, "--out": out, "--write": write})
+    bench.main(names, root=out, n=n, seed=seed, jobs=jobs, write=write, command=command, scale=scale,
                log=lambda s: typer.echo(s, err=True))

@@ -9,6 +9,7 @@ import typer
 
 from ganforge.cli.app import app
 from ganforge.cli.errors import fail
+from ganforge.defaults import DEFAULT_PRESET
 
 
 @app.command()
@@ -29,7 +30,7 @@ def presets(show: Optional[str] = typer.Option(None, "--show", help="Print the f
 @app.command()
 def train(
     preset: Optional[str] = typer.Argument(None, help="Preset name (see 'ganforge presets') or a YAML config path "
-                                           "[default: dcgan-mnist]."),
+                                           f"(default: {DEFAULT_PRESET})."),
     data: Optional[str] = typer.Option(None, "--data", help="mnist-embedded | mnist | fashion-mnist | cifar10 | svhn | celeba | folder:PATH | ring8 | grid25 | paired:PATH | unpaired:PATH | digits-sr | ..."),
     direction: Optional[str] = typer.Option(None, "--direction", help="Translation data: AtoB (default) or BtoA."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Where torchvision datasets live (default: data)."),
@@ -52,7 +53,8 @@ def train(
                                      "(tensorboard --logdir runs); needs pip install 'ganforge[tensorboard]'."),
     detect_anomaly: bool = typer.Option(False, "--detect-anomaly", help="Autograd anomaly detection (slow): names the op that made a NaN."),
 ) -> None:
-    """Train a GAN. With no arguments: the dcgan-mnist preset on the embedded MNIST digits (no download)."""
+    """Train a GAN. With no arguments: the default preset, dcgan-mnist-rpgan, on the embedded MNIST digits (no
+    download)."""
     from ganforge.config import apply_overrides, load_config, load_run_config, validate
     from ganforge.apps.training import train as run_training
 
@@ -79,7 +81,7 @@ def train(
     else:
         if init_from is not None:
             values["init_from"] = str(init_from)  # recorded in config.yaml, for the report and 'ganforge runs'
-        cfg = load_config(preset or "dcgan-mnist", list(set_), values)
+        cfg = load_config(preset or DEFAULT_PRESET, list(set_), values)
         run_dir = out or Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         summary = run_training(cfg, None if dry_run else run_dir, resume=resume is not None, dry_run=dry_run,

@@ -15,7 +15,6 @@ from ganforge.config.schema import (ADA_KEYS, RUN_KEYS, smooths, SWITCHED_OFF, R
 from ganforge.errors import UserError
 
 
-
 def _preset_dir():
     return resources.files("ganforge") / "presets"
 
