@@ -30,6 +30,7 @@ def rpgan(gamma: float) -> list[str]:
 VARIANTS = {
     "dcgan-small": ("dcgan-small", None, []),  # ~180 CPU s on one Xeon thread: the budget every variant gets
     "dcgan-small-no-ada": ("dcgan-small", None, ["train.augment=none"]),
+    "dcgan-small-diffaugment": ("dcgan-small", None, ["train.augment=none", "train.diffaugment=color,translation,cutout"]),
     "dcgan-small-rpgan": ("dcgan-small", 2150, rpgan(0.1)),  # the penalties cost ~40% a step
     "dcgan-small-rpgan-g1": ("dcgan-small", 2150, rpgan(1.0)),
     "stylegan-small": ("stylegan-small", 500, []),
