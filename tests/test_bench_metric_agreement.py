@@ -70,7 +70,26 @@ def test_gan_sets_are_trained_on_the_judges_part_sampled_at_the_pools_side_and_r
     [(name, kind, x)] = sets
     assert name == "mlp, 2 steps" and kind == "graded"
     assert x.shape == (24, 1, 32, 32) and x.min() >= -1 and x.max() <= 1  # the mlp draws 28 px: resized
-    cfg = load_run_config(tmp_path / "digits" / "mlp-2")
+    cfg = load_run_config(tmp_path / "digits" / "mlp-2-s0")
     assert cfg.data.split == "train" and cfg.train.steps == 2  # never the held-out digits the sets are scored on
     again = gan_sets.gan_sets("digits", "mnist-embedded", 24, 32, tmp_path, log=logs.append)
     assert any("reused" in line for line in logs) and torch.equal(again[0][2], x)
+    logs.clear()
+    other = gan_sets.gan_sets("digits", "mnist-embedded", 24, 32, tmp_path, seed=1, log=logs.append)
+    assert not any("reused" in line for line in logs)  # another seed is another run, never seed 0's rescored
+    assert load_run_config(tmp_path / "digits" / "mlp-2-s1").train.seed == 1 and not torch.equal(other[0][2], x)
+
+
+def test_a_folder_holding_a_run_with_other_settings_is_refused_not_rescored(tmp_path):
+    import json
+
+    from ganforge.bench.recipe import train_or_reuse
+    from ganforge.errors import UserError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "bench_row.json").write_text(json.dumps({"sets": ["a=1"], "preset": "dcgan-mnist", "seed": 0,
+                                                    "steps_asked": 5, "run": str(out)}))
+    assert train_or_reuse("v", "dcgan-mnist", ["a=1"], out, 0, 5, log=lambda s: None)["run"] == str(out)
+    with pytest.raises(UserError, match="other settings \\(seed\\)"):
+        train_or_reuse("v", "dcgan-mnist", ["a=1"], out, 1, 5, log=lambda s: None)

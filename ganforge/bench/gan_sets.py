@@ -31,7 +31,7 @@ def gan_sets(data: str, spec: str, n: int, side: int, root: Path, seed: int = 0,
     from ganforge.bench.recipe import train_or_reuse
 
     jobs = [(f"{family}, {steps} steps", preset, steps, [f"data.spec={spec}", *sets],
-             Path(root) / data / f"{family}-{steps}") for family, preset, steps, sets in RUNS[data]]
+             Path(root) / data / f"{family}-{steps}-s{seed}") for family, preset, steps, sets in RUNS[data]]
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         outs = list(pool.map(lambda j: Path(train_or_reuse(j[0], j[1], [*j[3], "eval.final=false"], j[4], seed, j[2],
                                                            lambda s: log(f"gan sets: {s}"))["run"]), jobs))

@@ -81,13 +81,19 @@ def train_variant(name: str, overrides: Sequence[str], out: Path, seed: int, pre
 
 def train_or_reuse(name: str, preset: str, sets: Sequence[str], out: Path, seed: int, steps: Optional[int] = None,
                    log: Callable[[str], None] = print) -> dict:
-    """``train_variant``, unless ``out`` holds a run finished with the same overrides (its row is kept in
-    ``bench_row.json``): a rerun of a bench then only rescores."""
+    """``train_variant``, unless ``out`` holds a run finished with the same preset, overrides, seed and steps (its
+    row is kept in ``bench_row.json``): a rerun of a bench then only rescores, and never scores another seed's run."""
     done = Path(out) / "bench_row.json"
-    if done.exists() and json.loads(done.read_text()).get("sets") == list(sets):
-        log(f"{name}: finished before, reused")
-        return json.loads(done.read_text())
-    row = {**train_variant(name, sets, out, seed, preset, steps=steps), "sets": list(sets), "preset": preset}
+    settings = {"sets": list(sets), "preset": preset, "seed": seed, "steps_asked": steps}
+    if done.exists():
+        kept = json.loads(done.read_text())
+        differ = [k for k, v in settings.items() if kept.get(k) != v]
+        if not differ:
+            log(f"{name}: finished before, reused")
+            return kept
+        raise UserError(f"{out} holds a {name} run trained with other settings ({', '.join(differ)}): "
+                        "pass another --out, or delete that folder to retrain")
+    row = {**train_variant(name, sets, out, seed, preset, steps=steps), **settings}
     done.write_text(json.dumps(row))
     log(f"{name}: {row['steps']} steps, {row['cpu_s']} CPU s")
     return row
