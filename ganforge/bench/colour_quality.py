@@ -19,18 +19,20 @@ from typing import Callable, Optional, Sequence
 import torch
 
 Log = Callable[[str], None]
+
+
 def rpgan(gamma: float) -> list[str]:
     """R3GAN's loss with R1 = R2 = gamma, lazily every 4 steps, no label smoothing."""
     return ["train.loss=rpgan", f"train.r1_gamma={gamma:g}", f"train.r2_gamma={gamma:g}", "train.r1_every=4",
             "train.real_label=1.0"]
 
 
-
 # (name, preset, steps or None for the preset's own, --set overrides)
 VARIANTS = {
     "dcgan-small": ("dcgan-small", None, []),  # ~180 CPU s on one Xeon thread: the budget every variant gets
     "dcgan-small-no-ada": ("dcgan-small", None, ["train.augment=none"]),
-    "dcgan-small-diffaugment": ("dcgan-small", None, ["train.augment=none", "train.diffaugment=color,translation,cutout"]),
+    "dcgan-small-diffaugment": ("dcgan-small", None,
+                                ["train.augment=none", "train.diffaugment=color,translation,cutout"]),
     "dcgan-small-rpgan": ("dcgan-small", 2150, rpgan(0.1)),  # the penalties cost ~40% a step
     "dcgan-small-rpgan-g1": ("dcgan-small", 2150, rpgan(1.0)),
     "stylegan-small": ("stylegan-small", 500, []),

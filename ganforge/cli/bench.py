@@ -108,7 +108,8 @@ def bench_quality(
     jobs: int = typer.Option(2, "--jobs", min=1, help="With --ablation: variants trained at once."),
     only: Optional[str] = typer.Option(None, "--only", help="With --ablation: comma-separated variant names."),
 ) -> None:
-    """The dcgan-mnist recipe (the default until issue 36) vs the seeds' plain DCGAN loop, same CPU budget, grids side by side."""
+    """The dcgan-mnist recipe (the default until issue 36) vs the seeds' plain DCGAN loop, same CPU budget, grids
+    side by side."""
     from ganforge.bench import quality
     _check_bench_outputs(out, write)
 
