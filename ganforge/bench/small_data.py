@@ -31,7 +31,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ganforge.bench.markdown import machine_info, write_block
-from ganforge.bench.recipe import train_variant
+from ganforge.bench.recipe import train_or_reuse, train_variant
 from ganforge.errors import UserError
 
 SIZES = (100, 500, 2000)
@@ -125,17 +125,10 @@ def _final_p(run: Path) -> Optional[float]:
 
 def _digit_run(name: str, sets: list[str], out: Path, seed: int, reference: torch.Tensor, log: Log) -> dict:
     """One digits run, trained (or found finished with the same settings under ``out``) and scored."""
-    saved = out / "bench_row.json"
-    if saved.exists():
-        row = json.loads(saved.read_text())
-        if row.get("sets") != sets:
-            raise UserError(f"{out} holds a run with other settings than {name}'s: pass another --out")
-        log(f"small-data: {name} seed {seed}: finished before, reused")
-    else:
-        row = {**train_variant(name, sets, out, seed, DIGIT_PRESET), "sets": sets, "seed": seed}
+    row = train_or_reuse(name, DIGIT_PRESET, sets, out, seed, log=lambda s: log(f"small-data: seed {seed}: {s}"))
     if "fid" not in row:
         row.update(score_run(out, reference, seed=seed), ada_p=_final_p(out))
-        saved.write_text(json.dumps(row))
+        (out / "bench_row.json").write_text(json.dumps(row))
     log(f"small-data: {name} seed {seed}: {row['steps']} steps, {row['cpu_s']} CPU s, fid {row['fid']:.2f}")
     return row
 
