@@ -205,6 +205,28 @@ def test_ada_trains_with_the_other_tricks(tmp_path, family, extra):
     assert all(all(v == v for v in r.values() if isinstance(v, float)) for r in recs)  # no NaN
 
 
+def _ada_log(run_dir) -> list[tuple[float, float]]:
+    recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["ada_p"], r["ada_rt"]) for r in recs if "ada_rt" in r]
+
+
+def test_with_rpgan_adas_r_t_ignores_a_drift_of_ds_output(tmp_path, monkeypatch):
+    """RpGAN (and R1, R2) see only differences of D's outputs, so a D whose logits all sit 50 higher trains alike;
+    r_t must read the same, not sign(D(x)) = +1 everywhere, which drove p to 1 and G to garbage on colour."""
+    from ganforge.families.dcgan import DCGANDiscriminator
+
+    cfg = tiny_config("dcgan", steps=12, log_every=1, augment="ada", ada_kimg=1.0, ada_interval=2, loss="rpgan",
+                      r1_gamma=0.1, r2_gamma=0.1, real_label=1.0)
+    train(cfg, tmp_path / "plain", **quiet)
+    forward = DCGANDiscriminator.forward
+    monkeypatch.setattr(DCGANDiscriminator, "forward", lambda self, x, y=None: forward(self, x, y) + 50.0)
+    train(cfg, tmp_path / "drifted", **quiet)
+    plain, drifted = _ada_log(tmp_path / "plain"), _ada_log(tmp_path / "drifted")
+    assert len(plain) >= 5 and any(rt < 1.0 for _, rt in plain)
+    assert [p for p, _ in drifted] == pytest.approx([p for p, _ in plain], abs=1e-6)
+    assert [rt for _, rt in drifted] == pytest.approx([rt for _, rt in plain], abs=1e-6)
+
+
 def test_a_rollback_puts_adas_state_back_with_the_checkpoint(tmp_path, monkeypatch):
     from test_reliability import events, poison_g_loss
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ganforge.families.parts.losses import (LOSSES, canonical_loss, d_loss, drift_penalty, feature_matching_loss, g_loss,
-                             gradient_penalty, lazy_weight, r1_penalty)
+                             gradient_penalty, lazy_weight, r1_penalty, real_margin)
 
 CPU = torch.device("cpu")
 REAL = [1.5, -0.5, 0.2, 3.0]
@@ -108,6 +108,27 @@ def test_unknown_loss_names_the_choices(call):
     with pytest.raises(ValueError, match="wasserstein") as err:
         call()
     assert all(name in str(err.value) for name in LOSSES + ("nonsaturating",))
+
+
+def test_real_margin_is_measured_from_each_losss_decision_boundary():
+    real, fake = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 3.0, -1.0])  # fakes' mean logit 1.0
+    for kind in ("bce", "minimax", "hinge", "nonsaturating"):
+        assert torch.equal(real_margin(real, fake, kind, 0.9), real)  # ADA's E[sign(D(x))] as the paper has it
+    assert torch.allclose(real_margin(real, fake, "lsgan", 0.9), real - 0.45)  # halfway between targets 0 and 0.9
+    for kind in ("rpgan", "wgan", "wgan-gp"):
+        assert torch.equal(real_margin(real, fake, kind), torch.tensor([1.0, -2.0, -0.5]))
+
+
+@pytest.mark.parametrize("kind", ["rpgan", "wgan", "wgan-gp"])
+def test_real_margin_of_an_offset_free_loss_ignores_the_drift_of_ds_output(kind):
+    """These losses see only differences of D's outputs, so adding a constant to all of them changes nothing
+    D learns; the margin (and so ADA's r_t) must not change either, where sign(D(x)) would flip to all +1."""
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(64, generator=g), torch.randn(64, generator=g)
+    assert d_loss(real + 7.0, fake + 7.0, kind)[0] + d_loss(real + 7.0, fake + 7.0, kind)[1] == pytest.approx(
+        (d_loss(real, fake, kind)[0] + d_loss(real, fake, kind)[1]).item(), abs=1e-5)
+    assert torch.allclose(real_margin(real + 7.0, fake + 7.0, kind), real_margin(real, fake, kind), atol=1e-5)
+    assert torch.sign(real + 7.0).mean() == 1.0 and torch.sign(real_margin(real + 7.0, fake + 7.0, kind)).mean() < 0.5
 
 
 def _linear_critic(norm: float, dim: int = 12) -> tuple[torch.Tensor, object]:

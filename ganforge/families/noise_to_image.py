@@ -145,7 +145,7 @@ class GanTrainer(AdaTrainer, Trainer):
         loss = loss_real + loss_fake
         stats = {"loss_d": loss, "loss_d_real": loss_real, "loss_d_fake": loss_fake,
                  "d_real": self._as_stat(real_logits), "d_fake": self._as_stat(fake_logits),
-                 **self.ada_observe(real_logits)}
+                 **self.ada_observe(real_logits, fake_logits, tc.loss, tc.real_label)}
         if tc.loss in ("wgan", "wgan-gp"):
             stats["wasserstein"] = real_logits.mean() - fake_logits.mean()
         if tc.gradient_penalty > 0:

@@ -375,7 +375,8 @@ class ProganTrainer(AdaTrainer, Trainer):
         drift = losses.drift_penalty(real_logits, self.mc.drift)
         loss = loss_real + loss_fake + drift
         stats = {"loss_d": loss_real + loss_fake, "wasserstein": real_logits.mean() - fake_logits.mean(),
-                 "drift": drift, **self.growth_stats(), **self.ada_observe(real_logits)}
+                 "drift": drift, **self.growth_stats(),
+                 **self.ada_observe(real_logits, fake_logits, tc.loss, tc.real_label)}
         if tc.gradient_penalty > 0:
             gp, norm = losses.gradient_penalty(self.d_logits, real, fake)
             loss = loss + tc.gradient_penalty * gp

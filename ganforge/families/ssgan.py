@@ -215,7 +215,7 @@ class SsganTrainer(AdaTrainer, Trainer):
                       "loss_d_fake": loss_fake, "d_real": torch.sigmoid(real_logit).mean(),
                       "d_fake": torch.sigmoid(fake_logit).mean(),
                       "train_accuracy": (logits_lab.argmax(1) == y_lab).float().mean(),
-                      **self.ada_observe(real_logit)}
+                      **self.ada_observe(real_logit, fake_logit, "bce")}
 
     def g_main(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         D, G = self.nets["D"], self.nets["G"]

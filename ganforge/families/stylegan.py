@@ -378,7 +378,7 @@ class StyleganTrainer(AdaTrainer, Trainer):
         loss = loss_real + loss_fake
         return loss, {"loss_d": loss, "loss_d_real": loss_real, "loss_d_fake": loss_fake,
                       "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean(),
-                      **self.ada_observe(real_logits)}
+                      **self.ada_observe(real_logits, fake_logits, self.kind)}
 
     def d_reg(self, batch: Batch, step: int) -> tuple[torch.Tensor, StatDict]:
         """Lazy R1 (Mescheder et al. 2018; StyleGAN2): gamma/2 E||grad_x D(x)||^2 every ``r1_every`` steps,

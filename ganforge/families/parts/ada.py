@@ -2,7 +2,9 @@
 
 Every image D sees, real and fake, in every phase of D and G (R1 included: the penalty is taken on the augmented
 reals), goes through one differentiable pipeline; each transform fires per sample with probability ``p``, and the
-controller moves ``p`` so that D's overconfidence on reals, r_t = E[sign(D(real))], stays near a target.
+controller moves ``p`` so that D's overconfidence on reals, r_t = E[sign(D(real))], stays near a target (D's
+logits measured from its decision boundary, ``losses.real_margin``: for the relativistic and critic losses,
+whose logits have no fixed zero, from the fakes' mean logit).
 Augmentations that are invertible in distribution do not leak into G's output when p stays below ~0.8.
 
 Written for ganforge from the paper's description, for (N, C, H, W) images in [-1, 1] with C = 1 or 3:
@@ -34,6 +36,8 @@ import math
 from typing import Any, Optional, Union
 
 import torch
+
+from ganforge.families.parts.losses import real_margin
 
 GROUPS = {"b": ("xflip", "rotate90", "xint"), "g": ("scale", "rotate", "aniso", "xfrac"),
           "c": ("brightness", "contrast", "lumaflip", "hue", "saturation")}
@@ -317,7 +321,8 @@ def step_size(interval: int, total_steps: int, fraction: float = RUN_FRACTION) -
 class AdaController:
     """Holds p (a device tensor) and moves it every ``interval`` steps by sign(r_t - target) times either
     ``step`` (p's speed set by the run's length, ``step_size``) or, with ``kimg``, images / (kimg * 1000);
-    r_t = E[sign(D(real logits))] over the reals seen since the last move. ``fixed_p``: p stays there
+    r_t = E[sign(margin)] over the reals seen since the last move, a margin being D's logit on a real measured
+    from its decision boundary (``losses.real_margin``). ``fixed_p``: p stays there
     (r_t is still measured). The accumulators stay on the device; one host read per interval tells whether
     p is 0, so the pipeline can be skipped while it is."""
 
@@ -337,11 +342,11 @@ class AdaController:
         self.measured = 0  # intervals measured so far (host side): r_t means something once this is > 0
         self.active = p0 > 0  # p > 0, as last read on the host
 
-    def observe(self, real_logits: torch.Tensor) -> None:
-        """Add D's logits on (augmented) reals to this interval's tally."""
-        logits = real_logits.detach().float()
-        self.sign_sum = self.sign_sum + torch.sign(logits).sum()
-        self.count = self.count + logits.numel()
+    def observe(self, margins: torch.Tensor) -> None:
+        """Add D's margins on (augmented) reals (``losses.real_margin``) to this interval's tally."""
+        margins = margins.detach().float()
+        self.sign_sum = self.sign_sum + torch.sign(margins).sum()
+        self.count = self.count + margins.numel()
 
     def begin_step(self, step: int) -> None:
         """At every ``interval``-th step: r_t of the last interval, and p moved (unless fixed)."""
@@ -386,7 +391,7 @@ class AdaController:
 
 class AdaTrainer:
     """Mixin of the noise-to-image trainers (put before ``Trainer``): ``self.ada`` (None unless train.augment=ada),
-    ``self.augment(x)`` for every image D sees, ``self.ada_observe(real_logits)`` in D's main phase, ADA's stats,
+    ``self.augment(x)`` for every image D sees, ``self.ada_observe(real, fake, loss)`` in D's main phase, ADA's stats,
     and its state merged into the trainer's extra state."""
 
     ada: Optional[AdaController] = None
@@ -409,11 +414,13 @@ class AdaTrainer:
             return x
         return augment(x, self.ada.current_p, self.ada_pipe, self.ctx.world_size, self.ctx.rank)
 
-    def ada_observe(self, real_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Tally D's real logits; ADA's stats for the phase to return (empty without ADA)."""
+    def ada_observe(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: str,
+                    real_label: float = 1.0) -> dict[str, torch.Tensor]:
+        """Tally D's margins on this batch's reals under the phase's ``loss``; ADA's stats for the phase to return
+        (empty without ADA)."""
         if self.ada is None:
             return {}
-        self.ada.observe(real_logits)
+        self.ada.observe(real_margin(real_logits, fake_logits, loss, real_label))
         return self.ada.stats()
 
     def begin_step(self, step: int) -> None:

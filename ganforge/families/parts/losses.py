@@ -31,6 +31,7 @@ LOSSES = ("minimax", "bce", "lsgan", "wgan", "wgan-gp", "hinge", "rpgan")
 RELATIVISTIC = ("rpgan",)  # the losses whose G term needs D's logits on reals too
 ALIASES = {"nonsaturating": "bce"}
 SMOOTHED = ("minimax", "bce", "lsgan")  # the losses that have a real-label target to smooth
+OFFSET_FREE = ("wgan", "wgan-gp", "rpgan")  # D's output may drift by any constant without changing the loss
 
 
 def canonical_loss(name: str) -> str:
@@ -64,6 +65,23 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "bc
         real = F.relu(1.0 - real_logits).mean()
         fake = F.relu(1.0 + fake_logits).mean()
     return real, fake
+
+
+def real_margin(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "bce",
+                real_label: float = 1.0) -> torch.Tensor:
+    """D's verdict on each real measured from its decision boundary (positive: "real"), detached; ADA's
+    overfitting heuristic r_t is its mean sign. bce, minimax and hinge: the logit itself (the paper's
+    E[sign(D(x))]); lsgan: from halfway between the fake target 0 and the real one. The critic and
+    relativistic losses (``OFFSET_FREE``) only see differences of D's outputs, so their zero drifts freely:
+    there the margin is taken from the mean logit on this batch's fakes, else sign(D(x)) reads the drift
+    (r_t pinned near 1 or -1 whatever D's overfitting) and ADA pushes p to 1."""
+    kind = canonical_loss(kind)
+    real_logits = real_logits.detach().float()
+    if kind in OFFSET_FREE:
+        return real_logits - fake_logits.detach().float().mean()
+    if kind == "lsgan":
+        return real_logits - real_label / 2
+    return real_logits
 
 
 def _paired(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
