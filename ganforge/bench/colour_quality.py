@@ -35,7 +35,7 @@ VARIANTS = {
                                 ["train.augment=none", "train.diffaugment=color,translation,cutout"]),
     "dcgan-small-rpgan": ("dcgan-small", 2150, rpgan(0.1)),  # the penalties cost ~40% a step
     "dcgan-small-rpgan-g1": ("dcgan-small", 2150, rpgan(1.0)),
-    "dcgan-small-rpgan-no-ada": ("dcgan-small", 2900, [*rpgan(0.1), "train.augment=none"]),  # no ADA: ~25% cheaper a step
+    "dcgan-small-rpgan-no-ada": ("dcgan-small", 2900, [*rpgan(0.1), "train.augment=none"]),  # no ADA: 25% cheaper
     "stylegan-small": ("stylegan-small", 500, []),
     "r3gan-small": ("r3gan-small", 640, []),
 }
