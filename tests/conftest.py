@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
@@ -34,6 +35,12 @@ TRANSLATION_DATA = {"pix2pix": "digits-sr", "cyclegan": "digits-thin2thick"}
 def family_model(family: str) -> dict:
     """The model keys that select ``family`` (a FAMILIES key): its family name, and its arch where it has one."""
     return ARCHS.get(family, {"family": family})
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` of a child that a test interrupts: a background job (a CI runner, ``cmd &``) starts with
+    SIGINT ignored, which Python would keep, and Ctrl-C would then not reach the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def tiny_config(family: str = "dcgan", guard: dict | None = None, **train_kw) -> RunConfig:

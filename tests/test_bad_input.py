@@ -16,6 +16,7 @@ import pytest
 from ganforge.errors import UserError
 
 from test_cli import TINY, _assert_user_error, run, trained  # noqa: F401 (trained: a fixture)
+from conftest import sigint_default
 
 UNSAFE_ADVICE = ("allow_pickle", "pickle.load", "weights_only=False", "weights_only set to False", "unsafely")
 
@@ -213,7 +214,8 @@ def test_ctrl_c_before_the_first_checkpoint_removes_the_run_and_says_so(place):
     so, and the same --out works again (no dead end)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "ganforge", "train", "dcgan-mnist", "--steps", "200", "--out", "D",
-                             *TINY], cwd=place, env=env, stderr=subprocess.PIPE, text=True)
+                             *TINY], cwd=place, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)
     deadline = time.monotonic() + 120
     while not (place / "D" / "config.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)

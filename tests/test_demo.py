@@ -26,6 +26,7 @@ from ganforge.apps.demo import attach, load_demo, make_server, png_grid, url_of,
 from ganforge.apps.sampling import load_generator
 from ganforge.apps.training import train
 from ganforge.config import load_config
+from conftest import sigint_default
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
@@ -191,7 +192,7 @@ def cli(*args: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     return subprocess.Popen([sys.executable, "-m", "ganforge", "demo", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default, **kw)
 
 
 def test_bad_run_dirs_and_a_busy_port_are_one_line_exit_2(runs, tmp_path):

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ganforge.errors import UserError
 from test_demo import get, runs, serving, upload_png  # noqa: F401 - the module-scoped fixture of tiny runs
+from conftest import sigint_default
 
 quiet = dict(progress=False, log=lambda s: None)
 
@@ -304,8 +305,7 @@ def test_ctrl_c_during_a_pooled_prepare_says_how_to_resume_and_leaks_nothing(tmp
             "--workers", "2", "--shard-size", "4"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background
-    # job (a CI runner, ``cmd &``) starts with SIGINT ignored, which Python would keep
+                            preexec_fn=sigint_default)
     deadline = time.monotonic() + 240
     while not (out / shards.PROGRESS).is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
