@@ -134,11 +134,13 @@ def _digit_run(name: str, sets: list[str], out: Path, seed: int, reference: torc
 
 
 def run_digits(root: Path, sizes: Sequence[int], augments: Sequence[str], seeds: int, steps: Optional[int],
-               parallel: int, log: Log) -> list[dict]:
-    """Every (size, augmentation, seed) run; one row per (size, augmentation) with its seeds' rows in ``runs``."""
+               parallel: int, log: Log, first_seed: int = 0) -> list[dict]:
+    """Every (size, augmentation, seed) run, seeds ``first_seed`` .. ``first_seed + seeds - 1`` (a later seed can
+    be added on its own and merged by hand); one row per (size, augmentation) with its seeds' rows in ``runs``."""
     reference = test_digits()
     variants = digit_variants(sizes, augments, steps)
-    jobs = [(name, sets, root / name / f"seed{s}", s) for name, sets in variants for s in range(seeds)]
+    jobs = [(name, sets, root / name / f"seed{s}", s) for name, sets in variants
+            for s in range(first_seed, first_seed + seeds)]
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         runs = list(pool.map(lambda j: _digit_run(*j, reference, log), jobs))
     return [aggregate(name, [r for r, j in zip(runs, jobs) if j[0] == name]) for name, _ in variants]
@@ -297,12 +299,12 @@ def main(experiments: Sequence[str] = EXPERIMENTS, out_root: Path = Path("runs/b
          write: Optional[Path] = None, seed: int = 0, jobs: int = 1, steps: Optional[int] = None,
          transfer_steps: int = 1000, color_presets: Sequence[str] = ("dcgan-small", "dcgan-small64"),
          color_steps: Optional[int] = None, sizes: Sequence[int] = SIZES, augments: Sequence[str] = DEFAULT_AUGMENTS,
-         seeds: int = 3, command: str = "ganforge bench small-data",
+         seeds: int = 3, first_seed: int = 0, command: str = "ganforge bench small-data",
          log: Log = lambda s: print(s, file=sys.stderr)) -> str:
     """``steps``/``color_steps`` None: the presets' own budgets. Digits runs go to ``out_root``/digits, where
     finished ones are reused; the transfer and colour runs to a new dated folder."""
     root, dated = Path(out_root), Path(out_root) / time.strftime("%Y%m%d-%H%M%S")
-    digits = run_digits(root / "digits", sizes, augments, seeds, steps, jobs, log) if "digits" in experiments else []
+    digits = run_digits(root / "digits", sizes, augments, seeds, steps, jobs, log, first_seed) if "digits" in experiments else []
     transfer = (run_transfer(dated / "transfer", steps, transfer_steps, 100, seed, jobs, log)
                 if "transfer" in experiments else [])
     color = run_color(dated / "color", color_presets, color_steps, seed, jobs, log) if "color" in experiments else []

@@ -157,7 +157,9 @@ def bench_small_data(
                                  help="Comma-separated: none, diffaugment, ada (speed set by the run's length), "
                                       "ada-paper (ada_kimg 500), ada-bg (no colour), ada-t0.8 (target 0.8), "
                                       "ada-fast (ada_kimg 5)."),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per digits row (0 .. N-1): mean and spread."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per digits row (first .. first+N-1): mean and spread."),
+    first_seed: int = typer.Option(0, "--first-seed", min=0, help="The digits rows' first seed (a later seed alone: "
+                                   "--first-seed 2 --seeds 1)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps of every digits run and of the "
                                         "transfer source (default: dcgan-mnist's own, 3,500)."),
     transfer_steps: int = typer.Option(1000, "--transfer-steps", min=1, help="Steps of the 100-image transfer runs."),
@@ -179,11 +181,12 @@ def bench_small_data(
     if any(n < 1 or n > small_data.FULL for n in size_list):
         fail(f"bad --sizes {sizes!r}: each size must be 1 to {small_data.FULL} (the training digits)")
     command = _bench_command("small-data", {"--experiments": ",".join(names), "--sizes": sizes,
-                                            "--augments": ",".join(augs), "--seeds": seeds, "--steps": steps,
+                                            "--augments": ",".join(augs), "--seeds": seeds,
+                                            "--first-seed": first_seed or None, "--steps": steps,
                                             "--transfer-steps": transfer_steps if "transfer" in names else None,
                                             "--color-steps": color_steps, "--jobs": jobs, "--write": write})
     small_data.main(names, out_root=out, write=write, seed=seed, jobs=jobs, steps=steps, sizes=size_list,
-                    augments=augs, seeds=seeds, transfer_steps=transfer_steps, color_steps=color_steps,
+                    augments=augs, seeds=seeds, first_seed=first_seed, transfer_steps=transfer_steps, color_steps=color_steps,
                     command=command)
 
 
