@@ -17,6 +17,14 @@ def test_spearman_matches_the_textbook_formula_and_handles_ties():
     assert list(ma.ranks([5, 1, 5, 2])) == [3.5, 1.0, 3.5, 2.0]
 
 
+def test_the_ground_truth_is_the_judges_mean_rank_and_their_agreement_the_mean_pairwise_rho():
+    a, b, c = [1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 3.0, 9.0], [10.0, 20.0, 40.0, 30.0]
+    assert list(ma.consensus([a, b, c])) == pytest.approx([4 / 3, 5 / 3, 10 / 3, 11 / 3])
+    pairs = [ma.spearman(a, b), ma.spearman(a, c), ma.spearman(b, c)]
+    assert ma.judges_agreement([a, b, c]) == pytest.approx(sum(pairs) / 3)
+    assert ma.judges_agreement([a]) is None  # one judge: nothing to agree with
+
+
 def test_the_sets_differ_as_named():
     pool = torch.rand(30, 3, 32, 32) * 2 - 1
     y = torch.arange(30) % 3
@@ -36,9 +44,16 @@ def test_the_sets_differ_as_named():
 def test_tiny_run_on_digits(tmp_path, monkeypatch):
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path))
     part = ma.digits_part(limit=50, judge_limit=256)
-    res = ma.run_part(part, ["pixels", "random-conv", "ssl-conv"], judge_epochs=1, ssl_steps=5, log=lambda s: None)
+    res = ma.run_part(part, ["pixels", "random-conv", "ssl-conv"], judge_epochs=1, ssl_steps=5, log=lambda s: None,
+                      judges=2)
     names = [s for s, _ in res["sets"]]
-    for space in ("judge", "pixels", "random-conv", "ssl-conv"):
+    assert list(res["fids"]["judge"]) == pytest.approx(list(ma.consensus([res["fids"]["judge-0"],
+                                                                        res["fids"]["judge-1"]])))
+    assert res["fids"]["judge-0"] != res["fids"]["judge-1"]  # two seeds, two judges
+    assert res["rho_single"]["pixels"] == pytest.approx(np.mean([ma.spearman(res["fids"][f"judge-{k}"],
+                                                                              res["fids"]["pixels"]) for k in (0, 1)]))
+    assert -1 <= res["judge"]["agreement"] <= 1 and len(res["judge"]["accuracies"]) == 2
+    for space in ("judge-0", "judge-1", "pixels", "random-conv", "ssl-conv"):
         f = dict(zip(names, res["fids"][space]))
         assert f["reals"] < f["noise s=0.4"] < f["pure noise"], space  # clearly different, whatever the space
     assert all(-1 <= r <= 1 for r in res["rho"].values())

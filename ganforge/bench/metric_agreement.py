@@ -2,15 +2,17 @@
 
 For each data set (the colour icons of ``bench/colorset.py``; the embedded digits):
 
-* a class judge (``bench/judge.py``) is trained on one part (the icons' train split; the digits' train split);
+* class judges (``bench/judge.py``, three seeds of one recipe) are trained on one part (the icons' train split;
+  the digits' train split);
 * the other part (icons: val + test; digits: the 1,000 held-out test digits, which no training run sees) is cut
   in two: the reference, and a pool every scored set is drawn from;
 * sets of clearly different quality are made from the pool: the reals, noised, blurred and downscaled reals at
   several strengths, colour-shifted reals, reals mixed with noise, one-class subsets, collapsed sets (one image,
   a few images, repeated) and pure noise; and samples of real GANs (two families, several budgets, trained on the
   judge's part: ``bench/gan_sets.py``);
-* each set gets a Fréchet distance to the reference in the judge's feature space (the ground truth) and in each
-  candidate's; Spearman's rho between the two rankings says how far a candidate can be trusted. Precision /
+* each set gets a Fréchet distance to the reference in each judge's feature space and in each candidate's; the
+  ground truth is each set's mean rank over the judges; Spearman's rho between it and a candidate's ranking says
+  how far the candidate can be trusted, and the rho between two judges how far one judge can. Precision /
   recall / coverage (k = 5) in each candidate's space say whether the one-class and collapsed sets are flagged
   (recall under half the clean reals').
 
@@ -190,20 +192,53 @@ def _flag(ref_f: np.ndarray, set_f: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in prdc(ref_f, set_f, k=5).items()}
 
 
+def _train_judges(part: Part, judge_epochs: int, judges: int, seed: int, log) -> tuple[list, dict]:
+    """``judges`` class judges, seeds ``seed``, ``seed + 1000``, ...: the first is the single judge of old."""
+    from ganforge.bench.judge import accuracy, train_judge
+
+    models, infos = [], []
+    for k in range(judges):
+        judge, info = train_judge(part.judge_x, part.judge_y, part.classes, judge_epochs, seed + 1000 * k,
+                                  flip=part.flip, log=log)
+        info["accuracy"] = accuracy(judge, part.pool, part.pool_y)
+        models.append(judge)
+        infos.append(info)
+        log(f"{part.name}: judge {k} accuracy {info['accuracy']:.1%} on {len(part.pool)} unseen images, "
+            f"{info['cpu_seconds']} CPU s")
+    summary = {"judges": judges, "epochs": judge_epochs, "accuracy": float(np.mean([i["accuracy"] for i in infos])),
+               "accuracies": [i["accuracy"] for i in infos],
+               "cpu_seconds": round(sum(i["cpu_seconds"] for i in infos), 1),
+               "chance": float(torch.bincount(part.pool_y).max()) / len(part.pool_y)}
+    return models, summary
+
+
+def consensus(judge_fids: Sequence[Sequence[float]]) -> np.ndarray:
+    """The ground truth of several judges: each set's mean rank over them (Borda). One judge's ranking carries its
+    training noise (two judges of one recipe disagree by several hundredths of rho), which lowers every
+    candidate's rho against it; the mean rank keeps what the judges agree on."""
+    return np.mean([ranks(f) for f in judge_fids], axis=0)
+
+
+def judges_agreement(judge_fids: Sequence[Sequence[float]]) -> Optional[float]:
+    """Mean rho between two judges: the ceiling a candidate can be expected to reach against one judge."""
+    pairs = [spearman(a, b) for i, a in enumerate(judge_fids) for b in judge_fids[i + 1:]]
+    return float(np.mean(pairs)) if pairs else None
+
+
 def run_part(part: Part, candidates: Sequence[str], judge_epochs: int, ssl_steps: Optional[int] = None,
-             seed: int = 0, log: Callable[[str], None] = print, extra_sets: Sequence[tuple] = ()) -> dict:
-    """Every set's FID under the judge and each candidate, rho per candidate, and the one-class/collapsed flags.
+             seed: int = 0, log: Callable[[str], None] = print, extra_sets: Sequence[tuple] = (),
+             judges: int = 3) -> dict:
+    """Every set's FID under each judge and each candidate; rho per candidate against the judges' consensus
+    (``rho``) and, on average, against one judge (``rho_single``); the one-class/collapsed flags.
     ``extra_sets``: more (name, kind, images), e.g. GAN samples (``bench/gan_sets.py``)."""
-    from ganforge.bench.judge import accuracy, judge_features, train_judge
+    from ganforge.bench.judge import judge_features
 
     t0 = time.process_time()
-    judge, info = train_judge(part.judge_x, part.judge_y, part.classes, judge_epochs, seed, flip=part.flip, log=log)
-    info["accuracy"] = accuracy(judge, part.pool, part.pool_y)
-    info["chance"] = float(torch.bincount(part.pool_y).max()) / len(part.pool_y)
-    log(f"{part.name}: judge accuracy {info['accuracy']:.1%} on {len(part.pool)} unseen images "
-        f"(majority class {info['chance']:.1%}), {info['cpu_seconds']} CPU s")
+    models, info = _train_judges(part, judge_epochs, judges, seed, log)
+    log(f"{part.name}: {judges} judge(s), accuracy {info['accuracy']:.1%} on average "
+        f"(majority class {info['chance']:.1%})")
     sets = quality_sets(part.pool, part.pool_y, seed) + list(extra_sets)
-    spaces = {"judge": lambda x: judge_features(judge, x).numpy()}
+    spaces = {f"judge-{k}": (lambda x, m=m: judge_features(m, x).numpy()) for k, m in enumerate(models)}
     for name in candidates:
         spaces[name] = _featurizer(name, part, ssl_steps, log)
     fids: dict[str, list[float]] = {}
@@ -214,14 +249,18 @@ def run_part(part: Part, candidates: Sequence[str], judge_epochs: int, ssl_steps
         for set_name, kind, images in sets:
             set_f = feat(images)
             fids[space].append(_frechet(set_f, ref_f))
-            if space != "judge" and (kind in FLAG_KINDS or set_name == "reals"):
+            if not space.startswith("judge") and (kind in FLAG_KINDS or set_name == "reals"):
                 flags.setdefault(space, {})[set_name] = _flag(ref_f, set_f)
         log(f"{part.name}: {space} done")
+    judge_fids = [fids[f"judge-{k}"] for k in range(judges)]
+    fids["judge"] = list(consensus(judge_fids))  # mean rank: the ground truth
     rho = {c: spearman(fids["judge"], fids[c]) for c in candidates}
+    rho_single = {c: float(np.mean([spearman(f, fids[c]) for f in judge_fids])) for c in candidates}
+    info["agreement"] = judges_agreement(judge_fids)
     flagged = {c: _flagged(flags[c]) for c in candidates}
-    return {"data": part.name, "sets": [(s, k) for s, k, _ in sets], "fids": fids, "rho": rho, "flags": flags,
-            "flagged": flagged, "judge": info, "n_ref": len(part.ref), "n_set": len(part.pool),
-            "cpu_seconds": round(time.process_time() - t0, 1)}
+    return {"data": part.name, "sets": [(s, k) for s, k, _ in sets], "fids": fids, "rho": rho,
+            "rho_single": rho_single, "flags": flags, "flagged": flagged, "judge": info, "n_ref": len(part.ref),
+            "n_set": len(part.pool), "cpu_seconds": round(time.process_time() - t0, 1)}
 
 
 def _flagged(flags: dict[str, dict[str, float]]) -> dict[str, bool]:
@@ -243,13 +282,16 @@ def render(results: Sequence[dict], info: dict, command: str, date: str) -> str:
     start, end = markers("metric-agreement")
     lines = [start, "", f"{date}; {info['cpu']}, {info['logical_cores']} logical cores, torch {info['torch']}, "
              f"{info['torch_threads']} thread(s). Command: `{command}`", ""]
-    lines += ["| data | judge accuracy (majority class) | " + " | ".join(f"rho {c}" for c in cands) + " |",
-              "|" + "---|" * (2 + len(cands))]
+    lines += ["| data | judges: accuracy (majority class) | judges' agreement | "
+              + " | ".join(f"rho {c}" for c in cands) + " |", "|" + "---|" * (3 + len(cands))]
     for r in results:
         j = r["judge"]
-        cells = [_cell(r, c, lambda r, c: f"{r['rho'][c]:.3f}") for c in cands]
+        agree = "-" if j.get("agreement") is None else f"{j['agreement']:.3f}"
+        cells = [_cell(r, c, lambda r, c: f"{r['rho'][c]:.3f} ({r['rho_single'][c]:.3f})") for c in cands]
         lines.append(f"| {r['data']} ({r['n_ref']} ref, {r['n_set']} per set, {len(r['sets'])} sets) | "
-                     f"{j['accuracy']:.1%} ({j['chance']:.1%}) | " + " | ".join(cells) + " |")
+                     f"{j['judges']} x {j['accuracy']:.1%} ({j['chance']:.1%}) | {agree} | " + " | ".join(cells) + " |")
+    lines += ["", "rho against the judges' consensus (each set's mean rank over the judges); in brackets, against "
+              "one judge on average. Judges' agreement: the mean rho between two judges."]
     lines += ["", "One-class and collapsed sets flagged (recall under half the clean reals'; recall shown):", "",
               "| data | set | " + " | ".join(cands) + " |", "|" + "---|" * (2 + len(cands))]
     for r in results:
@@ -259,16 +301,17 @@ def render(results: Sequence[dict], info: dict, command: str, date: str) -> str:
             lines.append(f"| {r['data']} | {s} | " + " | ".join(cells) + " |")
     for r in results:
         here = [c for c in cands if c in r["rho"]]
-        lines += ["", f"FID per set, {r['data']} (judge = ground truth):", "",
-                  "| set | judge | " + " | ".join(here) + " |", "|" + "---|" * (2 + len(here))]
+        lines += ["", f"FID per set, {r['data']} (the judges' mean rank = ground truth; judge 0's FID beside it):",
+                  "", "| set | judges' mean rank | judge 0 | " + " | ".join(here) + " |",
+                  "|" + "---|" * (3 + len(here))]
         for i, (s, _) in enumerate(r["sets"]):
-            lines.append(f"| {s} | {r['fids']['judge'][i]:.3g} | "
+            lines.append(f"| {s} | {r['fids']['judge'][i]:.1f} | {r['fids']['judge-0'][i]:.3g} | "
                          + " | ".join(f"{r['fids'][c][i]:.3g}" for c in here) + " |")
     return "\n".join(lines + ["", end])
 
 
 def main(datasets: Sequence[str] = DATASETS, candidates: Sequence[str] = CANDIDATES, judge_epochs: int = 30,
-         ssl_steps: Optional[int] = None, limit: Optional[int] = None, judge_limit: Optional[int] = None,
+         judges: int = 3, ssl_steps: Optional[int] = None, limit: Optional[int] = None, judge_limit: Optional[int] = None,
          seed: int = 0, write: Optional[Path] = None, command: str = "ganforge bench metric-agreement",
          gan_root: Optional[Path] = None, log: Callable[[str], None] = print) -> list[dict]:
     """``gan_root``: where the GAN runs of ``bench/gan_sets.py`` are trained (or found finished); None leaves
@@ -282,7 +325,7 @@ def main(datasets: Sequence[str] = DATASETS, candidates: Sequence[str] = CANDIDA
         cands = list(candidates) + (["mnist-cnn"] if name == "digits" and "mnist-cnn" not in candidates else [])
         extra = [] if gan_root is None else gan_sets.gan_sets(
             name, gan_sets.train_spec(name, gan_root), len(part.pool), part.pool.shape[-1], gan_root, seed, log=log)
-        results.append(run_part(part, cands, judge_epochs, ssl_steps, seed, log, extra))
+        results.append(run_part(part, cands, judge_epochs, ssl_steps, seed, log, extra, judges))
     block = render(results, machine_info(torch.device("cpu")), command, time.strftime("%Y-%m-%d"))
     log(block)
     if write is not None:

@@ -310,7 +310,9 @@ def bench_metric_agreement(
     candidates: str = typer.Option("pixels,random-conv,random-conv-x4,ssl-conv", "--candidates",
                                    help="Extractors to rank (pixels: raw 16x16 pixels, the floor); mnist-cnn is "
                                         "added on digits."),
-    judge_epochs: int = typer.Option(30, "--judge-epochs", min=1, help="Epochs of the class judge."),
+    judge_epochs: int = typer.Option(30, "--judge-epochs", min=1, help="Epochs of each class judge."),
+    judges: int = typer.Option(3, "--judges", min=1, help="Class judges (seeds S, S+1000, ...): the ground truth is "
+                               "each set's mean rank over them."),
     ssl_steps: Optional[int] = typer.Option(None, "--ssl-steps", min=1, help="ssl-conv's training steps "
                                             "(default: its own, what auto uses)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=20, help="Reference and pool images each (default: "
@@ -334,12 +336,13 @@ def bench_metric_agreement(
     names = _bench_names(data, bench.DATASETS)
     cands = _bench_names(candidates, ("pixels",) + extractor_names())
     command = _bench_command("metric-agreement", {"--data": ",".join(names), "--candidates": ",".join(cands),
-                                                  "--judge-epochs": judge_epochs, "--ssl-steps": ssl_steps,
+                                                  "--judge-epochs": judge_epochs, "--judges": judges,
+                                                  "--ssl-steps": ssl_steps,
                                                   "--limit": limit, "--judge-limit": judge_limit, "--seed": seed,
                                                   "--out": out if gan_runs else None, "--write": write})
     command += "" if gan_runs else " --no-gan-runs"
-    bench.main(names, cands, judge_epochs=judge_epochs, ssl_steps=ssl_steps, limit=limit, judge_limit=judge_limit,
-               seed=seed, write=write, command=command, gan_root=out if gan_runs else None,
+    bench.main(names, cands, judge_epochs=judge_epochs, judges=judges, ssl_steps=ssl_steps, limit=limit,
+               judge_limit=judge_limit, seed=seed, write=write, command=command, gan_root=out if gan_runs else None,
                log=lambda s: typer.echo(s, err=True))
 
 
