@@ -304,7 +304,8 @@ def main(experiments: Sequence[str] = EXPERIMENTS, out_root: Path = Path("runs/b
     """``steps``/``color_steps`` None: the presets' own budgets. Digits runs go to ``out_root``/digits, where
     finished ones are reused; the transfer and colour runs to a new dated folder."""
     root, dated = Path(out_root), Path(out_root) / time.strftime("%Y%m%d-%H%M%S")
-    digits = run_digits(root / "digits", sizes, augments, seeds, steps, jobs, log, first_seed) if "digits" in experiments else []
+    digits = (run_digits(root / "digits", sizes, augments, seeds, steps, jobs, log, first_seed)
+              if "digits" in experiments else [])
     transfer = (run_transfer(dated / "transfer", steps, transfer_steps, 100, seed, jobs, log)
                 if "transfer" in experiments else [])
     color = run_color(dated / "color", color_presets, color_steps, seed, jobs, log) if "color" in experiments else []

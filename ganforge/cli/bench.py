@@ -186,8 +186,8 @@ def bench_small_data(
                                             "--transfer-steps": transfer_steps if "transfer" in names else None,
                                             "--color-steps": color_steps, "--jobs": jobs, "--write": write})
     small_data.main(names, out_root=out, write=write, seed=seed, jobs=jobs, steps=steps, sizes=size_list,
-                    augments=augs, seeds=seeds, first_seed=first_seed, transfer_steps=transfer_steps, color_steps=color_steps,
-                    command=command)
+                    augments=augs, seeds=seeds, first_seed=first_seed, transfer_steps=transfer_steps,
+                    color_steps=color_steps, command=command)
 
 
 @bench_app.command("semi")
