@@ -313,7 +313,8 @@ def render(results: Sequence[dict], info: dict, command: str, date: str) -> str:
 def main(datasets: Sequence[str] = DATASETS, candidates: Sequence[str] = CANDIDATES, judge_epochs: int = 30,
          judges: int = 3, ssl_steps: Optional[int] = None, limit: Optional[int] = None,
          judge_limit: Optional[int] = None, seed: int = 0, write: Optional[Path] = None,
-         command: str = "ganforge bench metric-agreement", gan_root: Optional[Path] = None, log: Callable[[str], None] = print) -> list[dict]:
+         command: str = "ganforge bench metric-agreement", gan_root: Optional[Path] = None,
+         log: Callable[[str], None] = print) -> list[dict]:
     """``gan_root``: where the GAN runs of ``bench/gan_sets.py`` are trained (or found finished); None leaves
     them out."""
     from ganforge.bench import gan_sets
