@@ -47,7 +47,7 @@ def test_tiny_run_on_digits(tmp_path, monkeypatch):
     res = ma.run_part(part, ["pixels", "random-conv", "ssl-conv"], judge_epochs=1, ssl_steps=5, log=lambda s: None,
                       judges=2)
     names = [s for s, _ in res["sets"]]
-    assert list(res["fids"]["judge"]) == pytest.approx(list(ma.consensus([res["fids"]["judge-0"],
+    assert list(res["fids"]["judges-rank"]) == pytest.approx(list(ma.consensus([res["fids"]["judge-0"],
                                                                         res["fids"]["judge-1"]])))
     assert res["fids"]["judge-0"] != res["fids"]["judge-1"]  # two seeds, two judges
     assert res["rho_single"]["pixels"] == pytest.approx(np.mean([ma.spearman(res["fids"][f"judge-{k}"],

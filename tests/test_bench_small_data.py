@@ -77,7 +77,7 @@ def test_digits_rows_average_their_seeds_and_a_second_call_reuses_the_finished_r
     assert again.splitlines()[3:] == text.splitlines()[3:]  # the same rows (the first lines name the machine's load)
     later = small_data.main(["digits"], **{**kw, "augments": ["none"], "seeds": 1, "first_seed": 1})
     seed1 = json.loads((tmp_path / "digits" / "n100-none" / "seed1" / "bench_row.json").read_text())
-    assert f"| 100 | none | 1 | 12 |" in later and f"**{seed1['fid']:.1f} ± 0.0**" in later  # seed 1 alone
+    assert "| 100 | none | 1 | 12 |" in later and f"**{seed1['fid']:.1f} ± 0.0**" in later  # seed 1 alone
     assert recipe.train_variant is not no_training
 
 

@@ -253,8 +253,8 @@ def run_part(part: Part, candidates: Sequence[str], judge_epochs: int, ssl_steps
                 flags.setdefault(space, {})[set_name] = _flag(ref_f, set_f)
         log(f"{part.name}: {space} done")
     judge_fids = [fids[f"judge-{k}"] for k in range(judges)]
-    fids["judge"] = list(consensus(judge_fids))  # mean rank: the ground truth
-    rho = {c: spearman(fids["judge"], fids[c]) for c in candidates}
+    fids["judges-rank"] = list(consensus(judge_fids))  # a mean rank, not a FID: the ground truth
+    rho = {c: spearman(fids["judges-rank"], fids[c]) for c in candidates}
     rho_single = {c: float(np.mean([spearman(f, fids[c]) for f in judge_fids])) for c in candidates}
     info["agreement"] = judges_agreement(judge_fids)
     flagged = {c: _flagged(flags[c]) for c in candidates}
@@ -305,7 +305,7 @@ def render(results: Sequence[dict], info: dict, command: str, date: str) -> str:
                   "", "| set | judges' mean rank | judge 0 | " + " | ".join(here) + " |",
                   "|" + "---|" * (3 + len(here))]
         for i, (s, _) in enumerate(r["sets"]):
-            lines.append(f"| {s} | {r['fids']['judge'][i]:.1f} | {r['fids']['judge-0'][i]:.3g} | "
+            lines.append(f"| {s} | {r['fids']['judges-rank'][i]:.1f} | {r['fids']['judge-0'][i]:.3g} | "
                          + " | ".join(f"{r['fids'][c][i]:.3g}" for c in here) + " |")
     return "\n".join(lines + ["", end])
 
