@@ -43,6 +43,10 @@ VARIANTS = {
     "rpgan-no-ada-w48": ("dcgan-small", 1450, [*rpgan(0.1), "train.augment=none", "model.g_width=48",
                                                "model.d_width=48"]),  # ~2x the work a step
     "rpgan-no-ada-b64": ("dcgan-small", 1450, [*rpgan(0.1), "train.augment=none", "train.batch_size=64"]),
+    # two of R3GAN's own optimiser settings, one each: the learning rate decayed over the run, Adam's betas (0, 0.99)
+    "rpgan-no-ada-cosine": ("dcgan-small", 2900, [*rpgan(0.1), "train.augment=none", "train.lr_decay=cosine"]),
+    "rpgan-no-ada-adam0": ("dcgan-small", 2900, [*rpgan(0.1), "train.augment=none", "train.beta1=0",
+                                                 "train.beta2=0.99"]),
     "stylegan-small": ("stylegan-small", 500, []),
     "r3gan-small": ("r3gan-small", 640, []),
 }
