@@ -47,6 +47,7 @@ VARIANTS = {
     "rpgan-no-ada-cosine": ("dcgan-small", 2900, [*rpgan(0.1), "train.augment=none", "train.lr_decay=cosine"]),
     "rpgan-no-ada-adam0": ("dcgan-small", 2900, [*rpgan(0.1), "train.augment=none", "train.beta1=0",
                                                  "train.beta2=0.99"]),
+    "dcgan-small-colour": ("dcgan-small-colour", None, []),  # the preset: rpgan-no-ada-adam0's recipe
     "stylegan-small": ("stylegan-small", 500, []),
     "r3gan-small": ("r3gan-small", 640, []),
 }
