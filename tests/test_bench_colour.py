@@ -44,3 +44,14 @@ def test_a_scaled_budget_multiplies_every_variants_steps_and_keeps_its_own_runs_
     assert cq.run_folder(tmp_path, "r3gan-small", 0, 3.3) == tmp_path / "r3gan-small-s0-x3.3"
     md = cq.render([_row("dcgan-small", 100.0)], {"cpu": "c", "logical_cores": 2, "torch": "x"}, "cmd", scale=3.3)
     assert md.startswith("<!-- bench:colour-x3.3:start -->") and md.endswith("<!-- bench:colour-x3.3:end -->")
+
+
+def test_the_colour_preset_is_the_measured_variant():
+    """``dcgan-small-colour`` ships the recipe measured as ``rpgan-no-ada-adam0``: the two must not drift apart."""
+    from ganforge.config import load_config
+
+    preset, steps, overrides = cq.VARIANTS["rpgan-no-ada-adam0"]
+    measured = load_config(preset, [*overrides, f"train.steps={steps}"])
+    shipped = load_config("dcgan-small-colour")
+    assert shipped.train.model_dump() == measured.train.model_dump()
+    assert shipped.model.model_dump() == measured.model.model_dump()
