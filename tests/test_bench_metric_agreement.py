@@ -59,6 +59,8 @@ def test_tiny_run_on_digits(tmp_path, monkeypatch):
     assert all(-1 <= r <= 1 for r in res["rho"].values())
     assert res["rho"]["random-conv"] > 0.5
     assert res["flagged"]["random-conv"]["1 image repeated"]  # one image repeated has (almost) no recall
+    assert set(res["modes_dropped"]["pixels"]) <= set(names) - {"reals"}
+    assert "pure noise" not in res["modes_dropped"]["random-conv"]  # low coverage, but nothing like the data
     md = ma.render([res], {"cpu": "test cpu", "logical_cores": 2, "torch": "x", "torch_threads": 1}, "cmd", "today")
     assert md.startswith("<!-- bench:metric-agreement:start -->")
     assert "rho ssl-conv" in md and "1 image repeated" in md and "test cpu" in md
@@ -73,6 +75,8 @@ def test_cli_refuses_bad_names(tmp_path):
     assert res.exit_code == 2 and "faces" in res.output
     res = CliRunner().invoke(app, ["bench", "metric-agreement", "--candidates", "vgg"])
     assert res.exit_code == 2 and "vgg" in res.output
+    res = CliRunner().invoke(app, ["bench", "metric-agreement", "--candidates", "pixels,ssl-conv@hue=0.1"])
+    assert res.exit_code == 2 and "hue=0.1" in res.output and "colour" in res.output  # names the fields it has
 
 
 def test_gan_sets_are_trained_on_the_judges_part_sampled_at_the_pools_side_and_reused(tmp_path, monkeypatch):

@@ -457,3 +457,19 @@ def test_the_protocol_names_a_seeded_extractor_by_its_seed(tmp_path):
     assert proto["extractor"] == "random-conv" and proto["weights"] == "seed:0" and "bilinear" in proto["resize_filter"]
     assert (proto["n_generated"], proto["n_reference"], proto["reference"], proto["reference_split"]) == \
         (40, 40, ref, "all")
+
+
+def test_a_one_class_set_is_flagged_as_dropping_modes_and_the_reals_are_not(tmp_path, real_npz):
+    """Every sample a real 1: each looks like the data (density ~1), together they cover a tenth of it."""
+    ds = build_dataset(DataConfig(spec="mnist-embedded"), model_config(image_size=32, channels=1))
+    ones = ds.tensor[ds.labels == 1]
+    path = tmp_path / "ones.npz"
+    viz.save_npz(ones[torch.arange(500) % len(ones)], path)
+    res = evaluate(path, "mnist-embedded", ["prc"], n=500)
+    div = res["diversity"]
+    assert div["modes_dropped"] and div["coverage"] < 0.3 and div["density"] > 0.8
+    assert div["expected_coverage"] == pytest.approx(0.969, abs=1e-3)  # 500 vs 500 at k = 5
+    assert "warning: modes dropped" in format_table(res)
+    full = evaluate(real_npz, "mnist-embedded", ["prc"], n=500)
+    assert not full["diversity"]["modes_dropped"] and "modes dropped" not in format_table(full)
+    assert "diversity" not in evaluate(real_npz, "mnist-embedded", ["fid"], n=500)  # needs prc's numbers

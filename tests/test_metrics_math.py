@@ -423,3 +423,24 @@ def test_stacked_mnist_mode_ids_are_digit_triples():
     assert out["modes_covered"] == 2
     with pytest.raises(ValueError):
         stacked_mnist_modes(np.array([10]), np.array([0]), np.array([0]))
+
+
+def test_expected_coverage_matches_sampling_and_drops_modes_tells_one_mode_from_a_blur():
+    from ganforge.metrics.prdc import drops_modes, expected_coverage
+
+    rng = np.random.default_rng(0)
+    for n_real, n_fake in ((400, 400), (400, 150)):
+        sampled = np.mean([prdc(rng.normal(size=(n_real, 8)), rng.normal(size=(n_fake, 8)), k=5)["coverage"]
+                           for _ in range(4)])
+        assert sampled == pytest.approx(expected_coverage(n_real, n_fake, 5), abs=0.03)
+    centres = rng.normal(size=(4, 8)) * 10
+    real = np.concatenate([c + rng.normal(size=(100, 8)) for c in centres])
+    one_mode = centres[0] + rng.normal(size=(400, 8))  # realistic, but one cluster of four
+    spread = real + rng.normal(size=real.shape) * 1.5  # every cluster, all blurred
+    base = expected_coverage(400, 400, 5)
+    m = prdc(real, one_mode, k=5)
+    assert drops_modes(m["coverage"], m["density"], base)
+    m = prdc(real, spread, k=5)
+    assert m["coverage"] < 0.66 * base and not drops_modes(m["coverage"], m["density"], base)  # low, but by density
+    m = prdc(real, np.concatenate([c + rng.normal(size=(100, 8)) for c in centres]), k=5)
+    assert not drops_modes(m["coverage"], m["density"], base)

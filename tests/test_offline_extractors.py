@@ -111,3 +111,34 @@ def test_auto_picks_the_digit_classifier_for_digits_and_ssl_conv_otherwise(tmp_p
     assert ex.resolve("auto", "mnist-embedded") == "mnist-cnn"
     assert ex.resolve("auto", f"folder:{tmp_path}") == "ssl-conv"
     assert ex.registry()["ssl-conv"].offline and not ex.registry()["dinov2-vit-b-14"].offline
+
+
+def test_colour_distortion_follows_simclr_and_is_off_by_default():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 3, 8, 8) * 2 - 1
+    y = ((x + 1) / 2)
+    luma = ssl_conv._grey(y)
+    for turns in (0.1, -0.3):
+        rotated = ssl_conv._hue_rotate(y, torch.full((400,), turns))
+        assert torch.allclose(ssl_conv._grey(rotated), luma, atol=1e-5)  # a hue turn keeps each pixel's luma
+        assert not torch.allclose(rotated, y, atol=1e-2)
+    assert torch.allclose(ssl_conv._hue_rotate(y, torch.ones(400)), y, atol=1e-5)  # a full turn is no turn
+    out = ssl_conv.colour_distort(x, 0.5, gen)
+    assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
+    grey = (out.amax(dim=1) - out.amin(dim=1)).flatten(1).amax(dim=1) < 1e-6
+    assert 0.12 < grey.float().mean() < 0.28  # grey with probability 0.2
+    untouched = (out - x).flatten(1).abs().amax(dim=1) < 1e-6
+    assert 0.08 < untouched.float().mean() < 0.26  # no distortion 0.2 x 0.8 of the time
+    # colour=0 (the default) draws nothing more: the same crops and flips as before the option existed
+    a = ssl_conv.augment(x[:8], torch.Generator().manual_seed(1))
+    b = ssl_conv.augment(x[:8], torch.Generator().manual_seed(1), colour=0.0)
+    assert torch.equal(a, b) and ssl_conv.SslSettings().colour == 0.25  # the default, measured in BENCHMARKS
+
+
+def test_bench_ssl_conv_variants_parse_and_refuse():
+    from ganforge.bench.metric_agreement import ssl_variant
+
+    assert ssl_variant("ssl-conv@steps=600@colour=0.5") == {"steps": 600, "colour": 0.5}
+    for bad in ("ssl-conv@hue=1", "ssl-conv@steps=", "random-conv@steps=1", "ssl-conv@steps=many"):
+        with pytest.raises(ValueError):
+            ssl_variant(bad)

@@ -97,5 +97,10 @@ def test_the_headline_says_the_score_its_extractor_and_the_copy_check(two_runs, 
     assert page.index("class='headline'") < page.index("<h2>Metrics</h2>")
     both = write_report([run, two_runs[1]], tmp_path / "two.html").read_text()
     assert both.count("class='headline'") == 1 and "<b>run</b>" in both  # runs without eval.json: no line
+    assert "modes dropped" not in line
+    (run / "eval.json").write_text(json.dumps({**EVALUATED, "diversity": {"coverage": 0.4, "expected_coverage": 0.97,
+                                                                          "density": 1.1, "modes_dropped": True}}))
+    line = re.search(r"<p class='headline'>(.*?)</p>", write_report([run], tmp_path / "3.html").read_text()).group(1)
+    assert "modes dropped: coverage 0.40 where the data itself reaches 0.97" in line
     card = _metrics(EVALUATED)
     assert "sha256:abab" in card and "reference split `all`" in card and "2.0% of the samples" in card

@@ -147,6 +147,14 @@ class Scorer:
         }
         if "copies" in details:
             self._copies(details["copies"], gen, train_c, result)
+        diversity = modes_dropped(values, ref_c.n, gen.n)
+        if diversity is not None:
+            result["diversity"] = diversity
+            if diversity["modes_dropped"]:
+                self.log(f"warning: the samples look like the data (density {diversity['density']:.2f}) but cover "
+                         f"{diversity['coverage']:.0%} of it, where a sample of the data itself covers "
+                         f"{diversity['expected_coverage']:.0%}: modes are dropped (one class, or a few images "
+                         "repeated); look at the samples")
         result["seconds"] = round(time.perf_counter() - t0, 2)
         return result
 
@@ -178,6 +186,20 @@ class Scorer:
             dest = self.pictures / COPIES_PICTURE if self.pictures.is_dir() else self.pictures
             viz.save_copy_pairs(gen.pixels[idx], train.pixels[check.nearest[idx]], caps, dest)
             result["copies"]["picture"] = dest.name
+
+
+def modes_dropped(values: dict, n_ref: int, n_gen: int) -> Optional[dict]:
+    """eval.json's diversity check, from the ``prc`` metric's coverage and density (None without them): the
+    samples drop modes when they cover well under what a sample of the data itself would (``drops_modes``)."""
+    from ganforge.metrics.prdc import drops_modes, expected_coverage
+    from ganforge.metrics.registry import base_name
+
+    found = {base_name(k): float(v) for k, v in values.items() if base_name(k) in ("coverage", "density")}
+    if len(found) < 2 or n_ref < 6 or n_gen < 6:
+        return None
+    expected = expected_coverage(n_ref, n_gen, k=5)
+    return {"coverage": found["coverage"], "expected_coverage": round(expected, 4), "density": found["density"],
+            "modes_dropped": drops_modes(found["coverage"], found["density"], expected)}
 
 
 def _require_memory(metrics: Sequence[str], count: int, dim: int) -> None:

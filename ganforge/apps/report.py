@@ -90,7 +90,8 @@ def final_metrics(run: RunData) -> dict[str, float]:
 
 
 def headline(result: dict) -> str:
-    """eval.json in one line: the headline figures with their extractor, against what, and the copy check."""
+    """eval.json in one line: the headline figures with their extractor, against what, the copy check, and a
+    warning when modes are dropped."""
     from ganforge.metrics.pipeline import summary_line
 
     if not isinstance(result.get("metrics"), dict) or "n_generated" not in result:
@@ -104,6 +105,10 @@ def headline(result: dict) -> str:
     if isinstance(copies, dict) and "share" in copies:
         line += (f"; copy check: {copies['share']:.1%} of the samples copy one of {copies.get('n_training', 0):,} "
                  "training images")
+    div = result.get("diversity")
+    if isinstance(div, dict) and div.get("modes_dropped"):
+        line += (f"; modes dropped: coverage {div['coverage']:.2f} where the data itself reaches "
+                 f"{div['expected_coverage']:.2f}")
     return line
 
 

@@ -13,8 +13,9 @@ For each data set (the colour icons of ``bench/colorset.py``; the embedded digit
 * each set gets a Fréchet distance to the reference in each judge's feature space and in each candidate's; the
   ground truth is each set's mean rank over the judges; Spearman's rho between it and a candidate's ranking says
   how far the candidate can be trusted, and the rho between two judges how far one judge can. Precision /
-  recall / coverage (k = 5) in each candidate's space say whether the one-class and collapsed sets are flagged
-  (recall under half the clean reals').
+  recall / density / coverage (k = 5) in each candidate's space say whether the one-class and collapsed sets are
+  flagged (recall under half the clean reals', or modes dropped: ``metrics.prdc.drops_modes``), and which of all
+  the sets the mode-drop rule alone names (it should name the one-class and collapsed ones, and no other).
 
 Nothing is downloaded: candidates are the offline extractors plus raw pixels as a floor.
 """
@@ -172,15 +173,38 @@ def _pixels(x: torch.Tensor) -> np.ndarray:
     return F.interpolate(x, size=(16, 16), mode="bilinear", antialias=True, align_corners=False).flatten(1).numpy()
 
 
+def ssl_variant(name: str) -> dict:
+    """``ssl-conv@steps=600@colour=0.5`` -> {"steps": 600, "colour": 0.5}: an ssl-conv candidate trained with other
+    settings (``SslSettings``'s fields), so that a change to the default is measured beside it. ValueError on a
+    field or value it does not have."""
+    from dataclasses import fields
+
+    from ganforge.metrics.extractors.ssl_conv import SslSettings
+
+    base, *pairs = name.split("@")
+    if base != "ssl-conv" or not pairs:
+        raise ValueError(f"{name!r} is not ssl-conv@FIELD=VALUE")
+    types = {f.name: type(getattr(SslSettings(), f.name)) for f in fields(SslSettings)}
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in types or types[key] not in (int, float) or not value:
+            raise ValueError(f"{pair!r} in {name!r}: expected FIELD=NUMBER, FIELD one of "
+                             f"{', '.join(k for k, t in types.items() if t in (int, float))}")
+        out[key] = types[key](value)
+    return out
+
+
 def _featurizer(name: str, part: Part, ssl_steps: Optional[int], log) -> Callable[[torch.Tensor], np.ndarray]:
     from ganforge.metrics.extractors import get_extractor
     from ganforge.metrics.extractors.ssl_conv import SslSettings, ssl_conv
 
     if name == "pixels":
         return _pixels
-    if name == "ssl-conv":
-        settings = SslSettings() if ssl_steps is None else SslSettings(steps=ssl_steps)
-        ext = ssl_conv("cpu", reference=part.ref, settings=settings, log=log)
+    if name.startswith("ssl-conv"):
+        changes = {} if ssl_steps is None else {"steps": ssl_steps}
+        changes.update(ssl_variant(name) if "@" in name else {})
+        ext = ssl_conv("cpu", reference=part.ref, settings=SslSettings(**changes), log=log)
     else:
         ext = get_extractor(name, "cpu")
     return lambda x: ext(x)["features"].numpy()
@@ -249,7 +273,7 @@ def run_part(part: Part, candidates: Sequence[str], judge_epochs: int, ssl_steps
         for set_name, kind, images in sets:
             set_f = feat(images)
             fids[space].append(_frechet(set_f, ref_f))
-            if not space.startswith("judge") and (kind in FLAG_KINDS or set_name == "reals"):
+            if not space.startswith("judge"):  # every set: a flag on a graded set is counted too
                 flags.setdefault(space, {})[set_name] = _flag(ref_f, set_f)
         log(f"{part.name}: {space} done")
     judge_fids = [fids[f"judge-{k}"] for k in range(judges)]
@@ -257,16 +281,32 @@ def run_part(part: Part, candidates: Sequence[str], judge_epochs: int, ssl_steps
     rho = {c: spearman(fids["judges-rank"], fids[c]) for c in candidates}
     rho_single = {c: float(np.mean([spearman(f, fids[c]) for f in judge_fids])) for c in candidates}
     info["agreement"] = judges_agreement(judge_fids)
+    kinds = {s: k for s, k, _ in sets}
+    dropping = {c: [s for s, hit in _drops_modes(flags[c]).items() if hit] for c in candidates}
+    flags = {c: {s: v for s, v in f.items() if kinds[s] in FLAG_KINDS or s == "reals"} for c, f in flags.items()}
     flagged = {c: _flagged(flags[c]) for c in candidates}
     return {"data": part.name, "sets": [(s, k) for s, k, _ in sets], "fids": fids, "rho": rho,
+            "modes_dropped": dropping,
             "rho_single": rho_single, "flags": flags, "flagged": flagged, "judge": info, "n_ref": len(part.ref),
             "n_set": len(part.pool), "cpu_seconds": round(time.process_time() - t0, 1)}
 
 
+def _drops_modes(flags: dict[str, dict[str, float]]) -> dict[str, bool]:
+    """Per set: does it drop modes (``metrics.prdc.drops_modes``: coverage well under the clean reals' at their
+    density)? The warning ``ganforge evaluate`` gives, measured against the reals instead of its expectation."""
+    from ganforge.metrics.prdc import drops_modes
+
+    base = flags["reals"]
+    return {s: drops_modes(v["coverage"], v["density"], base["coverage"], base["density"])
+            for s, v in flags.items() if s != "reals"}
+
+
 def _flagged(flags: dict[str, dict[str, float]]) -> dict[str, bool]:
-    """A one-class or collapsed set is flagged when its recall is under half the clean reals'."""
+    """A one-class or collapsed set is flagged when its recall is under half the clean reals', or when it drops
+    modes."""
+    dropped = _drops_modes(flags)
     base = flags["reals"]["recall"]
-    return {s: v["recall"] < 0.5 * base for s, v in flags.items() if s != "reals"}
+    return {s: v["recall"] < 0.5 * base or dropped[s] for s, v in flags.items() if s != "reals"}
 
 
 # ------------------------------------------------------------------ the table
@@ -292,13 +332,17 @@ def render(results: Sequence[dict], info: dict, command: str, date: str) -> str:
                      f"{j['judges']} x {j['accuracy']:.1%} ({j['chance']:.1%}) | {agree} | " + " | ".join(cells) + " |")
     lines += ["", "rho against the judges' consensus (each set's mean rank over the judges); in brackets, against "
               "one judge on average. Judges' agreement: the mean rho between two judges."]
-    lines += ["", "One-class and collapsed sets flagged (recall under half the clean reals'; recall shown):", "",
+    lines += ["", "One-class and collapsed sets flagged (recall under half the clean reals', or coverage under 2/3 of "
+              "theirs at 0.8 of their density or more; recall / coverage shown):", "",
               "| data | set | " + " | ".join(cands) + " |", "|" + "---|" * (2 + len(cands))]
     for r in results:
         for s in next(iter(r["flagged"].values())):
             cells = [_cell(r, c, lambda r, c: f"{'yes' if r['flagged'][c][s] else 'NO'} "
-                                              f"({r['flags'][c][s]['recall']:.2f})") for c in cands]
+                                              f"({r['flags'][c][s]['recall']:.2f} / {r['flags'][c][s]['coverage']:.2f})")
+                     for c in cands]
             lines.append(f"| {r['data']} | {s} | " + " | ".join(cells) + " |")
+        cells = [_cell(r, c, lambda r, c: ", ".join(r["modes_dropped"][c]) or "none") for c in cands]
+        lines.append(f"| {r['data']} | every set said to drop modes | " + " | ".join(cells) + " |")
     for r in results:
         here = [c for c in cands if c in r["rho"]]
         lines += ["", f"FID per set, {r['data']} (the judges' mean rank = ground truth; judge 0's FID beside it):",

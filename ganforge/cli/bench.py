@@ -309,7 +309,8 @@ def bench_metric_agreement(
     data: str = typer.Option("colour,digits", "--data", help="Comma-separated: colour (the icon set), digits."),
     candidates: str = typer.Option("pixels,random-conv,random-conv-x4,ssl-conv", "--candidates",
                                    help="Extractors to rank (pixels: raw 16x16 pixels, the floor); mnist-cnn is "
-                                        "added on digits."),
+                                        "added on digits. ssl-conv@FIELD=VALUE[@...]: ssl-conv trained with "
+                                        "other settings, e.g. ssl-conv@colour=0.5."),
     judge_epochs: int = typer.Option(30, "--judge-epochs", min=1, help="Epochs of each class judge."),
     judges: int = typer.Option(3, "--judges", min=1, help="Class judges (seeds S, S+1000, ...): the ground truth is "
                                "each set's mean rank over them."),
@@ -334,7 +335,15 @@ def bench_metric_agreement(
 
     _check_bench_outputs(None, write)
     names = _bench_names(data, bench.DATASETS)
-    cands = _bench_names(candidates, ("pixels",) + extractor_names())
+    variants = [c for c in candidates.split(",") if "@" in c]
+    for v in variants:
+        try:
+            bench.ssl_variant(v.strip())
+        except ValueError as exc:
+            fail(f"--candidates: {exc}")
+    plain = ",".join(c for c in candidates.split(",") if "@" not in c)
+    cands = _bench_names(plain, ("pixels",) + extractor_names()) if plain.strip() or not variants else []
+    cands += [v.strip() for v in variants]
     command = _bench_command("metric-agreement", {"--data": ",".join(names), "--candidates": ",".join(cands),
                                                   "--judge-epochs": judge_epochs, "--judges": judges,
                                                   "--ssl-steps": ssl_steps,

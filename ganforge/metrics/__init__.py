@@ -19,7 +19,7 @@ from ganforge.metrics.frechet import RunningStats, frechet_distance, trace_sqrt_
 from ganforge.metrics.inception_score import inception_score
 from ganforge.metrics.kid import kernel_inception_distance, mmd2_unbiased, polynomial_kernel
 from ganforge.metrics.modes import class_coverage, histogram_kl, stacked_mnist_modes, synthetic_modes
-from ganforge.metrics.prdc import knn_radii, prdc, precision_recall
+from ganforge.metrics.prdc import drops_modes, expected_coverage, knn_radii, prdc, precision_recall
 
 __all__ = [
     "RunningStats",
@@ -32,6 +32,8 @@ __all__ = [
     "mmd2_unbiased",
     "polynomial_kernel",
     "prdc",
+    "drops_modes",
+    "expected_coverage",
     "precision_recall",
     "stacked_mnist_modes",
     "synthetic_modes",

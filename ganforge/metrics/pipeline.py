@@ -178,4 +178,9 @@ def format_table(result: dict) -> str:
     copies = result.get("copies")
     if isinstance(copies, dict) and copies.get("picture"):
         lines.append(f"  copy check: closest pairs in {copies['picture']}")
+    div = result.get("diversity")
+    if isinstance(div, dict) and div.get("modes_dropped"):
+        lines.append(f"  warning: modes dropped: coverage {div['coverage']:.2f} where the data itself would reach "
+                     f"{div['expected_coverage']:.2f}, at density {div['density']:.2f} (one class, or a few images "
+                     "repeated)")
     return "\n".join(lines)

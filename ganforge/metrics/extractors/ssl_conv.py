@@ -2,9 +2,13 @@
 
 No downloaded network knows a user's icons, sprites or scans; the reference set does. SimCLR-style (Chen et al.
 2020): two augmented views of each image are pulled together and pushed from the other images' views (NT-Xent),
-so the encoder learns what tells this data's images apart. The augmentations are mild on purpose (crop, flip,
-small brightness/contrast change; no blur, noise or hue jitter): what the encoder learns to ignore, its Fréchet
-distance cannot see, and blur, noise and colour shifts are exactly what a metric must see.
+so the encoder learns what tells this data's images apart. The augmentations: crop, flip, a small
+brightness/contrast change, and SimCLR's colour distortion at a quarter of its ImageNet strength (s = 0.25: hue
+turns of up to 0.05, saturation/contrast/brightness +-20%, grey one view in five). Without colour distortion a
+contrastive encoder tells images apart by their colour histogram (Chen et al. 2020, section 3), and its FID then
+ranked a slight tint as worse than heavy blur: against class judges on colour icons, Spearman's rho 0.870 without
+it, 0.956 with it (four seeds, ``bench metric-agreement``, docs/BENCHMARKS.md). A tint still costs several times
+the reals' FID. No blur or noise augmentation: what the encoder learns to ignore, its Fréchet distance cannot see.
 
 Training takes a CPU minute or two and is done once per reference: the encoder is cached under
 ``$GANFORGE_CACHE/ssl-conv`` (default ``~/.cache/ganforge``) as ``.safetensors`` + ``.json``, keyed by a SHA-256 of
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -47,6 +52,7 @@ class SslSettings:
     temperature: float = 0.2
     proj_dim: int = 64
     max_images: int = 5000  # the first this many reference images are trained on
+    colour: float = 0.25  # SimCLR's colour distortion strength s (jitter 0.8s, hue 0.2s, p 0.8; grey 0.2); 0: none
 
 
 def _stderr(message: str) -> None:
@@ -71,8 +77,48 @@ def cache_key(data_fp: str, side: int, settings: SslSettings) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A random crop (70-100% of the side, anywhere), a horizontal flip half the time, brightness/contrast +-15%."""
+def _grey(y: torch.Tensor) -> torch.Tensor:
+    """Luma of RGB images in [0, 1], kept as one channel."""
+    return (y * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+
+
+def _hue_rotate(y: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate each image's chroma by ``turns`` of a full circle: a rotation of the I/Q plane of YIQ, luma kept."""
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    a = 2 * math.pi * turns
+    rot = torch.zeros(len(turns), 3, 3)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = a.cos(), -a.sin(), a.sin(), a.cos()
+    m = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (N, 3, 3)
+    return torch.einsum("nij,njhw->nihw", m, y)
+
+
+def colour_distort(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """SimCLR's colour distortion at strength ``s`` (Chen et al. 2020, appendix A): with probability 0.8,
+    brightness, contrast and saturation factors in [1 - 0.8s, 1 + 0.8s] and a hue turn in [-0.2s, 0.2s]; then grey
+    with probability 0.2. Without it a contrastive encoder can tell images apart by their colour histogram alone."""
+    n = x.shape[0]
+    y = (x + 1) / 2
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=gen)  # noqa: E731
+    j = 0.8 * strength
+    b, c, s, h = u(1 - j, 1 + j), u(1 - j, 1 + j), u(1 - j, 1 + j), u(-0.2 * strength, 0.2 * strength)
+    apply = (torch.rand(n, generator=gen) < 0.8).view(n, 1, 1, 1)
+    grey = (torch.rand(n, generator=gen) < 0.2).view(n, 1, 1, 1)
+    v = lambda t: t.view(n, 1, 1, 1)  # noqa: E731
+    z = (y * v(b)).clamp(0, 1)
+    m = _grey(z).mean(dim=(2, 3), keepdim=True)
+    z = ((z - m) * v(c) + m).clamp(0, 1)
+    g = _grey(z)
+    z = ((z - g) * v(s) + g).clamp(0, 1)
+    z = _hue_rotate(z, h).clamp(0, 1)
+    y = torch.where(apply, z, y)
+    y = torch.where(grey, _grey(y).expand_as(y), y)
+    return y * 2 - 1
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, colour: float = 0.0) -> torch.Tensor:
+    """A random crop (70-100% of the side, anywhere), a horizontal flip half the time, brightness/contrast +-15%;
+    and SimCLR's colour distortion when ``colour`` > 0."""
     n = x.shape[0]
     scale = 0.7 + 0.3 * torch.rand(n, generator=gen)
     shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (1 - scale).unsqueeze(1)
@@ -86,7 +132,8 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.15
     bright = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.15
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    return ((out - mean) * contrast + mean + bright).clamp(-1, 1)
+    out = ((out - mean) * contrast + mean + bright).clamp(-1, 1)
+    return colour_distort(out, colour, gen) if colour > 0 else out
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -114,7 +161,8 @@ def train_encoder(x: torch.Tensor, settings: SslSettings, log: Callable[[str], N
     for step in range(settings.steps):
         idx = torch.randperm(x.shape[0], generator=gen)[:batch]
         xb = x[idx]
-        loss = nt_xent(head(enc.pooled(augment(xb, gen))), head(enc.pooled(augment(xb, gen))), settings.temperature)
+        views = [head(enc.pooled(augment(xb, gen, settings.colour))) for _ in range(2)]
+        loss = nt_xent(views[0], views[1], settings.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
