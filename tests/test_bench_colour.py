@@ -47,11 +47,16 @@ def test_a_scaled_budget_multiplies_every_variants_steps_and_keeps_its_own_runs_
 
 
 def test_the_colour_preset_is_the_measured_variant():
-    """``dcgan-small-colour`` ships the recipe measured as ``rpgan-no-ada-adam0``: the two must not drift apart."""
+    """``dcgan-small-colour`` ships the recipe measured as ``dcgan-small-colour-lazy16 --scale 1.069`` (3,100 steps)
+    and, but for the penalties' interval and the steps, as ``rpgan-no-ada-adam0``: they must not drift apart."""
     from ganforge.config import load_config
 
+    spec = cq.VARIANTS["dcgan-small-colour-lazy16"]
+    assert cq.budget(spec, 1.069) == 3100
+    measured = load_config(spec[0], [*spec[2], "train.steps=3100"])
     preset, steps, overrides = cq.VARIANTS["rpgan-no-ada-adam0"]
-    measured = load_config(preset, [*overrides, f"train.steps={steps}"])
+    every4 = load_config(preset, [*overrides, "train.steps=3100", "train.r1_every=16"])
+    assert load_config("dcgan-small-colour").train.model_dump() == every4.train.model_dump()
     shipped = load_config("dcgan-small-colour")
     assert shipped.train.model_dump() == measured.train.model_dump()
     assert shipped.model.model_dump() == measured.model.model_dump()
