@@ -113,7 +113,7 @@ def test_auto_picks_the_digit_classifier_for_digits_and_ssl_conv_otherwise(tmp_p
     assert ex.registry()["ssl-conv"].offline and not ex.registry()["dinov2-vit-b-14"].offline
 
 
-def test_colour_distortion_follows_simclr_and_is_off_by_default():
+def test_colour_distortion_follows_simclr_and_colour_zero_draws_nothing_more():
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(400, 3, 8, 8) * 2 - 1
     y = ((x + 1) / 2)
