@@ -191,13 +191,13 @@ class Scorer:
 def modes_dropped(values: dict, n_ref: int, n_gen: int) -> Optional[dict]:
     """eval.json's diversity check, from the ``prc`` metric's coverage and density (None without them): the
     samples drop modes when they cover well under what a sample of the data itself would (``drops_modes``)."""
-    from ganforge.metrics.prdc import drops_modes, expected_coverage
+    from ganforge.metrics.prdc import PRDC_K, drops_modes, expected_coverage
     from ganforge.metrics.registry import base_name
 
     found = {base_name(k): float(v) for k, v in values.items() if base_name(k) in ("coverage", "density")}
-    if len(found) < 2 or n_ref < 6 or n_gen < 6:
+    if len(found) < 2 or min(n_ref, n_gen) <= PRDC_K:  # k neighbours need k + 1 samples a side
         return None
-    expected = expected_coverage(n_ref, n_gen, k=5)
+    expected = expected_coverage(n_ref, n_gen, k=PRDC_K)  # at the k the prc metric scored with
     return {"coverage": found["coverage"], "expected_coverage": round(expected, 4), "density": found["density"],
             "modes_dropped": drops_modes(found["coverage"], found["density"], expected)}
 

@@ -211,9 +211,9 @@ def _featurizer(name: str, part: Part, ssl_steps: Optional[int], log) -> Callabl
 
 
 def _flag(ref_f: np.ndarray, set_f: np.ndarray) -> dict[str, float]:
-    from ganforge.metrics.prdc import prdc
+    from ganforge.metrics.prdc import PRDC_K, prdc
 
-    return {k: float(v) for k, v in prdc(ref_f, set_f, k=5).items()}
+    return {k: float(v) for k, v in prdc(ref_f, set_f, k=PRDC_K).items()}
 
 
 def _train_judges(part: Part, judge_epochs: int, judges: int, seed: int, log) -> tuple[list, dict]:

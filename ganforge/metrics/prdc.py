@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["precision_recall", "prdc"]
 
+PRDC_K = 5  # Naeem et al.'s k: what ``prc`` scores with, and the k its expected coverage is taken at
+
 
 def _to_tensor(x: Any, name: str, device: "torch.device | str | None", dtype: "torch.dtype") -> "torch.Tensor":
     import torch
@@ -107,7 +109,7 @@ def precision_recall(real_feats: Any, fake_feats: Any, k: int = 3, chunk_size: i
     return {"precision": out["precision"], "recall": out["recall"]}
 
 
-def prdc(real_feats: Any, fake_feats: Any, k: int = 5, chunk_size: int = 1024,
+def prdc(real_feats: Any, fake_feats: Any, k: int = PRDC_K, chunk_size: int = 1024,
          device: "torch.device | str | None" = None, dtype: "torch.dtype | None" = None) -> dict[str, float]:
     """Precision, recall, density and coverage (Naeem et al. 2020) with one shared k.
 
@@ -124,7 +126,7 @@ MODE_DROP_COVERAGE = 2 / 3
 MODE_DROP_DENSITY = 0.8
 
 
-def expected_coverage(n_real: int, n_fake: int, k: int = 5) -> float:
+def expected_coverage(n_real: int, n_fake: int, k: int = PRDC_K) -> float:
     """The coverage a sample of the real distribution itself reaches on average: 1 - prod_i (N - i) / (N + M - i),
     i = 1..k, for N real and M generated samples (Naeem et al. 2020). ~0.97 for equal sets at k = 5, lower when
     there are fewer samples than references."""

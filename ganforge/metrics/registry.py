@@ -91,9 +91,9 @@ def _is(gen, ref, ctx: Context) -> dict[str, float]:
 
 
 def _prc(gen, ref, ctx: Context) -> dict[str, float]:
-    from ganforge.metrics.prdc import prdc
+    from ganforge.metrics.prdc import PRDC_K, prdc
 
-    return {k: float(v) for k, v in prdc(ref.features, gen.features, k=5).items()}
+    return {k: float(v) for k, v in prdc(ref.features, gen.features, k=PRDC_K).items()}
 
 
 def _coverage(gen, ref, ctx: Context) -> dict[str, float]:
