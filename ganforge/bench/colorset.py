@@ -107,13 +107,15 @@ class ColorSet:
         return dest
 
 
-def split_folders(root: str | Path, splits: Sequence[str]) -> dict[str, Path]:
-    """The 32 px set's ``splits`` as folders ``root/icons/SPLIT`` (for ``--data folder:``), written once: a marker
-    beside them (a file inside would be read as an image) says they are complete."""
-    out = {s: Path(root) / "icons" / s for s in splits}
-    marker = Path(root) / f"icons-{'-'.join(splits)}.done"
+def split_folders(root: str | Path, splits: Sequence[str], size: int = 32) -> dict[str, Path]:
+    """The ``size`` px set's ``splits`` as folders ``root/icons/SPLIT`` (``icons64`` at 64 px; for ``--data
+    folder:``), written once: a marker beside them (a file inside would be read as an image) says they are
+    complete."""
+    icons = "icons" if size == 32 else f"icons{size}"
+    out = {s: Path(root) / icons / s for s in splits}
+    marker = Path(root) / f"{icons}-{'-'.join(splits)}.done"
     if not marker.exists():
-        cs = load_colorset(32, 0, log=lambda s: None)
+        cs = load_colorset(size, 0, log=lambda s: None)
         for split, folder in out.items():
             cs.write_folder(split, folder)
         marker.write_text("")

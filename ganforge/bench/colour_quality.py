@@ -1,4 +1,4 @@
-"""``ganforge bench colour``: which recipe draws the best 32 px colour images from a few thousand, per CPU second?
+"""``ganforge bench colour``: which recipe draws the best colour images from a few thousand, per CPU second?
 
 Every variant trains on the train split of the labelled icon set (``bench/colorset.py``, split by icon name) on one
 thread with its final evaluation off, and is scored here on icons no run saw: FID[ssl-conv] and precision / recall
@@ -8,6 +8,8 @@ A grid of each variant's samples is saved beside the runs, so a person can say w
 
 Variants are compared at equal CPU time: each names its steps, set so that its run costs about what the
 baseline's (``dcgan-small`` at its own budget) does on this machine; the table shows what each really took.
+A variant's preset fixes its side: the 64 px variants (one command takes one side) train and are scored on the
+same icons drawn at 64 px, against ``dcgan-small64`` at ten CPU minutes (its own 3,000 steps cost ~22 on an AMD EPYC).
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from ganforge.errors import UserError
+
 Log = Callable[[str], None]
 
 
@@ -26,6 +30,12 @@ def rpgan(gamma: float) -> list[str]:
     return ["train.loss=rpgan", f"train.r1_gamma={gamma:g}", f"train.r2_gamma={gamma:g}", "train.r1_every=4",
             "train.real_label=1.0"]
 
+
+# dcgan-small-colour's recipe on another preset's nets: R3GAN's loss, penalties every 16, Adam (0, 0.99), no ADA
+COLOUR_RECIPE = [*rpgan(0.1), "train.r1_every=16", "train.augment=none", "train.beta1=0", "train.beta2=0.99"]
+# 64 px at ten CPU minutes of one AMD EPYC thread, from 200 steps timed (78 and 84 CPU s with start-up); in full
+# runs the two steps cost within 5% of each other (docs/BENCHMARKS.md, "Colour quality at 64 px")
+STEPS64, COLOUR64 = 1700, 1550
 
 # (name, preset, steps or None for the preset's own, --set overrides)
 VARIANTS = {
@@ -53,8 +63,12 @@ VARIANTS = {
     "dcgan-small-colour-lazy16": ("dcgan-small-colour", 2900, ["train.r1_every=16"]),
     "stylegan-small": ("stylegan-small", 500, []),
     "r3gan-small": ("r3gan-small", 640, []),
+    # 64 px: the 64-px presets, each at about ten CPU minutes of one AMD EPYC thread
+    "dcgan-small64": ("dcgan-small64", STEPS64, []),
+    "dcgan-small64-colour": ("dcgan-small64", COLOUR64, COLOUR_RECIPE),
 }
-BASELINE = "dcgan-small"
+BASELINES = {32: "dcgan-small", 64: "dcgan-small64"}  # per side: the variant every other is compared with
+BASELINE = BASELINES[32]
 
 
 def budget(spec: tuple, scale: float) -> int:
@@ -63,6 +77,22 @@ def budget(spec: tuple, scale: float) -> int:
 
     preset, steps, _ = spec
     return max(1, round((steps or load_config(preset).train.steps) * scale))
+
+
+def side(name: str) -> int:
+    """The variant's image side, from its preset."""
+    from ganforge.config import load_config
+
+    return load_config(VARIANTS[name][0]).model.image_size
+
+
+def one_side(names: Sequence[str]) -> int:
+    """The one side all ``names`` train at: a table compares runs scored on the same images."""
+    sides = {n: side(n) for n in names}
+    if len(set(sides.values())) != 1:
+        raise UserError("bench colour compares runs at one image side; these differ: "
+                        + ", ".join(f"{n} {s} px" for n, s in sides.items()) + ": run each side on its own")
+    return next(iter(sides.values()))
 
 
 def run_folder(root: Path, name: str, seed: int, scale: float) -> Path:
@@ -97,19 +127,22 @@ def _score(row: dict, refs: dict[str, Path], n: int, seed: int, log: Log) -> dic
     return row
 
 
-def block_name(scale: float) -> str:
-    """Each budget keeps its own table: ``colour`` at the bench's budget, ``colour-x3.3`` at 3.3 times it."""
-    return "colour" if scale == 1 else f"colour-x{scale:g}"
+def block_name(scale: float, size: int = 32) -> str:
+    """Each side and budget keeps its own table: ``colour`` at 32 px and the bench's budget, ``colour-x3.3`` at 3.3
+    times it, ``colour64`` at 64 px."""
+    name = "colour" if size == 32 else f"colour{size}"
+    return name if scale == 1 else f"{name}-x{scale:g}"
 
 
-def render(rows: Sequence[dict], info: dict, command: str, scale: float = 1.0) -> str:
+def render(rows: Sequence[dict], info: dict, command: str, scale: float = 1.0, size: int = 32) -> str:
     from ganforge.bench.markdown import markers
 
-    start, end = markers(block_name(scale))
-    base = next((r for r in rows if r["variant"] == BASELINE), None)
+    start, end = markers(block_name(scale, size))
+    baseline = BASELINES[size]
+    base = next((r for r in rows if r["variant"] == baseline), None)
     lines = [start, "", f"{time.strftime('%Y-%m-%d')}; {info['cpu']}, {info['logical_cores']} logical cores, torch "
              f"{info['torch']}, 1 thread per run. Command: `{command}`", "",
-             "| variant | steps | CPU s | FID[ssl-conv] val | vs dcgan-small | FID test | precision / recall (test) |",
+             f"| variant | steps | CPU s | FID[ssl-conv] val | vs {baseline} | FID test | precision / recall (test) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         gain = f"{r['val']['fid'] / base['val']['fid'] - 1:+.0%}" if base and r is not base else "-"
@@ -125,12 +158,13 @@ def main(variants: Sequence[str] = tuple(VARIANTS), root: Path = Path("runs/benc
 
     from ganforge.bench.colorset import split_folders
 
-    folders = split_folders(root, ("train", "val", "test"))
+    size = one_side(variants)
+    folders = split_folders(root, ("train", "val", "test"), size)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         rows = list(pool.map(lambda v: _train(v, VARIANTS[v], folders["train"], root, seed, scale, log), variants))
     rows = [_score(r, folders, n, seed, log) for r in rows]
-    block = render(rows, machine_info(torch.device("cpu")), command, scale)
+    block = render(rows, machine_info(torch.device("cpu")), command, scale, size)
     log(block)
     if write is not None:
-        write_block(Path(write), block_name(scale), block)
+        write_block(Path(write), block_name(scale, size), block)
     return rows

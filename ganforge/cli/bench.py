@@ -365,15 +365,21 @@ def bench_colour(
     out: Path = typer.Option(Path("runs/bench-colour"), "--out", help="Where the runs are trained (finished runs "
                              "with the same settings are rescored, not retrained)."),
     scale: float = typer.Option(1.0, "--scale", min=0.01, help="Multiply every variant's steps (1: about "
-                                "dcgan-small's own CPU time, ~3 minutes on a Xeon core; 3.3: ~10 minutes)."),
-    write: Optional[Path] = typer.Option(None, "--write", help="Replace the colour block (colour-xSCALE when scaled) "
-                                         "of this markdown file."),
+                                "dcgan-small's own CPU time, ~3 minutes on a Xeon core, ~4.5 on an AMD EPYC core; the "
+                                "64 px variants: ~10 minutes on an AMD EPYC core)."),
+    write: Optional[Path] = typer.Option(None, "--write", help="Replace the colour block (colour64 at 64 px, "
+                                         "-xSCALE when scaled) of this markdown file."),
 ) -> None:
-    """Colour quality at 32 px on the icon set at equal CPU time: FID[ssl-conv] on held-out icons, sample grids."""
+    """Colour quality on the icon set at equal CPU time, at 32 px (or 64 px: the 64-px variants): FID[ssl-conv] on
+    held-out icons, sample grids."""
     from ganforge.bench import colour_quality as bench
 
     _check_bench_outputs(out, write)
     names = _bench_names(variants, tuple(bench.VARIANTS), "variant")
+    try:
+        bench.one_side(names)
+    except UserError as exc:
+        fail(str(exc))
     command = _bench_command("colour", {"--variants": ",".join(names), "--n": n, "--jobs": jobs, "--seed": seed,
                                         "--scale": None if scale == 1 else scale, "--out": out, "--write": write})
     bench.main(names, root=out, n=n, seed=seed, jobs=jobs, write=write, command=command, scale=scale,
