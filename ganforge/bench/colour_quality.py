@@ -68,7 +68,6 @@ VARIANTS = {
     "dcgan-small64-colour": ("dcgan-small64", COLOUR64, COLOUR_RECIPE),
 }
 BASELINES = {32: "dcgan-small", 64: "dcgan-small64"}  # per side: the variant every other is compared with
-BASELINE = BASELINES[32]
 
 
 def budget(spec: tuple, scale: float) -> int:
