@@ -8,6 +8,7 @@ import contextlib
 import json
 import functools
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
@@ -44,10 +45,10 @@ def atomic_target(path: os.PathLike | str) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
+        os.close(fd)
+        os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -57,6 +58,19 @@ def atomic_target(path: os.PathLike | str) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+# the name atomic_target's temp file gets: ".NAME." + mkstemp's 8 random characters + ".tmp" + NAME's suffix
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]+)?")
+
+
+def atomic_temp_target(name: str) -> Optional[str]:
+    """The file whose atomic write left the temp file ``name`` behind, or None: a signal or a crash between the
+    temp's creation and its cleanup leaves one (never a finished file), and a resume must know its own."""
+    m = _TEMP_NAME.fullmatch(name)
+    if m is None or not m["target"].endswith(m["suffix"] or ""):
+        return None
+    return m["target"]
 
 
 def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:

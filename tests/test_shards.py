@@ -94,30 +94,8 @@ def test_preparing_twice_gives_byte_identical_shards_whatever_the_workers(made, 
     assert a["shards"] == b["shards"]
 
 
-def test_a_killed_prepare_resumes_and_ends_identical(made, tmp_path, monkeypatch):
-    real, calls = prep.convert, []
-
-    def dying(job):
-        calls.append(1)
-        if len(calls) == 20:  # mid-shard 3 (8 a shard): shards 0 and 1 are done, the third is partial
-            raise KeyboardInterrupt
-        return real(job)
-
-    monkeypatch.setattr(prep, "convert", dying)
-    with pytest.raises(KeyboardInterrupt):
-        _prepare(made / "src", tmp_path / "out")
-    assert (tmp_path / "out" / shards.PROGRESS).is_file() and not (tmp_path / "out" / shards.INDEX).exists()
-    assert not shards.is_prepared(tmp_path / "out")
-    with pytest.raises(DataError, match="interrupted"):
-        build_spec(f"shards:{tmp_path / 'out'}", channels=1, size=16)
-    monkeypatch.setattr(prep, "convert", real)
-    summary = _prepare(made / "src", tmp_path / "out")
-    assert summary.resumed_from == 2 and summary.count == 27
-    for p in sorted((made / "set").glob("shard-*.tar")):
-        assert (tmp_path / "out" / p.name).read_bytes() == p.read_bytes()
-
-
-def test_a_damaged_finished_shard_is_redone_on_resume(made, tmp_path, monkeypatch):
+def _prepare_killed_mid_shard_3(made: Path, out: Path, monkeypatch) -> None:
+    """A prepare stopped by Ctrl-C at its 20th image (8 a shard): shards 0 and 1 are done, the third is partial."""
     real, calls = prep.convert, []
 
     def dying(job):
@@ -126,10 +104,39 @@ def test_a_damaged_finished_shard_is_redone_on_resume(made, tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real(job)
 
-    monkeypatch.setattr(prep, "convert", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as m:
+        m.setattr(prep, "convert", dying)
+        with pytest.raises(KeyboardInterrupt):
+            _prepare(made / "src", out)
+
+
+def test_a_killed_prepare_resumes_and_ends_identical(made, tmp_path, monkeypatch):
+    _prepare_killed_mid_shard_3(made, tmp_path / "out", monkeypatch)
+    assert (tmp_path / "out" / shards.PROGRESS).is_file() and not (tmp_path / "out" / shards.INDEX).exists()
+    assert not shards.is_prepared(tmp_path / "out")
+    with pytest.raises(DataError, match="interrupted"):
+        build_spec(f"shards:{tmp_path / 'out'}", channels=1, size=16)
+    summary = _prepare(made / "src", tmp_path / "out")
+    assert summary.resumed_from == 2 and summary.count == 27
+    for p in sorted((made / "set").glob("shard-*.tar")):
+        assert (tmp_path / "out" / p.name).read_bytes() == p.read_bytes()
+
+
+def test_a_resume_clears_the_temp_file_an_interrupted_progress_write_left(made, tmp_path, monkeypatch):
+    """Ctrl-C between the progress temp's creation and its rename leaves it in --out: a resume removes it, where
+    any other file still makes the folder refused."""
+    _prepare_killed_mid_shard_3(made, tmp_path / "out", monkeypatch)
+    left = tmp_path / "out" / f".{shards.PROGRESS}.o3f4qmdw.tmp.json"
+    left.write_text('{"options": ')
+    summary = _prepare(made / "src", tmp_path / "out")
+    assert summary.resumed_from == 2 and summary.count == 27 and not left.exists()
+    (tmp_path / "out" / ".index.json.o3f4qmdw.tmp.png").write_text("not ours")
+    with pytest.raises(UserError, match="other files"):
         _prepare(made / "src", tmp_path / "out")
-    monkeypatch.setattr(prep, "convert", real)
+
+
+def test_a_damaged_finished_shard_is_redone_on_resume(made, tmp_path, monkeypatch):
+    _prepare_killed_mid_shard_3(made, tmp_path / "out", monkeypatch)
     second = tmp_path / "out" / "shard-000001.tar"
     second.write_bytes(second.read_bytes()[:-700])
     assert _prepare(made / "src", tmp_path / "out").resumed_from == 1

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +226,26 @@ def test_interrupted_overwrite_keeps_old_file(tmp_path: Path, monkeypatch: pytes
 def test_atomic_target_permissions_are_not_private(tmp_path: Path) -> None:
     out = viz.save_npz(_imgs(1), tmp_path / "a.npz")
     assert out.stat().st_mode & 0o444 == 0o444 & ~io_utils._umask()
+
+
+def test_a_left_temp_file_names_the_file_it_was_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal between the temp's creation and its rename can leave it (the writer never got to clean up): a
+    resume must recognise its own leftovers, and nothing else, by name."""
+    def interrupted(path, *_, **__):
+        raise KeyboardInterrupt
+
+    for name in ("progress.json", "report.txt", "noext"):
+        monkeypatch.setattr(io_utils.os, "replace", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            io_utils.atomic_write_text(tmp_path / name, "x")
+        monkeypatch.undo()
+    assert _leftovers(tmp_path) == []  # the writer cleans up when it runs at all ...
+    for name in ("progress.json", "report.txt", "noext"):  # ... the names it would have left
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{Path(name).suffix}", dir=tmp_path)
+        os.close(fd)
+        assert io_utils.atomic_temp_target(Path(tmp).name) == name
+    for other in ("notes.txt", ".progress.json", ".progress.json.ab.tmp.json", ".a.json.abcdefgh.tmp.png"):
+        assert io_utils.atomic_temp_target(other) is None, other
 
 
 def test_plot_stats_draws_a_familys_own_statistics_and_evaluations(tmp_path):

@@ -26,7 +26,7 @@ from ganforge.data import shards
 from ganforge.data.imageops import MAX_IMAGE_PIXELS, RESAMPLERS, RESIZE_POLICIES, error_text, parse_colour, \
     resize_policy, to_channels, upright
 from ganforge.errors import UserError
-from ganforge.io_utils import atomic_write_text
+from ganforge.io_utils import atomic_temp_target, atomic_write_text
 
 __all__ = ["Options", "Source", "Summary", "convert", "find_source", "prepare"]
 
@@ -135,11 +135,15 @@ OURS = (shards.INDEX, shards.PROGRESS, shards.REPORT)
 
 
 def _check_out(out: Path, opt: Options) -> Optional[dict]:
-    """Refuse an output folder holding anything but a prepare's files; return the progress to resume, if any."""
+    """Refuse an output folder holding anything but a prepare's files; return the progress to resume, if any.
+    Temp files of our own interrupted writes (a Ctrl-C between a temp's creation and its rename) are removed."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: name a new or empty folder")
     if not out.is_dir():
         return None
+    for p in out.iterdir():
+        if atomic_temp_target(p.name) in OURS:
+            p.unlink(missing_ok=True)
     others = sorted(p.name for p in out.iterdir() if p.name not in OURS
                     and not (p.name.startswith("shard-") and p.name.endswith(".tar")))
     if others:
